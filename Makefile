@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+DEMO_RECIPE ?= recipes/fashion_mnist_lt_resnet.yaml
+DEMO_OUTPUT ?= outputs/fashion_mnist_lt_resnet
+
+.PHONY: install data demo test clean
+
+install: $(STAMP)
+
+# torch first, from the local CPU wheel: a bare `torch` requirement would pull a CUDA build.
+# Then the package with its dev extras, then one int2/int4 forward so optimum-quanto builds
+# (and caches) its C++ extension once, not inside a test or the demo.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m hf_fairquant.quantization.warmup
+	touch $@
+
+# Debian's dataset-fashion-mnist ships the real 60k/10k idx files.
+data:
+	@if [ ! -f $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "Fashion-MNIST files missing in $(FASHION_MNIST_DIR) and apt-get unavailable;" \
+	         "tests that need them are skipped (set HF_FAIRQUANT_FASHION_MNIST_DIR)."; \
+	  fi; \
+	fi
+
+demo: install data
+	$(VENV)/bin/hf-fairquant run $(DEMO_RECIPE) --output-dir $(DEMO_OUTPUT)
+
+test: install data
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) outputs build dist *.egg-info
