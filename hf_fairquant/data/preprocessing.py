@@ -1,0 +1,129 @@
+"""Turn raw image/text datasets into model inputs (``pixel_values`` or token ids) + ``labels``.
+
+Images go through the model's image processor when one is given; otherwise through a small
+documented transform: scale to [0, 1], standardise each channel by the *training split's*
+pixel mean and std, lay out channel-first (grayscale gets one channel). No resizing: the
+model must be built for the data's image size (checked by :func:`check_image_size`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from datasets import Array3D, ClassLabel, DatasetDict, Features, Value
+
+LABELS = "labels"
+
+
+@dataclass(frozen=True)
+class ImageStandardizer:
+    """The documented default transform: ``(image / 255 − mean_c) / std_c``, channel-first."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, images: Sequence[Any]) -> "ImageStandardizer":
+        arr = np.stack([_to_chw(im) for im in images])
+        return cls(tuple(arr.mean(axis=(0, 2, 3)).tolist()), tuple(np.maximum(arr.std(axis=(0, 2, 3)), 1e-6).tolist()))
+
+    def __call__(self, images: Sequence[Any]) -> np.ndarray:
+        arr = np.stack([_to_chw(im) for im in images])
+        mean = np.asarray(self.mean, dtype=np.float32)[None, :, None, None]
+        std = np.asarray(self.std, dtype=np.float32)[None, :, None, None]
+        return ((arr - mean) / std).astype(np.float32)
+
+
+def _to_chw(image: Any) -> np.ndarray:
+    arr = np.asarray(image, dtype=np.float32) / 255.0
+    return arr[None] if arr.ndim == 2 else np.transpose(arr, (2, 0, 1))
+
+
+def prepare_image_dataset(
+    dataset: DatasetDict,
+    image_column: str = "image",
+    label_column: str = "label",
+    image_processor: Any = None,
+    train_split: str = "train",
+    fit_sample: int = 10_000,
+) -> DatasetDict:
+    """Add ``pixel_values`` (float32, C×H×W) and ``labels``; drop the raw image column.
+
+    Other columns (groups, class names) are kept. Without ``image_processor`` the mean/std
+    come from up to ``fit_sample`` training images (a fixed prefix: deterministic).
+    """
+    first = next(iter(dataset.values()))
+    for col in (image_column, label_column):
+        if col not in first.column_names:
+            raise ValueError(f"column '{col}' not found; available columns: {first.column_names}")
+    if image_processor is None:
+        fit_on = dataset[train_split] if train_split in dataset else first
+        transform = ImageStandardizer.fit(fit_on[image_column][: min(fit_sample, len(fit_on))])
+    else:
+        def transform(images: Sequence[Any]) -> np.ndarray:
+            return np.asarray(image_processor(list(images), return_tensors="np")["pixel_values"], dtype=np.float32)
+
+    shape = transform(first[image_column][:1]).shape[1:]
+
+    def convert(batch: dict) -> dict:
+        return {"pixel_values": transform(batch[image_column]), LABELS: batch[label_column]}
+
+    out = {}
+    for split, ds in dataset.items():
+        features = Features({k: v for k, v in ds.features.items() if k not in (image_column, label_column)})
+        features["pixel_values"] = Array3D(shape=tuple(shape), dtype="float32")
+        features[LABELS] = _label_feature(ds.features[label_column])
+        remove = [image_column] + ([label_column] if label_column != LABELS else [])
+        out[split] = ds.map(
+            convert, batched=True, batch_size=1000, remove_columns=remove, features=features,
+            desc=f"preprocess {split}",
+        )
+    return DatasetDict(out)
+
+
+def _label_feature(feature: Any) -> Any:
+    """Keep a ClassLabel (its names become the model's id2label); anything else is int64."""
+    return feature if isinstance(feature, ClassLabel) else Value("int64")
+
+
+def prepare_text_dataset(
+    dataset: DatasetDict,
+    tokenizer: Any,
+    text_column: str = "text",
+    label_column: str = "label",
+    max_length: int = 128,
+) -> DatasetDict:
+    """Tokenise ``text_column`` (padded to ``max_length``) and rename the label to ``labels``."""
+    first = next(iter(dataset.values()))
+    for col in (text_column, label_column):
+        if col not in first.column_names:
+            raise ValueError(f"column '{col}' not found; available columns: {first.column_names}")
+
+    def convert(batch: dict) -> dict:
+        enc = tokenizer(batch[text_column], padding="max_length", truncation=True, max_length=max_length)
+        return {**enc, LABELS: batch[label_column]}
+
+    remove = [text_column] + ([label_column] if label_column != LABELS else [])
+    return DatasetDict(
+        {split: ds.map(convert, batched=True, remove_columns=remove, desc=f"tokenize {split}") for split, ds in dataset.items()}
+    )
+
+
+def check_image_size(model_config: Any, dataset: Any) -> None:
+    """Fail early when the data's channels or size differ from what the model was built for."""
+    if "pixel_values" not in dataset.column_names:
+        return
+    shape = tuple(dataset.features["pixel_values"].shape)
+    channels = getattr(model_config, "num_channels", None)
+    if channels is not None and shape[0] != channels:
+        raise ValueError(f"the model expects {channels} channel(s) (config.num_channels) but the data has {shape[0]}")
+    size = getattr(model_config, "image_size", None)
+    if size is None:
+        return
+    want = (size, size) if isinstance(size, int) else tuple(size)
+    if shape[-2:] != want:
+        raise ValueError(
+            f"the model expects {want[0]}×{want[1]} images (config.image_size) but the data has {shape[-2]}×{shape[-1]}"
+        )

@@ -1,0 +1,125 @@
+"""Offline data sources (no network) and the generic loader for Hub ids and local files.
+
+Every source returns a ``datasets.DatasetDict`` with the schema of its Hub counterpart:
+an ``image`` column (``datasets.Image``) and a ``label`` column (``datasets.ClassLabel``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+
+#: Where Debian's ``dataset-fashion-mnist`` package installs the original idx files.
+FASHION_MNIST_DIR = Path(os.environ.get("HF_FAIRQUANT_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+
+#: Fashion-MNIST class names in label order (as on the Hub's ``zalando-datasets/fashion_mnist``).
+FASHION_MNIST_CLASSES = [
+    "t-shirt/top", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+]  # fmt: skip
+
+_FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read one gzipped IDX file (the MNIST format: magic, dims, then uint8 data)."""
+    with gzip.open(path, "rb") as fh:
+        raw = fh.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _image_split(images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> Dataset:
+    features = Features(image=Image(), label=ClassLabel(names=class_names))
+    return Dataset.from_dict({"image": list(images), "label": labels.astype(np.int64)}, features=features)
+
+
+def load_fashion_mnist(data_dir: str | Path | None = None) -> DatasetDict:
+    """Fashion-MNIST (60k train / 10k test real 28×28 images) from Debian's idx files.
+
+    Install them with ``apt-get install dataset-fashion-mnist`` (``make data`` does), or point
+    ``data_dir`` / ``HF_FAIRQUANT_FASHION_MNIST_DIR`` at a folder with the four ``*.gz`` files.
+    """
+    root = Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR
+    missing = [f for pair in _FASHION_MNIST_FILES.values() for f in pair if not (root / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"Fashion-MNIST files {missing} not found in {root}; install Debian's package "
+            f"(`apt-get install dataset-fashion-mnist`, or `make data`) or set HF_FAIRQUANT_FASHION_MNIST_DIR"
+        )
+    return DatasetDict(
+        {
+            split: _image_split(_read_idx(root / img), _read_idx(root / lab), FASHION_MNIST_CLASSES)
+            for split, (img, lab) in _FASHION_MNIST_FILES.items()
+        }
+    )
+
+
+def load_digits_dataset(test_size: float = 0.25, seed: int = 0) -> DatasetDict:
+    """scikit-learn's handwritten digits (1,797 real 8×8 images), split stratified by class.
+
+    Pixel values 0..16 are rescaled to 0..255 so the images look like any other uint8 image.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(images)), test_size=test_size, random_state=seed, stratify=digits.target
+    )
+    names = [str(i) for i in range(10)]
+    return DatasetDict(
+        {
+            "train": _image_split(images[idx_train], digits.target[idx_train], names),
+            "test": _image_split(images[idx_test], digits.target[idx_test], names),
+        }
+    )
+
+
+#: Offline sources by name; ``load_source`` tries these before local paths and Hub ids.
+OFFLINE_SOURCES: dict[str, Callable[[], DatasetDict]] = {
+    "fashion_mnist": load_fashion_mnist,
+    "digits": load_digits_dataset,
+}
+
+_FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def load_source(source: str, **load_kwargs: Any) -> DatasetDict:
+    """Load a dataset by offline source name, local file/folder, or Hub id.
+
+    - ``"fashion_mnist"`` / ``"digits"``: the offline sources above;
+    - a local data file (``.csv``, ``.json``, ``.jsonl``, ``.parquet``) or a folder (anything
+      ``datasets.load_dataset`` reads: a saved ``DatasetDict``, an imagefolder, data files);
+    - otherwise a Hub id, through ``datasets.load_dataset(source, **load_kwargs)``.
+    """
+    import datasets
+
+    if source in OFFLINE_SOURCES:
+        return OFFLINE_SOURCES[source](**load_kwargs)
+    path = Path(source)
+    if path.is_file():
+        builder = _FILE_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(f"cannot read data file {path}: allowed suffixes are {sorted(_FILE_BUILDERS)}")
+        if path.suffix.lower() == ".tsv":
+            load_kwargs.setdefault("delimiter", "\t")
+        return datasets.load_dataset(builder, data_files=str(path), **load_kwargs)
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file():
+            return datasets.load_from_disk(str(path))
+        return datasets.load_dataset(str(path), **load_kwargs)
+    result = datasets.load_dataset(source, **load_kwargs)
+    if not isinstance(result, DatasetDict):
+        raise ValueError(f"dataset {source!r} loaded as {type(result).__name__}; pass no `split` to get all splits")
+    return result

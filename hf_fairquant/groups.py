@@ -1,0 +1,303 @@
+"""Which examples belong to which group — and every group-related check.
+
+A :class:`GroupSpec` names the column (or columns, for intersectional groups such as
+``sex×race``) that define groups, learns their values from data (:meth:`GroupSpec.fit`),
+and maps readable names ↔ stable integer codes. It also counts groups per split and
+derives per-group loss weights. All validation of group and label columns lives here, so
+that every entry point fails the same way, early, with a message that names the column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+
+#: Separator of intersectional group names, e.g. ``"female×black"``.
+INTERSECTION_SEPARATOR = "×"
+
+WeightScheme = Union[str, Mapping[Any, float]]
+WEIGHT_SCHEMES = ("inverse_frequency", "sqrt_inverse_frequency")
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _sort_key(value: Any) -> tuple:
+    # ints (and bools) sort numerically before strings; strings sort alphabetically
+    return (0, value, "") if isinstance(value, (int, np.integer)) else (1, 0, str(value))
+
+
+def _column_values(dataset: Any, column: str) -> list:
+    """Materialise one column as a plain list (datasets 5 returns a lazy Column)."""
+    values = dataset[column]
+    return values if isinstance(values, list) else list(values[:])
+
+
+def column_names(dataset: Any) -> list[str]:
+    names = getattr(dataset, "column_names", None)
+    if names is None:
+        raise TypeError(f"expected a datasets.Dataset with named columns, got {type(dataset).__name__}")
+    return list(names)
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """The column(s) that define groups, and the group values once fitted.
+
+    >>> spec = GroupSpec(["sex", "race"]).fit(dataset)      # doctest: +SKIP
+    >>> spec.names                                          # doctest: +SKIP
+    ['female×black', 'female×white', 'male×black', 'male×white']
+
+    ``values`` holds one tuple per group (one entry per column), in code order; codes are
+    stable: sorted by value (ints numerically, then strings), whatever the row order.
+    """
+
+    columns: tuple[str, ...] = ("group",)
+    values: tuple[tuple, ...] | None = field(default=None, compare=True)
+
+    def __init__(self, columns: str | Sequence[str] = "group", values: Iterable | None = None):
+        cols = (columns,) if isinstance(columns, str) else tuple(columns)
+        if not cols or not all(isinstance(c, str) and c for c in cols):
+            raise ValueError(f"GroupSpec needs one or more column names, got {columns!r}")
+        object.__setattr__(self, "columns", cols)
+        if values is not None:
+            vals = tuple(tuple(v) if isinstance(v, (tuple, list)) else (v,) for v in values)
+            bad = [v for v in vals if len(v) != len(cols)]
+            if bad:
+                raise ValueError(f"group values {bad[:3]} do not have one entry per column {list(cols)}")
+            if len(set(vals)) != len(vals):
+                raise ValueError(f"group values must be unique, got {list(vals)}")
+            object.__setattr__(self, "values", vals)
+        else:
+            object.__setattr__(self, "values", None)
+
+    # ---------------------------------------------------------------- naming
+    @property
+    def name(self) -> str:
+        """Readable name of the grouping, e.g. ``"sex×race"``."""
+        return INTERSECTION_SEPARATOR.join(self.columns)
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.values is not None
+
+    @property
+    def names(self) -> list[str]:
+        """Readable group names in code order (``"a×b"`` for intersections)."""
+        return [self._value_name(v) for v in self._fitted_values()]
+
+    @property
+    def num_groups(self) -> int:
+        return len(self._fitted_values())
+
+    @staticmethod
+    def _value_name(value: tuple) -> str:
+        return INTERSECTION_SEPARATOR.join(str(v) for v in value)
+
+    def _fitted_values(self) -> tuple[tuple, ...]:
+        if self.values is None:
+            raise ValueError(f"GroupSpec({list(self.columns)}) is not fitted: call .fit(dataset) first")
+        return self.values
+
+    # ---------------------------------------------------------------- fitting
+    def fit(self, *datasets: Any) -> "GroupSpec":
+        """Return a spec whose values are the sorted union of the groups in ``datasets``."""
+        if not datasets:
+            raise ValueError("GroupSpec.fit needs at least one dataset")
+        seen: set[tuple] = set()
+        for ds in datasets:
+            seen.update(self._row_values(ds))
+        ordered = sorted(seen, key=lambda v: tuple(_sort_key(x) for x in v))
+        return replace(self, values=ordered)
+
+    def _row_values(self, dataset: Any, split: str | None = None) -> list[tuple]:
+        self.check_columns(dataset, split=split)
+        columns = [_column_values(dataset, c) for c in self.columns]
+        for col, vals in zip(self.columns, columns):
+            missing = [i for i, v in enumerate(vals) if _is_missing(v)]
+            if missing:
+                where = f" of split '{split}'" if split else ""
+                raise ValueError(
+                    f"group column '{col}'{where} has {len(missing)} missing (None/NaN) value(s), "
+                    f"first at row {missing[0]}; every example needs a group: drop or fill them"
+                )
+        return [tuple(v.item() if isinstance(v, np.generic) else v for v in row) for row in zip(*columns)]
+
+    # ---------------------------------------------------------------- encoding
+    def encode(self, dataset_or_rows: Any) -> np.ndarray:
+        """Integer group codes for a dataset (or a list of values / tuples)."""
+        values = self._fitted_values()
+        index = {v: i for i, v in enumerate(values)}
+        if hasattr(dataset_or_rows, "column_names"):
+            rows = self._row_values(dataset_or_rows)
+        else:
+            rows = [tuple(r) if isinstance(r, (tuple, list)) else (r,) for r in dataset_or_rows]
+        try:
+            return np.fromiter((index[r] for r in rows), dtype=np.int64, count=len(rows))
+        except KeyError as err:
+            unknown = sorted({r for r in rows if r not in index}, key=str)
+            raise ValueError(
+                f"group value(s) {[self._value_name(u) for u in unknown][:5]} of column(s) "
+                f"{list(self.columns)} are not among the fitted groups {self.names}"
+            ) from err
+
+    def decode(self, codes: Iterable[int]) -> list[str]:
+        """Readable names for integer codes."""
+        names = self.names
+        out = []
+        for c in codes:
+            if not 0 <= int(c) < len(names):
+                raise ValueError(f"group code {c} is outside 0..{len(names) - 1} ({names})")
+            out.append(names[int(c)])
+        return out
+
+    def code_of(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise ValueError(f"unknown group {name!r}; the groups are {self.names}") from None
+
+    def group_names(self, dataset: Any) -> list[str]:
+        """The readable group name of every row of ``dataset``."""
+        return self.decode(self.encode(dataset))
+
+    # ---------------------------------------------------------------- counting
+    def counts(self, dataset: Any) -> dict[str, Any]:
+        """Examples per group; for a ``DatasetDict``, ``{split: {group: count}}``.
+
+        Every fitted group appears, with 0 where a split has none of it.
+        """
+        if _is_dataset_dict(dataset):
+            return {split: self.counts(ds) for split, ds in dataset.items()}
+        counter = Counter(self.encode(dataset).tolist())
+        return {name: counter.get(i, 0) for i, name in enumerate(self.names)}
+
+    def weights(self, dataset: Any, scheme: WeightScheme = "inverse_frequency") -> dict[str, float]:
+        """Per-group loss weights, normalised so the mean weight over examples is 1.
+
+        ``inverse_frequency``: w_g ∝ 1/n_g; ``sqrt_inverse_frequency``: w_g ∝ 1/√n_g; a
+        mapping ``{group: weight}`` (keys are names or raw values) is taken as given.
+        """
+        counts = self.counts(dataset)
+        if isinstance(scheme, Mapping):
+            by_name = {self._value_name(k if isinstance(k, tuple) else (k,)): float(w) for k, w in scheme.items()}
+            unknown = sorted(set(by_name) - set(self.names))
+            missing = [n for n in self.names if n not in by_name]
+            if unknown or missing:
+                raise ValueError(
+                    f"group weight mapping must name every group exactly: unknown {unknown}, "
+                    f"missing {missing}; the groups are {self.names}"
+                )
+            bad = {k: w for k, w in by_name.items() if not (w >= 0 and math.isfinite(w))}
+            if bad:
+                raise ValueError(f"group weights must be finite and >= 0, got {bad}")
+            return {n: by_name[n] for n in self.names}
+        if scheme not in WEIGHT_SCHEMES:
+            raise ValueError(f"unknown group weighting {scheme!r}; allowed: {list(WEIGHT_SCHEMES)} or a mapping")
+        empty = [n for n, c in counts.items() if c == 0]
+        if empty:
+            raise ValueError(f"cannot weight by frequency: group(s) {empty} have no examples in this dataset")
+        power = 1.0 if scheme == "inverse_frequency" else 0.5
+        raw = {n: c ** -power for n, c in counts.items()}
+        total = sum(counts.values())
+        scale = total / sum(raw[n] * counts[n] for n in counts)
+        return {n: raw[n] * scale for n in self.names}
+
+    # ---------------------------------------------------------------- validation
+    def check_columns(self, dataset: Any, split: str | None = None) -> None:
+        available = column_names(dataset)
+        missing = [c for c in self.columns if c not in available]
+        if missing:
+            where = f" in split '{split}'" if split else ""
+            raise ValueError(f"group column(s) {missing} not found{where}; available columns: {available}")
+
+    def validate(
+        self,
+        dataset: Any,
+        label_column: str = "labels",
+        num_labels: int | None = None,
+        split: str | None = None,
+    ) -> None:
+        """Check a split before heavy work: non-empty, label and group columns present,
+        no missing values, labels within ``0..num_labels-1``, groups among the fitted ones."""
+        where = f"split '{split}'" if split else "dataset"
+        if len(dataset) == 0:
+            raise ValueError(f"{where} is empty: it needs at least one example")
+        available = column_names(dataset)
+        if label_column not in available:
+            raise ValueError(f"label column '{label_column}' not found in {where}; available columns: {available}")
+        self._row_values(dataset, split=split)  # group columns present and complete
+        if self.is_fitted:
+            self.encode(dataset)
+        labels = _column_values(dataset, label_column)
+        missing = [i for i, v in enumerate(labels) if _is_missing(v)]
+        if missing:
+            raise ValueError(f"label column '{label_column}' of {where} has missing values, first at row {missing[0]}")
+        if num_labels is not None:
+            arr = np.asarray(labels)
+            bad = sorted(set(arr[(arr < 0) | (arr >= num_labels)].tolist()))
+            if bad:
+                raise ValueError(
+                    f"labels {bad[:10]} in column '{label_column}' of {where} are outside the model's "
+                    f"classes 0..{num_labels - 1}"
+                )
+
+    def check_covered(self, train: Any, others: Mapping[str, Any]) -> None:
+        """Every group seen in ``others`` (e.g. the test split) must have training examples."""
+        train_counts = self.counts(train)
+        for split, ds in others.items():
+            present = [n for n, c in self.counts(ds).items() if c > 0]
+            uncovered = [n for n in present if train_counts.get(n, 0) == 0]
+            if uncovered:
+                raise ValueError(
+                    f"group(s) {uncovered} of column(s) {list(self.columns)} occur in split '{split}' "
+                    f"but have no training examples; every evaluated group needs some"
+                )
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict:
+        return {"columns": list(self.columns), "values": None if self.values is None else [list(v) for v in self.values]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "GroupSpec":
+        return cls(data["columns"], data.get("values"))
+
+
+def _is_dataset_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) or type(obj).__name__ in {"DatasetDict", "IterableDatasetDict"}
+
+
+def stratified_indices(codes: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Row indices of a group-stratified sample of ``size`` rows (sorted).
+
+    Each group gets an equal share, capped at its size; what a small group cannot fill goes
+    to the others, so minorities are represented however rare they are (calibration data
+    drawn this way sees them). ``size >= len(codes)`` returns every row.
+    """
+    if size <= 0:
+        raise ValueError(f"sample size must be positive, got {size}")
+    codes = np.asarray(codes)
+    if size >= len(codes):
+        return np.arange(len(codes))
+    rng = np.random.default_rng(seed)
+    groups = np.unique(codes)
+    pools = {g: rng.permutation(np.flatnonzero(codes == g)) for g in groups}
+    quota = dict.fromkeys(groups, 0)
+    remaining = size
+    open_groups = list(groups)
+    while remaining > 0 and open_groups:
+        share = max(1, remaining // len(open_groups))
+        for g in list(open_groups):
+            take = min(share, len(pools[g]) - quota[g], remaining)
+            quota[g] += take
+            remaining -= take
+            if quota[g] == len(pools[g]):
+                open_groups.remove(g)
+            if remaining == 0:
+                break
+    return np.sort(np.concatenate([pools[g][: quota[g]] for g in groups]))

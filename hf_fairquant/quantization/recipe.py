@@ -1,0 +1,209 @@
+"""QuantRecipe: which bits each Conv2d/Linear gets — a small frozen dataclass, one per workflow.
+
+A recipe has default weight/activation bits, per-module overrides by glob pattern (mixed
+precision; the first matching pattern wins) and excluded modules (kept in float). Presets
+are strings ``w{2,4,8}`` optionally followed by ``a8``: ``"w8a8"``, ``"w4a8"``, ``"w4"``,
+``"w2a8"``. :meth:`QuantRecipe.plan` resolves a recipe against a model, failing early on
+patterns that match nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any, Iterable, Mapping, Union
+
+import torch
+
+SUPPORTED_WEIGHT_BITS = (2, 4, 8)
+SUPPORTED_ACTIVATION_BITS = (None, 8)
+#: The named presets (any ``w{2,4,8}[a8]`` string parses too).
+PRESETS = ("w8a8", "w4a8", "w4", "w2a8")
+QUANTIZABLE_TYPES = (torch.nn.Conv2d, torch.nn.Linear)
+_PRESET_RE = re.compile(r"^w(\d+)(?:a(\d+))?$")
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """Bits for one module: weights (2, 4, 8) and activations (None or 8)."""
+
+    weight_bits: int
+    activation_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.weight_bits not in SUPPORTED_WEIGHT_BITS:
+            raise ValueError(f"unsupported weight bits {self.weight_bits!r}; allowed: {list(SUPPORTED_WEIGHT_BITS)}")
+        if self.activation_bits not in SUPPORTED_ACTIVATION_BITS:
+            raise ValueError(
+                f"unsupported activation bits {self.activation_bits!r}; allowed: None (float) or 8"
+            )
+
+    def __str__(self) -> str:
+        return f"w{self.weight_bits}" + (f"a{self.activation_bits}" if self.activation_bits else "")
+
+    @classmethod
+    def parse(cls, value: Union[str, "LayerQuant", Mapping[str, Any]]) -> "LayerQuant":
+        if isinstance(value, LayerQuant):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"weight_bits", "activation_bits"}
+            if unknown:
+                raise ValueError(f"unknown key(s) {sorted(unknown)}; allowed: weight_bits, activation_bits")
+            return cls(int(value["weight_bits"]), value.get("activation_bits"))
+        match = _PRESET_RE.match(str(value).strip().lower())
+        if not match:
+            raise ValueError(
+                f"unknown quantization preset {value!r}; allowed: {list(PRESETS)} or any "
+                f"'w<bits>[a8]' with bits in {list(SUPPORTED_WEIGHT_BITS)}"
+            )
+        return cls(int(match.group(1)), int(match.group(2)) if match.group(2) else None)
+
+
+RecipeLike = Union[str, "QuantRecipe", Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """Weight/activation bits for every Conv2d and Linear of a model.
+
+    >>> QuantRecipe.parse("w4a8")
+    QuantRecipe(weight_bits=4, activation_bits=8, overrides=(), exclude=(), name='w4a8')
+    >>> QuantRecipe(2, 8, overrides={"classifier*": "w8a8"}).layer_quant("classifier.1")
+    LayerQuant(weight_bits=8, activation_bits=8)
+    """
+
+    weight_bits: int = 8
+    activation_bits: int | None = None
+    overrides: tuple[tuple[str, LayerQuant], ...] = field(default=())
+    exclude: tuple[str, ...] = field(default=())
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        LayerQuant(self.weight_bits, self.activation_bits)  # validates the defaults
+        overrides = self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides
+        object.__setattr__(self, "overrides", tuple((str(p), LayerQuant.parse(q)) for p, q in overrides))
+        exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
+        object.__setattr__(self, "exclude", exclude)
+
+    # ------------------------------------------------------------ parsing
+    @classmethod
+    def parse(cls, value: RecipeLike) -> "QuantRecipe":
+        """A preset string (``"w4a8"``), a mapping (YAML/JSON) or a recipe."""
+        if isinstance(value, QuantRecipe):
+            return value
+        if isinstance(value, Mapping):
+            allowed = {"weight_bits", "activation_bits", "overrides", "exclude", "name", "preset"}
+            unknown = set(value) - allowed
+            if unknown:
+                raise ValueError(f"unknown recipe key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+            data = dict(value)
+            if "preset" in data:
+                base = LayerQuant.parse(data.pop("preset"))
+                data.setdefault("weight_bits", base.weight_bits)
+                data.setdefault("activation_bits", base.activation_bits)
+            return cls(**data)
+        if isinstance(value, str):
+            base = LayerQuant.parse(value)
+            return cls(base.weight_bits, base.activation_bits, name=str(base))
+        raise TypeError(f"cannot make a QuantRecipe from {type(value).__name__}: give a preset string or a mapping")
+
+    # ------------------------------------------------------------ resolution
+    @property
+    def default(self) -> LayerQuant:
+        return LayerQuant(self.weight_bits, self.activation_bits)
+
+    @property
+    def uses_activations(self) -> bool:
+        return self.activation_bits is not None or any(q.activation_bits for _, q in self.overrides)
+
+    def layer_quant(self, module_name: str) -> LayerQuant | None:
+        """Bits for one module name: None if excluded, else the first matching override."""
+        if any(fnmatchcase(module_name, p) for p in self.exclude):
+            return None
+        for pattern, quant in self.overrides:
+            if fnmatchcase(module_name, pattern):
+                return quant
+        return self.default
+
+    def plan(self, model: torch.nn.Module) -> dict[str, LayerQuant | None]:
+        """``{module name: LayerQuant or None (excluded)}`` for every Conv2d/Linear of ``model``.
+
+        Raises if the model has nothing to quantize or a pattern matches no module.
+        """
+        names = quantizable_modules(model)
+        for kind, patterns in (("override", [p for p, _ in self.overrides]), ("exclude", list(self.exclude))):
+            for pattern in patterns:
+                if not any(fnmatchcase(n, pattern) for n in names):
+                    raise ValueError(
+                        f"{kind} pattern {pattern!r} matches no Conv2d/Linear module of "
+                        f"{type(model).__name__}; its modules are: {_preview(names)}"
+                    )
+        plan = {n: self.layer_quant(n) for n in names}
+        if all(q is None for q in plan.values()):
+            raise ValueError(f"recipe {self} excludes every Conv2d/Linear module of {type(model).__name__}")
+        return plan
+
+    def effective_bits(self, model: torch.nn.Module) -> float:
+        """Parameter-weighted mean weight bits this recipe would give ``model`` (see
+        :func:`effective_bits`)."""
+        plan = self.plan(model)
+        return _weighted_bits(
+            (m.weight.numel(), plan[n].weight_bits if plan[n] else _float_bits(m.weight))
+            for n, m in model.named_modules() if n in plan
+        )
+
+    # ------------------------------------------------------------ display
+    def __str__(self) -> str:
+        if self.name:
+            return self.name
+        text = str(self.default)
+        if self.overrides:
+            text += "+" + ",".join(f"{p}:{q}" for p, q in self.overrides)
+        if self.exclude:
+            text += "-" + ",".join(self.exclude)
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": str(self),
+            "weight_bits": self.weight_bits,
+            "activation_bits": self.activation_bits,
+            "overrides": {p: str(q) for p, q in self.overrides},
+            "exclude": list(self.exclude),
+        }
+
+
+def parse_recipes(values: RecipeLike | Iterable[RecipeLike]) -> list[QuantRecipe]:
+    """Parse ``"w8a8,w4a8"``, a list of presets/mappings, or recipes."""
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    elif isinstance(values, (QuantRecipe, Mapping)):
+        values = [values]
+    recipes = [QuantRecipe.parse(v) for v in values]
+    if not recipes:
+        raise ValueError(f"no quantization recipe given; allowed presets: {list(PRESETS)}")
+    return recipes
+
+
+def quantizable_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the Conv2d/Linear modules (what optimum-quanto quantizes here)."""
+    names = [n for n, m in model.named_modules() if type(m) in QUANTIZABLE_TYPES]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no Conv2d or Linear module to quantize")
+    return names
+
+
+def _preview(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _float_bits(tensor: torch.Tensor) -> int:
+    return torch.finfo(tensor.dtype).bits if tensor.is_floating_point() else 8 * tensor.element_size()
+
+
+def _weighted_bits(pairs: Iterable[tuple[int, int]]) -> float:
+    pairs = list(pairs)
+    total = sum(n for n, _ in pairs)
+    return sum(n * b for n, b in pairs) / total

@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny models that run on a CPU in milliseconds, tiny grouped datasets."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+from datasets import Array3D, Dataset, Features, Sequence, Value
+
+
+def tiny_resnet(num_labels: int = 10, channels: int = 1):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    config = ResNetConfig(
+        num_channels=channels, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+        layer_type="basic", downsample_in_first_stage=False, num_labels=num_labels,
+    )
+    return ResNetForImageClassification(config).eval()
+
+
+def tiny_vit(num_labels: int = 10, image_size: int = 8):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=image_size, patch_size=2, num_channels=1, hidden_size=64, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=128, num_labels=num_labels,
+    )
+    return ViTForImageClassification(config).eval()
+
+
+def tiny_distilbert(num_labels: int = 3):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64, num_labels=num_labels)
+    return DistilBertForSequenceClassification(config).eval()
+
+
+def image_dataset(n: int = 64, size: int = 8, num_labels: int = 10, seed: int = 0, groups=("a", "b")) -> Dataset:
+    rng = np.random.default_rng(seed)
+    features = Features(
+        pixel_values=Array3D(shape=(1, size, size), dtype="float32"), labels=Value("int64"), group=Value("string")
+    )
+    return Dataset.from_dict(
+        {
+            "pixel_values": rng.normal(size=(n, 1, size, size)).astype(np.float32),
+            "labels": rng.integers(0, num_labels, n),
+            "group": [groups[i % len(groups)] for i in range(n)],
+        },
+        features=features,
+    )
+
+
+def text_dataset(n: int = 32, length: int = 12, num_labels: int = 3, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    features = Features(
+        input_ids=Sequence(Value("int64")), attention_mask=Sequence(Value("int64")),
+        labels=Value("int64"), group=Value("string"),
+    )
+    return Dataset.from_dict(
+        {
+            "input_ids": rng.integers(1, 100, (n, length)).tolist(),
+            "attention_mask": np.ones((n, length), dtype=np.int64).tolist(),
+            "labels": rng.integers(0, num_labels, n),
+            "group": ["x" if i % 4 else "y" for i in range(n)],
+        },
+        features=features,
+    )
+
+
+MODEL_CASES = {
+    "resnet": (tiny_resnet, lambda: image_dataset(size=8)),
+    "vit": (tiny_vit, lambda: image_dataset(size=8)),
+    "distilbert": (tiny_distilbert, text_dataset),
+}
+
+
+@pytest.fixture(params=sorted(MODEL_CASES))
+def model_case(request):
+    make_model, make_data = MODEL_CASES[request.param]
+    return request.param, make_model, make_data()

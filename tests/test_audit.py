@@ -1,0 +1,99 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hf_fairquant import GroupSpec, audit
+from hf_fairquant.audit import AuditReport, predict
+from tests.conftest import image_dataset, tiny_resnet
+
+
+class ExampleCounter:
+    """Counts the examples each forward sees (hooks survive the audit's deepcopy)."""
+
+    def __init__(self, model):
+        self.seen = 0
+        model.register_forward_pre_hook(self, with_kwargs=True)
+
+    def __call__(self, module, args, kwargs):
+        self.seen += kwargs["pixel_values"].shape[0]
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = tiny_resnet()
+    evaluation = image_dataset(n=96, seed=1, groups=("a", "b", "b"))
+    calibration = image_dataset(n=40, seed=2)
+    return model, evaluation, calibration
+
+
+def test_each_model_passes_over_the_data_once(setup):
+    model, evaluation, calibration = setup
+    counter = ExampleCounter(model)
+    audit(model, evaluation, ["w8a8", "w4"], "group", calibration, calibration_size=24, batch_size=32, n_boot=0, progress=False)
+    # FP + 2 quantized models over the eval set, plus one calibration pass (24 rows) for w8a8 only
+    assert counter.seen == 3 * len(evaluation) + 24
+
+
+def test_report_matches_the_predictions(setup):
+    model, evaluation, calibration = setup
+    before = predict(model, evaluation)[0]
+    report = audit(model, evaluation, "w8a8,w2a8", GroupSpec("group"), calibration, n_boot=50, progress=False)
+    assert np.array_equal(predict(model, evaluation)[0], before)  # the FP model is untouched
+    labels = np.asarray(evaluation["labels"][:])
+    groups = np.asarray(evaluation["group"][:])
+    fp_acc = {g: float(np.mean(before[groups == g] == labels[groups == g])) for g in ("a", "b")}
+    assert report.group_accuracy("FP") == pytest.approx(fp_acc, abs=1e-12)
+    assert [r.name for r in report.quantized] == ["W8A8", "W2A8"]
+    w2 = report.result("w2a8").metrics
+    for g in ("a", "b"):
+        assert w2["group_accuracy_drop"][g] == pytest.approx(fp_acc[g] - w2["group_accuracy"][g], abs=1e-12)
+    assert w2["gap_change"] == pytest.approx(w2["accuracy_gap"] - report.fp.metrics["accuracy_gap"], abs=1e-12)
+    assert report.result("w2a8").effective_bits == 2.0
+    assert report.result("w2a8").size_bytes < report.result("w8a8").size_bytes < report.fp.size_bytes
+    lo, hi = w2["group_accuracy_ci"]["a"]
+    assert lo <= w2["group_accuracy"]["a"] <= hi
+
+
+def test_report_round_trips_and_renders(setup, tmp_path):
+    model, evaluation, calibration = setup
+    report = audit(model, evaluation, ["w4"], "group", n_boot=20, progress=False)
+    path = report.save(tmp_path / "audit.json")
+    again = AuditReport.from_json(path)
+    assert again.to_dict() == report.to_dict()
+    table = again.to_markdown()
+    assert table.splitlines()[0].startswith("| model | bits | overall | a | b |")
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:4]] == ["FP", "W4"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"recipes": "w3"}, "unsupported weight bits 3"),
+        ({"recipes": "fp16"}, "unknown quantization preset 'fp16'"),
+        ({"recipes": {"preset": "w4", "overrides": {"decoder.*": "w8"}}}, "matches no Conv2d/Linear"),
+        ({"recipes": "w4a8", "calibration_dataset": None}, "pass a calibration_dataset"),
+        ({"group_spec": "sex"}, r"group column\(s\) \['sex'\] not found"),
+        ({"eval_dataset": image_dataset(n=8).map(lambda r: {"labels": 11})}, r"labels \[11\].*outside the model's classes 0\.\.9"),
+        ({"eval_dataset": image_dataset(n=8).select([])}, "is empty"),
+    ],
+)
+def test_bad_input_fails_before_any_forward(setup, change, message):
+    model, evaluation, calibration = setup
+    counter = ExampleCounter(model)
+    kwargs = dict(eval_dataset=evaluation, recipes="w8a8", group_spec="group", calibration_dataset=calibration)
+    kwargs.update(change)
+    with pytest.raises(ValueError, match=message):
+        audit(model, progress=False, **kwargs)
+    assert counter.seen == 0
+
+
+def test_missing_group_values_fail_early(setup):
+    model, evaluation, calibration = setup
+    broken = evaluation.map(lambda row, i: {"group": None if i == 5 else row["group"]}, with_indices=True)
+    with pytest.raises(ValueError, match="missing .* first at row 5"):
+        audit(model, broken, "w8", "group", progress=False)

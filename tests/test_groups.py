@@ -1,0 +1,130 @@
+import math
+
+import numpy as np
+import pytest
+from datasets import Dataset, DatasetDict
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hf_fairquant import GroupSpec
+from hf_fairquant.groups import stratified_indices
+
+
+def _ds(**columns):
+    return Dataset.from_dict(columns)
+
+
+def test_names_codes_round_trip_for_strings_and_ints():
+    ds = _ds(group=["b", "a", "b", "c"], labels=[0, 1, 0, 1])
+    spec = GroupSpec("group").fit(ds)
+    assert spec.names == ["a", "b", "c"]
+    codes = spec.encode(ds)
+    assert codes.tolist() == [1, 0, 1, 2]
+    assert spec.decode(codes) == ["b", "a", "b", "c"]
+
+    ints = GroupSpec("g").fit(_ds(g=[10, 2, 2, 33], labels=[0] * 4))
+    assert ints.names == ["2", "10", "33"]  # numeric order, not string order
+    assert ints.decode(ints.encode(_ds(g=[33, 2], labels=[0, 0]))) == ["33", "2"]
+
+
+def test_intersections_round_trip():
+    ds = _ds(sex=["f", "m", "f", "m", "f"], race=["x", "x", "y", "y", "x"], labels=[0] * 5)
+    spec = GroupSpec(["sex", "race"]).fit(ds)
+    assert spec.name == "sex×race"
+    assert spec.names == ["f×x", "f×y", "m×x", "m×y"]
+    assert spec.group_names(ds) == ["f×x", "m×x", "f×y", "m×y", "f×x"]
+    assert spec.code_of("m×y") == 3
+    assert GroupSpec.from_dict(spec.to_dict()) == spec
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 3)), min_size=1, max_size=30))
+def test_encode_decode_is_identity(rows):
+    ds = _ds(s=[r[0] for r in rows], i=[r[1] for r in rows], labels=[0] * len(rows))
+    spec = GroupSpec(["s", "i"]).fit(ds)
+    names = spec.decode(spec.encode(ds))
+    assert names == [f"{s}×{i}" for s, i in rows]
+    assert len(spec.names) == len(set(rows))
+
+
+def test_codes_are_stable_across_row_order():
+    a = GroupSpec("g").fit(_ds(g=["z", "y", "x"], labels=[0] * 3))
+    b = GroupSpec("g").fit(_ds(g=["x", "z", "y"], labels=[0] * 3))
+    assert a.names == b.names
+
+
+def test_counts_per_split_include_empty_groups():
+    dsd = DatasetDict(train=_ds(g=["a", "a", "b"], labels=[0] * 3), test=_ds(g=["a"], labels=[0]))
+    spec = GroupSpec("g").fit(*dsd.values())
+    assert spec.counts(dsd) == {"train": {"a": 2, "b": 1}, "test": {"a": 1, "b": 0}}
+
+
+def test_weights_schemes():
+    ds = _ds(g=["a"] * 90 + ["b"] * 10, labels=[0] * 100)
+    spec = GroupSpec("g").fit(ds)
+    inv = spec.weights(ds, "inverse_frequency")
+    assert inv["b"] / inv["a"] == pytest.approx(9.0)
+    assert 90 * inv["a"] + 10 * inv["b"] == pytest.approx(100)  # mean weight per example is 1
+    sq = spec.weights(ds, "sqrt_inverse_frequency")
+    assert sq["b"] / sq["a"] == pytest.approx(3.0)
+    assert spec.weights(ds, {"a": 1.0, "b": 2.5}) == {"a": 1.0, "b": 2.5}
+
+
+@pytest.mark.parametrize(
+    "scheme, message",
+    [("squared", "unknown group weighting 'squared'"), ({"a": 1.0}, r"missing \['b'\]"), ({"a": 1, "b": -1}, ">= 0")],
+)
+def test_bad_weights(scheme, message):
+    ds = _ds(g=["a", "b"], labels=[0, 0])
+    with pytest.raises(ValueError, match=message):
+        GroupSpec("g").fit(ds).weights(ds, scheme)
+
+
+def test_missing_group_column_names_it_and_the_alternatives():
+    with pytest.raises(ValueError, match=r"group column\(s\) \['sex'\] not found.*available columns: \['g', 'labels'\]"):
+        GroupSpec("sex").validate(_ds(g=["a"], labels=[0]))
+
+
+def test_missing_label_column():
+    with pytest.raises(ValueError, match="label column 'labels' not found"):
+        GroupSpec("g").validate(_ds(g=["a"], label=[0]))
+
+
+@pytest.mark.parametrize("bad", [None, math.nan])
+def test_missing_group_values(bad):
+    values = ["a", bad, "b"] if bad is None else [1.0, bad, 2.0]
+    with pytest.raises(ValueError, match=r"group column 'g'.*1 missing \(None/NaN\) value\(s\), first at row 1"):
+        GroupSpec("g").validate(_ds(g=values, labels=[0, 1, 0]), split="train")
+
+
+def test_labels_outside_the_models_classes():
+    with pytest.raises(ValueError, match=r"labels \[5, 7\].*outside the model's classes 0\.\.4"):
+        GroupSpec("g").validate(_ds(g=["a"] * 3, labels=[5, 1, 7]), num_labels=5)
+
+
+def test_empty_split():
+    empty = Dataset.from_dict({"g": [], "labels": []})
+    with pytest.raises(ValueError, match="split 'test' is empty"):
+        GroupSpec("g").validate(empty, split="test")
+
+
+def test_group_without_training_examples():
+    train, test = _ds(g=["a", "a"], labels=[0, 0]), _ds(g=["a", "b"], labels=[0, 0])
+    spec = GroupSpec("g").fit(train, test)
+    with pytest.raises(ValueError, match=r"group\(s\) \['b'\].*split 'test'.*no training examples"):
+        spec.check_covered(train, {"test": test})
+
+
+def test_unknown_group_at_encode_time():
+    spec = GroupSpec("g", values=["a"])
+    with pytest.raises(ValueError, match=r"\['zz'\].*not among the fitted groups \['a'\]"):
+        spec.encode(_ds(g=["zz"], labels=[0]))
+
+
+def test_stratified_indices_give_minorities_their_share():
+    codes = np.array([0] * 1000 + [1] * 20 + [2] * 5)
+    rows = stratified_indices(codes, 60, seed=1)
+    picked = np.bincount(codes[rows], minlength=3)
+    assert picked.tolist() == [35, 20, 5]
+    assert len(set(rows.tolist())) == 60
+    assert np.array_equal(rows, stratified_indices(codes, 60, seed=1))
