@@ -22,7 +22,7 @@ from ._atomic import atomic_write_text
 from .batching import LABELS, iterate_batches
 from .data.preprocessing import check_image_size
 from .groups import GroupSpec
-from .metrics import GROUP_DISPARITY
+from .metrics import load_group_disparity
 from .quantization import (
     QuantRecipe,
     RecipeLike,
@@ -159,12 +159,6 @@ def _jsonable(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------- evaluation
-def _group_disparity() -> Any:
-    import evaluate
-
-    return evaluate.load(GROUP_DISPARITY)
-
-
 @torch.no_grad()
 def predict(model: torch.nn.Module, dataset: Any, batch_size: int = 256, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One pass: (predicted class, per-example cross-entropy loss) for every row."""
@@ -214,7 +208,7 @@ def audit(
         if recipe.uses_activations and calibration_dataset is None:
             raise ValueError(f"recipe {recipe} quantizes activations: pass a calibration_dataset")
 
-    metric = _group_disparity()
+    metric = load_group_disparity()
     groups = spec.group_names(eval_dataset)
     references = np.asarray(eval_dataset.with_format("numpy")[LABELS][:])
     common = dict(references=references, groups=groups, n_boot=n_boot, confidence_level=confidence_level, seed=seed)

@@ -126,7 +126,15 @@ class GroupSpec:
                     f"group column '{col}'{where} has {len(missing)} missing (None/NaN) value(s), "
                     f"first at row {missing[0]}; every example needs a group: drop or fill them"
                 )
-        return [tuple(v.item() if isinstance(v, np.generic) else v for v in row) for row in zip(*columns)]
+        rows = [tuple(v.item() if isinstance(v, np.generic) else v for v in row) for row in zip(*columns)]
+        if len(self.columns) > 1:
+            clash = next((v for row in rows for v in row if INTERSECTION_SEPARATOR in str(v)), None)
+            if clash is not None:
+                raise ValueError(
+                    f"group value {clash!r} contains {INTERSECTION_SEPARATOR!r}, the separator of "
+                    f"intersection names; rename it to group by {list(self.columns)}"
+                )
+        return rows
 
     # ---------------------------------------------------------------- encoding
     def encode(self, dataset_or_rows: Any) -> np.ndarray:

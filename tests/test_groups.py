@@ -47,6 +47,13 @@ def test_encode_decode_is_identity(rows):
     assert len(spec.names) == len(set(rows))
 
 
+def test_separator_in_intersection_values_is_rejected():
+    ds = _ds(s=["a×b", "a"], i=["c", "b×c"], labels=[0, 0])
+    with pytest.raises(ValueError, match="'a×b' contains '×'"):
+        GroupSpec(["s", "i"]).fit(ds)
+    assert GroupSpec("s").fit(ds).names == ["a", "a×b"]  # one column: no ambiguity
+
+
 def test_codes_are_stable_across_row_order():
     a = GroupSpec("g").fit(_ds(g=["z", "y", "x"], labels=[0] * 3))
     b = GroupSpec("g").fit(_ds(g=["x", "z", "y"], labels=[0] * 3))

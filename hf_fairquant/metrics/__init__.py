@@ -1,8 +1,6 @@
 """Group metrics: the ``group_disparity`` evaluate module and helpers around it."""
 
-from pathlib import Path
+from ._loading import GROUP_DISPARITY, load_group_disparity
+from ._trainer import group_compute_metrics
 
-#: Path of the self-contained ``evaluate`` module; use ``evaluate.load(GROUP_DISPARITY)``.
-GROUP_DISPARITY: str = str(Path(__file__).parent / "group_disparity")
-
-__all__ = ["GROUP_DISPARITY"]
+__all__ = ["GROUP_DISPARITY", "group_compute_metrics", "load_group_disparity"]

@@ -1,0 +1,164 @@
+"""``compute_metrics`` for ``transformers.Trainer`` that reports per-group results.
+
+The math lives in the ``group_disparity`` evaluate module; this file only unpacks an
+``EvalPrediction``, calls the module and flattens its output into the float-valued keys that
+Trainer logs, callbacks and ``metric_for_best_model`` expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+import numpy as np
+
+from ._loading import load_group_disparity
+
+if TYPE_CHECKING:
+    import evaluate
+    from transformers import EvalPrediction
+
+GroupNames = Union[Mapping[int, str], Sequence[str]]
+
+#: Keys of the module's output that echo settings rather than measure anything.
+_SETTINGS = frozenset({"n_boot", "confidence_level"})
+
+
+def _names_by_code(group_names: Optional[GroupNames]) -> Optional[dict[str, str]]:
+    """Map ``str(code)`` (the module's group names) to readable names; check they are unique."""
+    if group_names is None:
+        return None
+    if isinstance(group_names, str):
+        raise ValueError(f"group_names must be a mapping or a sequence of names, got the string {group_names!r}.")
+    items = group_names.items() if isinstance(group_names, Mapping) else enumerate(group_names)
+    mapping: dict[str, str] = {}
+    for code, name in items:
+        if isinstance(code, bool) or not isinstance(code, (int, np.integer)):
+            raise ValueError(f"group_names keys must be integer group codes, got {code!r}.")
+        mapping[str(int(code))] = str(name)
+    seen: dict[str, str] = {}
+    for code, name in mapping.items():
+        if name in seen:
+            raise ValueError(
+                f"group_names gives the name {name!r} to groups {seen[name]} and {code}; names must be unique."
+            )
+        seen[name] = code
+    return mapping
+
+
+def _unpack(eval_pred: "EvalPrediction") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits or class ids, labels, groups) from an EvalPrediction with ``label_ids=(labels, groups)``."""
+    label_ids = eval_pred.label_ids
+    if not isinstance(label_ids, (tuple, list)) or len(label_ids) != 2:
+        got = f"a tuple of {len(label_ids)}" if isinstance(label_ids, (tuple, list)) else type(label_ids).__name__
+        raise ValueError(
+            f"EvalPrediction.label_ids must be (labels, groups), got {got}; set "
+            "label_names=['labels', 'group'] in TrainingArguments so the Trainer passes the group column."
+        )
+    predictions = eval_pred.predictions
+    if isinstance(predictions, (tuple, list)):
+        predictions = predictions[0]
+    labels, groups = (np.asarray(a) for a in label_ids)
+    if groups.ndim == 2 and groups.shape[1] == 1:
+        groups = groups[:, 0]
+    return np.asarray(predictions), labels, groups
+
+
+def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-example cross-entropy of a plain classification head (no label smoothing, no weights)."""
+    if labels.min() < 0 or labels.max() >= logits.shape[-1]:
+        raise ValueError(
+            f"labels must lie in [0, {logits.shape[-1]}) to match the logits' last axis, "
+            f"got values from {labels.min()} to {labels.max()}."
+        )
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_z = np.log(np.exp(shifted).sum(axis=-1))
+    return log_z - shifted[np.arange(len(labels)), labels]
+
+
+def _flatten(result: Mapping[str, Any], names: Optional[dict[str, str]]) -> dict[str, float]:
+    """Flat float keys: ``group_accuracy/<name>``, ``accuracy_gap_ci_lo``, ``group_accuracy_ci_hi/<name>``."""
+    rename = (lambda g: names.get(g, g)) if names else (lambda g: g)
+    flat: dict[str, float] = {}
+    for key, value in result.items():
+        if key in _SETTINGS or isinstance(value, str):
+            continue
+        if isinstance(value, Mapping):
+            for group, v in value.items():
+                if isinstance(v, (list, tuple)):
+                    flat[f"{key}_lo/{rename(group)}"], flat[f"{key}_hi/{rename(group)}"] = float(v[0]), float(v[1])
+                else:
+                    flat[f"{key}/{rename(group)}"] = float(v)
+        elif isinstance(value, (list, tuple)):
+            flat[f"{key}_lo"], flat[f"{key}_hi"] = float(value[0]), float(value[1])
+        else:
+            flat[key] = float(value)
+    return flat
+
+
+def group_compute_metrics(
+    group_names: Optional[GroupNames] = None,
+    n_boot: int = 0,
+    confidence_level: float = 0.95,
+    seed: int = 0,
+    reference_predictions: Optional[Sequence[int]] = None,
+    include_loss: bool = True,
+) -> Callable[["EvalPrediction"], dict[str, float]]:
+    """Build a ``compute_metrics`` for ``Trainer`` that reports accuracy per group.
+
+    The Trainer must pass the group column along with the labels (``label_names=["labels",
+    "group"]``), so ``EvalPrediction.label_ids`` is ``(labels, groups)`` with integer group codes.
+    Predictions are logits (argmax is taken; a tuple's first element is used) or class ids.
+
+    Args:
+        group_names: readable names for the integer group codes, as a mapping or a sequence
+            indexed by code (e.g. a ``ClassLabel``'s ``names``); default ``str(code)``.
+        n_boot, confidence_level, seed: bootstrap settings of the ``group_disparity`` module.
+        reference_predictions: class ids of a reference (full-precision) model on the same eval
+            set in the same order; adds accuracy drops and flip rates.
+        include_loss: with logits, add per-group mean cross-entropy (``group_mean_loss/<name>``).
+
+    Returns:
+        A callable ``EvalPrediction -> dict[str, float]`` with the module's keys flattened:
+        scalars as they are (``accuracy``, ``worst_group_accuracy``, ``accuracy_gap``, ...),
+        per-group values as ``<key>/<name>`` (``group_accuracy/<name>``, ``group_count/<name>``),
+        intervals as ``<key>_lo``/``<key>_hi`` (per group: ``<key>_lo/<name>``). The name-valued
+        ``worst_group`` and the echoed settings are left out. Any key works as
+        ``metric_for_best_model`` (e.g. ``"worst_group_accuracy"``).
+    """
+    names = _names_by_code(group_names)
+    module = load_group_disparity()
+    # Dry run on one example: invalid settings fail now, not after the first epoch of training.
+    module.compute(
+        predictions=[0], references=[0], groups=[0], n_boot=n_boot, confidence_level=confidence_level, seed=seed
+    )
+    ref = None if reference_predictions is None else np.asarray(reference_predictions)
+
+    def compute_metrics(eval_pred: "EvalPrediction") -> dict[str, float]:
+        predictions, labels, groups = _unpack(eval_pred)
+        extra: dict[str, Any] = {}
+        if predictions.ndim == 2:
+            if include_loss and len(labels) == len(predictions) > 0:  # else the module names the problem
+                extra["losses"] = _cross_entropy(predictions, labels)
+            predictions = predictions.argmax(axis=-1)
+        if ref is not None:
+            extra["reference_predictions"] = ref
+        result = module.compute(
+            predictions=predictions,
+            references=labels,
+            groups=groups,
+            n_boot=n_boot,
+            confidence_level=confidence_level,
+            seed=seed,
+            **extra,
+        )
+        if names is not None:
+            unknown = sorted(set(result["group_count"]) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"group codes {unknown} have no entry in group_names (known codes: {sorted(names)})."
+                )
+        return _flatten(result, names)
+
+    return compute_metrics
