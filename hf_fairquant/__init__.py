@@ -10,11 +10,14 @@ from .quantization import (
     quantize,
     save_quantized,
 )
+from .training import FairQuantTrainer, FairQuantTrainingArguments
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuditReport",
+    "FairQuantTrainer",
+    "FairQuantTrainingArguments",
     "audit",
     "GroupSpec",
     "QuantRecipe",

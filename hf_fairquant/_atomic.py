@@ -33,6 +33,26 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
 
 
+@contextlib.contextmanager
+def atomic_files(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder inside ``target``; on success move each file into ``target``.
+
+    Unlike :func:`atomic_directory` this keeps whatever else ``target`` holds (a Trainer's
+    output dir has checkpoints): every file appears whole under its name or not at all.
+    Files move in name order, except ``*.safetensors`` last, so readers that look for the
+    weights find the small files already there.
+    """
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target))
+    try:
+        yield tmp
+        for src in sorted(tmp.iterdir(), key=lambda p: (p.suffix == ".safetensors", p.name)):
+            os.replace(src, target / src.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder."""
     path = Path(path)

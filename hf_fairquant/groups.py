@@ -33,7 +33,10 @@ def _sort_key(value: Any) -> tuple:
 
 
 def _column_values(dataset: Any, column: str) -> list:
-    """Materialise one column as a plain list (datasets 5 returns a lazy Column)."""
+    """Materialise one column as a plain list of Python values (datasets 5 returns a lazy
+    Column; a torch-formatted dataset would give tensors)."""
+    if hasattr(dataset, "with_format"):
+        dataset = dataset.with_format(None)
     values = dataset[column]
     return values if isinstance(values, list) else list(values[:])
 

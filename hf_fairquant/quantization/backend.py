@@ -10,13 +10,16 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 import torch
-from optimum.quanto import Calibration, QModuleMixin, qint2, qint4, qint8
+from optimum.quanto import Calibration, QModuleMixin, QTensor, qint2, qint4, qint8
 from optimum.quanto import freeze as quanto_freeze
 from optimum.quanto.nn import quantize_module
 
 from ..batching import iterate_batches
+from . import _quanto_fixes
 from ..groups import GroupSpec, stratified_indices
 from .recipe import LayerQuant, QuantRecipe, RecipeLike, _float_bits, _weighted_bits, quantizable_modules
+
+_quanto_fixes.apply()
 
 _QTYPES = {2: qint2, 4: qint4, 8: qint8}
 _BITS_BY_QTYPE_NAME = {q.name: b for b, q in _QTYPES.items()}
@@ -54,6 +57,37 @@ def calibrate(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tenso
         for inputs in batches:
             model(**inputs)
     model.train(was_training)
+
+
+def track_activation_ranges(model: torch.nn.Module, momentum: float = 0.9) -> list[Any]:
+    """During QAT, keep updating activation scales in training mode (as PyTorch's FakeQuantize
+    observers do): an exponential moving average of each batch's absmax, detached from the
+    graph. Without it the ranges stay those calibrated on the untrained model and, as the
+    weights move, activations clip (measured: a w4a8 DistilBERT did not learn).
+    Returns the hook handles; eval-mode forwards leave the scales alone.
+    """
+    from optimum.quanto.calibrate import _updated_scale, absmax_scale
+
+    def update(module: torch.nn.Module, name: str, value: torch.Tensor) -> None:
+        if isinstance(value, torch.Tensor) and not isinstance(value, QTensor):
+            with torch.no_grad():
+                new = absmax_scale(value.detach(), module.activation_qtype)
+                setattr(module, name, _updated_scale(getattr(module, name), new, momentum))
+
+    def before(module: torch.nn.Module, args: tuple) -> None:
+        if module.training and args:
+            update(module, "input_scale", args[0])
+
+    def after(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if module.training:
+            update(module, "output_scale", output)
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, QModuleMixin) and module.activation_qtype is not None:
+            handles.append(module.register_forward_pre_hook(before, prepend=True))
+            handles.append(module.register_forward_hook(after, prepend=True))
+    return handles
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:

@@ -21,7 +21,7 @@ import torch
 from optimum.quanto import quantization_map
 from safetensors.torch import load_file, save_file
 
-from .._atomic import atomic_directory
+from .._atomic import atomic_files
 from .backend import _BITS_BY_QTYPE_NAME, apply_plan, effective_bits, is_quantized
 from .recipe import LayerQuant, QuantRecipe
 
@@ -34,7 +34,8 @@ FORMAT_VERSION = 1
 def save_quantized(
     model: torch.nn.Module, directory: str | Path, recipe: QuantRecipe | None = None, extra: dict | None = None
 ) -> Path:
-    """Write a quantized transformers model to ``directory`` (atomically: temp folder, rename).
+    """Write a quantized transformers model to ``directory`` (each file via a temp name, renamed;
+    other files in ``directory`` are kept).
 
     ``extra`` files (``{name: text}``, e.g. a model card ``README.md``) are written alongside.
     """
@@ -49,7 +50,7 @@ def save_quantized(
         "recipe": recipe.to_dict() if recipe is not None else None,
         "effective_bits": effective_bits(model),
     }
-    with atomic_directory(directory) as tmp:
+    with atomic_files(directory) as tmp:
         config.architectures = [type(model).__name__]
         config.save_pretrained(tmp)
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "quantizer": "optimum-quanto"})

@@ -1,0 +1,115 @@
+"""FairQuantTrainingArguments: TrainingArguments plus groups, sampling, weighting, QAT.
+
+Parsed by ``HfArgumentParser`` like any TrainingArguments (YAML/JSON/CLI); dict-valued fields
+accept a JSON string on the command line (``--group_weighting '{"tail": 4}'``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from ..quantization import QuantRecipe
+
+GROUP_SAMPLING = ("none", "group_balanced", "class_balanced", "group_class_balanced")
+GROUP_WEIGHTING = ("none", "inverse_frequency", "sqrt_inverse_frequency", "dro")
+
+
+@dataclass
+class FairQuantTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` for :class:`~hf_fairquant.training.FairQuantTrainer`.
+
+    Balanced sampling and inverse-frequency weights both favour rare groups; turned fully on
+    together they count rarity twice (a measured study gave the rare group ≈95 % of the loss),
+    so that combination warns: lower ``sampling_power`` or use ``sqrt_inverse_frequency``.
+    """
+
+    group_column: str = field(
+        default="group", metadata={"help": "column(s) defining groups; comma-separated for intersections"}
+    )
+    group_sampling: str = field(
+        default="none", metadata={"help": f"training sampler: one of {', '.join(GROUP_SAMPLING)}"}
+    )
+    sampling_power: float = field(
+        default=1.0,
+        metadata={"help": "0 = natural frequencies, 1 = fully balanced; sample weight ∝ count(cell)^-power"},
+    )
+    # typed like TrainingArguments' dict fields so HfArgumentParser takes a JSON string on the CLI
+    group_weighting: dict | str | None = field(
+        default="none",
+        metadata={"help": f"loss weights: one of {', '.join(GROUP_WEIGHTING)} or a JSON mapping {{group: weight}}"},
+    )
+    dro_step_size: float = field(default=0.01, metadata={"help": "Group DRO exponentiated-gradient step size"})
+    quantization: dict | str | None = field(
+        default=None,
+        metadata={"help": "QAT recipe: a preset (w8a8, w4a8, w4, w2a8) or a JSON recipe; unset trains in full precision"},
+    )
+    calibration_size: int = field(
+        default=512, metadata={"help": "group-stratified examples that calibrate activation ranges before QAT"}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.group_sampling not in GROUP_SAMPLING:
+            raise ValueError(f"unknown group_sampling {self.group_sampling!r}; allowed: {list(GROUP_SAMPLING)}")
+        if not (isinstance(self.sampling_power, (int, float)) and 0.0 <= self.sampling_power <= 1.0):
+            raise ValueError(f"sampling_power must be in [0, 1], got {self.sampling_power!r}")
+        if self.group_weighting is None:
+            self.group_weighting = "none"
+        if isinstance(self.group_weighting, str) and self.group_weighting.lstrip().startswith("{"):
+            self.group_weighting = json.loads(self.group_weighting)
+        if isinstance(self.group_weighting, dict):
+            bad = {k: v for k, v in self.group_weighting.items()
+                   if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0}
+            if bad:
+                raise ValueError(f"group_weighting weights must be positive numbers, got {bad}")
+        elif self.group_weighting not in GROUP_WEIGHTING:
+            raise ValueError(
+                f"unknown group_weighting {self.group_weighting!r}; allowed: {list(GROUP_WEIGHTING)} "
+                "or a mapping {group: weight}"
+            )
+        if not self.dro_step_size > 0:
+            raise ValueError(f"dro_step_size must be positive, got {self.dro_step_size}")
+        if self.calibration_size <= 0:
+            raise ValueError(f"calibration_size must be positive, got {self.calibration_size}")
+        if isinstance(self.quantization, str) and self.quantization.lstrip().startswith("{"):
+            self.quantization = json.loads(self.quantization)
+        self.quantization_recipe  # parse now: unknown presets fail here
+        if self.label_names is None:
+            self.label_names = ["labels", self.group_code_column]
+        if (
+            self.group_sampling == "group_balanced"
+            and self.sampling_power == 1.0
+            and self.group_weighting == "inverse_frequency"
+        ):
+            warnings.warn(
+                "group_sampling='group_balanced' with sampling_power=1 and group_weighting='inverse_frequency' "
+                "count rarity twice (the rare group dominates the loss); lower sampling_power or use "
+                "'sqrt_inverse_frequency'",
+                UserWarning,
+                stacklevel=2,
+            )
+
+    @property
+    def group_columns(self) -> list[str]:
+        return [c.strip() for c in self.group_column.split(",") if c.strip()]
+
+    @property
+    def group_code_column(self) -> str:
+        """The int64 column of group codes the trainer adds (the group column itself if single)."""
+        return "×".join(self.group_columns)
+
+    @property
+    def quantization_recipe(self) -> QuantRecipe | None:
+        return None if self.quantization is None else QuantRecipe.parse(self.quantization)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if isinstance(self.quantization, QuantRecipe):
+            data["quantization"] = self.quantization.to_dict()
+        return data

@@ -1,0 +1,229 @@
+"""FairQuantTrainer: mixed-precision QAT + group-balanced sampling + group-weighted loss.
+
+A drop-in ``transformers.Trainer``. What it adds, and where:
+
+- ``__init__``: fits a :class:`~hf_fairquant.GroupSpec` on the data, replaces the group
+  column(s) by one int64 code column (kept through ``remove_unused_columns`` because it is a
+  label name), validates everything, then swaps in optimum-quanto modules (fake quantization,
+  straight-through gradients) and calibrates activation ranges on a group-stratified sample;
+- ``_get_train_sampler``: the group-balanced sampler;
+- ``compute_loss``: pops the group codes before the forward, weights the per-example loss;
+- checkpoints: ``fairquant_state.json`` (recipe, groups, DRO weights) beside the weights, read
+  back on ``resume_from_checkpoint``;
+- ``train`` freezes the quantized weights at the end; ``save_model`` then writes the folder
+  :func:`~hf_fairquant.load_quantized` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .._atomic import atomic_write_text
+from ..batching import LABELS
+from ..groups import GroupSpec
+from ..metrics import group_compute_metrics
+from ..quantization import QuantRecipe, apply_plan, calibrate, calibration_batches, freeze, save_quantized
+from ..quantization.backend import is_quantized, track_activation_ranges
+from .arguments import FairQuantTrainingArguments
+from .sampling import GroupBalancedSampler, cell_codes, sampling_weights
+from .weighting import GroupDROWeights, StaticGroupWeights
+
+STATE_NAME = "fairquant_state.json"
+
+
+def _is_frozen(model: torch.nn.Module) -> bool:
+    from optimum.quanto import QModuleMixin
+
+    return any(isinstance(m, QModuleMixin) and m.frozen for m in model.modules())
+
+
+class FairQuantTrainer(Trainer):
+    """``Trainer`` with group-aware sampling, group-weighted loss and QAT (see module doc).
+
+    The loss is cross-entropy computed here (single-label classification), a per-batch mean:
+    ``loss_is_scaled_for_ga = False`` lets the Trainer scale it for gradient accumulation.
+    Evaluation loss is the plain mean, so it compares across weighting schemes.
+    """
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        args: FairQuantTrainingArguments | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        compute_metrics: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        args = args if args is not None else FairQuantTrainingArguments(output_dir="trainer_output")
+        if not isinstance(args, FairQuantTrainingArguments):
+            raise TypeError(f"FairQuantTrainer needs FairQuantTrainingArguments, got {type(args).__name__}")
+        if model is None:
+            raise ValueError("FairQuantTrainer needs a model")
+        problem = getattr(getattr(model, "config", None), "problem_type", None)
+        if problem not in (None, "single_label_classification"):
+            raise ValueError(f"FairQuantTrainer trains single-label classifiers; the model's problem_type is {problem!r}")
+
+        # ---- groups: validate and encode before any heavy work
+        spec = GroupSpec(args.group_columns)
+        num_labels = getattr(model.config, "num_labels", None)
+        evals = eval_dataset if isinstance(eval_dataset, dict) else ({"eval": eval_dataset} if eval_dataset is not None else {})
+        if train_dataset is not None:
+            spec.validate(train_dataset, LABELS, num_labels, split="train")
+        for name, ds in evals.items():
+            spec.validate(ds, LABELS, num_labels, split=name)
+        splits = [d for d in [train_dataset, *evals.values()] if d is not None]
+        if not splits:
+            raise ValueError("FairQuantTrainer needs a train_dataset or an eval_dataset with a group column")
+        self.group_spec = spec.fit(*splits)
+        if train_dataset is not None and evals:
+            self.group_spec.check_covered(train_dataset, evals)
+        self.loss_weighting = self._make_weighting(args, train_dataset)
+        self.quant_recipe: QuantRecipe | None = args.quantization_recipe
+        plan = self.quant_recipe.plan(model) if self.quant_recipe is not None else None
+        if plan is not None and self.quant_recipe.uses_activations and train_dataset is None:
+            raise ValueError(f"QAT recipe {self.quant_recipe} quantizes activations: calibration needs a train_dataset")
+
+        train_dataset = self._encode_groups(train_dataset, args)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: self._encode_groups(v, args) for k, v in eval_dataset.items()}
+        else:
+            eval_dataset = self._encode_groups(eval_dataset, args)
+        if compute_metrics is None:
+            compute_metrics = group_compute_metrics(group_names=self.group_spec.names)
+        super().__init__(
+            model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+            compute_metrics=compute_metrics, **kwargs,
+        )
+        if isinstance(self.loss_weighting, GroupDROWeights) and self.args.world_size > 1:
+            self.loss_weighting.reduce = self._sum_over_processes
+        if plan is not None and not is_quantized(self.model):
+            self._prepare_qat(plan)
+
+    # ------------------------------------------------------------------ set-up
+    def _make_weighting(self, args: FairQuantTrainingArguments, train_dataset: Any) -> Any:
+        scheme = args.group_weighting
+        if scheme == "none":
+            return None
+        if scheme == "dro":
+            return GroupDROWeights(self.group_spec.num_groups, args.dro_step_size)
+        if train_dataset is None:
+            raise ValueError(f"group_weighting={scheme!r} needs a train_dataset to count groups")
+        weights = self.group_spec.weights(train_dataset, scheme)
+        return StaticGroupWeights(torch.tensor([weights[n] for n in self.group_spec.names]))
+
+    def _encode_groups(self, dataset: Any, args: FairQuantTrainingArguments) -> Any:
+        """Replace the group column(s) by one int64 code column named ``args.group_code_column``."""
+        if dataset is None:
+            return None
+        codes = self.group_spec.encode(dataset)
+        column = args.group_code_column
+        if column in dataset.column_names:
+            dataset = dataset.remove_columns(column)
+        dataset = dataset.add_column(column, codes.tolist())
+        return dataset.with_format("torch") if not dataset.format["type"] else dataset
+
+    def _prepare_qat(self, plan: dict) -> None:
+        """Swap in fake-quantizing modules; calibrate activations on a group-stratified sample."""
+        batches = []
+        if self.quant_recipe.uses_activations:
+            code_spec = GroupSpec(self.args.group_code_column)
+            batches = calibration_batches(
+                self.model, self.train_dataset, self.args.calibration_size, code_spec,
+                batch_size=self.args.per_device_train_batch_size, seed=self.args.seed,
+            )
+        apply_plan(self.model, plan)
+        device = next(self.model.parameters()).device
+        if batches:
+            calibrate(self.model, ({k: v.to(device) for k, v in b.items()} for b in batches))
+            self._range_hooks = track_activation_ranges(self.model)
+
+    def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(tensor.to(self.args.device), reduction="sum").cpu()
+
+    # ------------------------------------------------------------------ sampling
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        mode = self.args.group_sampling
+        if mode == "none":
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        groups = np.asarray(dataset.with_format("numpy")[self.args.group_code_column][:])
+        labels = np.asarray(dataset.with_format("numpy")[LABELS][:])
+        probabilities = sampling_weights(cell_codes(mode, groups, labels), self.args.sampling_power)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return GroupBalancedSampler(probabilities, len(dataset), seed=seed)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(
+        self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        inputs = dict(inputs)
+        groups = inputs.pop(self.args.group_code_column)
+        labels = inputs.pop(LABELS)
+        outputs = model(**inputs)
+        losses = F.cross_entropy(outputs["logits"].float(), labels, reduction="none")
+        if self.loss_weighting is None or not model.training:
+            loss = losses.mean()
+        else:
+            loss = self.loss_weighting(losses, groups)
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------ QAT end and saving
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """Train, then (QAT) freeze: the model holds integer weights from here on."""
+        output = super().train(*args, **kwargs)
+        if self.quant_recipe is not None:
+            for handle in getattr(self, "_range_hooks", []):
+                handle.remove()
+            freeze(self.model)
+        return output
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """A frozen QAT model is written by :func:`save_quantized` (reload: ``load_quantized``)."""
+        if self.quant_recipe is not None and _is_frozen(self.model):
+            output_dir = output_dir or self.args.output_dir
+            if self.args.should_save:
+                save_quantized(self.model, output_dir, recipe=self.quant_recipe)
+                if self.processing_class is not None:
+                    self.processing_class.save_pretrained(output_dir)
+            return
+        super().save_model(output_dir, _internal_call)
+
+    def _fairquant_state(self) -> dict[str, Any]:
+        return {
+            "group_columns": list(self.group_spec.columns),
+            "group_names": self.group_spec.names,
+            "quantization": self.quant_recipe.to_dict() if self.quant_recipe is not None else None,
+            "dro": self.loss_weighting.state_dict() if isinstance(self.loss_weighting, GroupDROWeights) else None,
+        }
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            atomic_write_text(os.path.join(folder, STATE_NAME), json.dumps(self._fairquant_state(), indent=2))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        path = os.path.join(resume_from_checkpoint, STATE_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{resume_from_checkpoint} has no {STATE_NAME}: not a FairQuantTrainer checkpoint")
+        saved = json.loads(open(path, encoding="utf-8").read())
+        current = self._fairquant_state()
+        for key in ("group_columns", "group_names", "quantization"):
+            if saved[key] != current[key]:
+                raise ValueError(
+                    f"checkpoint {resume_from_checkpoint} was trained with {key}={saved[key]!r}, "
+                    f"this trainer has {current[key]!r}"
+                )
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if isinstance(self.loss_weighting, GroupDROWeights) and saved["dro"] is not None:
+            self.loss_weighting.load_state_dict(saved["dro"])

@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+from hf_fairquant.batching import iterate_batches
+from hf_fairquant.quantization import QuantRecipe, apply_plan, calibrate, calibration_batches
+from hf_fairquant.quantization import _quanto_fixes
+from hf_fairquant.quantization.backend import track_activation_ranges
+from tests.conftest import image_dataset, text_dataset, tiny_distilbert, tiny_resnet
+
+
+def _qat_backward(model, data):
+    apply_plan(model, QuantRecipe.parse("w4").plan(model))
+    model.train()
+    inputs, labels = next(iterate_batches(model, data, 8))
+    model(**inputs, labels=labels).loss.backward()
+    return model
+
+
+def test_bert_qat_backward_needs_the_reshape_fix():
+    data = text_dataset()
+    _quanto_fixes.revert()
+    try:
+        with pytest.raises(RuntimeError, match="view size is not compatible"):
+            _qat_backward(tiny_distilbert(), data)
+    finally:
+        _quanto_fixes.apply()
+    model = _qat_backward(tiny_distilbert(), data)
+    grads = [p.grad for n, p in model.named_parameters() if n.endswith("q_lin.weight")]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_activation_ranges_follow_training_batches_only():
+    data = image_dataset()
+    model = tiny_resnet()
+    apply_plan(model, QuantRecipe.parse("w8a8").plan(model))
+    calibrate(model, calibration_batches(model, data, 32))
+    track_activation_ranges(model)
+    scale = lambda: model.classifier[1].output_scale.clone()  # noqa: E731
+    inputs, _ = next(iterate_batches(model, data, 16))
+    before = scale()
+    model.eval()
+    with torch.no_grad():
+        model(**{"pixel_values": inputs["pixel_values"] * 10})
+    assert torch.equal(scale(), before)
+    model.train()
+    model(**{"pixel_values": inputs["pixel_values"] * 10})
+    assert scale() > before and not scale().requires_grad
