@@ -146,7 +146,7 @@ def run(recipe: RunRecipe, echo: Any = print) -> dict[str, Any]:
     image_processor, tokenizer = _processors(recipe.model, recipe.data)
     data, spec = load_grouped_dataset(recipe.data, image_processor=image_processor, tokenizer=tokenizer)
     train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
-    class_names = _class_names(train, recipe.data)
+    class_names = _class_names(train)
     model = _build_model(recipe.model, class_names, is_text=bool(recipe.data.text_column))
     for split, ds in ((recipe.data.train_split, train), (recipe.data.eval_split, evaluation)):
         spec.validate(ds, label_column="labels", num_labels=model.config.num_labels, split=split)
@@ -177,10 +177,20 @@ def run(recipe: RunRecipe, echo: Any = print) -> dict[str, Any]:
     return {"report": report, "model": model, "group_spec": spec, "output_dir": out}
 
 
-def _class_names(train: Any, data: DataConfig) -> list[str]:
+def _class_names(train: Any) -> list[str]:
     """Class names from the ``labels`` ClassLabel feature, else ``"0".."K-1"``."""
     feature = train.features["labels"]
     if hasattr(feature, "names"):
         return list(feature.names)
     labels = train.with_format("numpy")["labels"][:]
     return [str(i) for i in range(int(labels.max()) + 1)]
+
+
+def load_pretrained(name_or_path: str, data: DataConfig) -> tuple[Any, Any, GroupSpec]:
+    """A trained model (Hub id or local folder, eval mode) and its grouped, preprocessed splits,
+    loaded as :func:`run` loads them (with the model's image processor/tokenizer if it has one)."""
+    section = ModelSection(name_or_path=name_or_path)
+    image_processor, tokenizer = _processors(section, data)
+    splits, spec = load_grouped_dataset(data, image_processor=image_processor, tokenizer=tokenizer)
+    model = _build_model(section, _class_names(splits[data.train_split]), is_text=bool(data.text_column))
+    return model.eval(), splits, spec

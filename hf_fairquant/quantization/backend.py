@@ -64,9 +64,9 @@ def track_activation_ranges(model: torch.nn.Module, momentum: float = 0.9) -> li
     observers do): an exponential moving average of each batch's absmax, detached from the
     graph. Without it the ranges stay those calibrated on the untrained model and, as the
     weights move, activations clip (measured: a w4a8 DistilBERT did not learn).
+    Call it after :func:`calibrate` (the average starts from the calibrated scales).
     Returns the hook handles; eval-mode forwards leave the scales alone.
     """
-    from optimum.quanto.calibrate import _updated_scale
     from optimum.quanto.tensor import dtype_info
 
     def update(module: torch.nn.Module, name: str, value: torch.Tensor) -> None:
@@ -75,7 +75,8 @@ def track_activation_ranges(model: torch.nn.Module, momentum: float = 0.9) -> li
                 # quanto's absmax_scale (abs, then max) measured ~50x slower than one aminmax pass
                 lo, hi = torch.aminmax(value.detach())
                 new = torch.maximum(-lo, hi) / dtype_info(module.activation_qtype.dtype).max
-                setattr(module, name, _updated_scale(getattr(module, name), new.to(getattr(module, name).dtype), momentum))
+                # in place, before this forward's quantize hook reads it: no graph, no host sync
+                getattr(module, name).lerp_(new.to(getattr(module, name).dtype), 1.0 - momentum)
 
     def before(module: torch.nn.Module, args: tuple) -> None:
         if module.training and args:

@@ -41,32 +41,25 @@ class GroupDROWeights:
         self.step_size = step_size
         self.reduce = reduce
 
-    def group_losses(self, losses: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean loss per group, count per group) in this batch; groups absent get 0."""
+    def __call__(self, losses: torch.Tensor, groups: torch.Tensor, update: bool = True) -> torch.Tensor:
         n = len(self.q)
         sums = torch.zeros(n, dtype=losses.dtype, device=losses.device).index_add(0, groups, losses)
         counts = torch.bincount(groups, minlength=n).to(losses.dtype)
-        return sums / counts.clamp(min=1), counts
-
-    def __call__(self, losses: torch.Tensor, groups: torch.Tensor, update: bool = True) -> torch.Tensor:
-        means, counts = self.group_losses(losses, groups)
         if update:
-            self.step(losses.detach(), groups)
-        q = self.q.to(device=losses.device, dtype=losses.dtype)
+            self.step(sums.detach(), counts)
         present = (counts > 0).to(losses.dtype)
-        return (q * present * means).sum() / (q * present).sum()
+        weights = self.q.to(device=losses.device, dtype=losses.dtype) * present
+        return (weights * sums / counts.clamp(min=1)).sum() / weights.sum()
 
     @torch.no_grad()
-    def step(self, losses: torch.Tensor, groups: torch.Tensor) -> None:
-        """One exponentiated-gradient step with this batch's (all-process) group losses."""
-        n = len(self.q)
-        sums = torch.zeros(n, dtype=torch.float64).index_add(0, groups.cpu(), losses.cpu().double())
-        counts = torch.bincount(groups.cpu(), minlength=n).double()
+    def step(self, sums: torch.Tensor, counts: torch.Tensor) -> None:
+        """One exponentiated-gradient step from this batch's per-group loss sums and counts
+        (summed over processes first, when ``reduce`` is set)."""
+        sums, counts = sums.cpu().double(), counts.cpu().double()
         if self.reduce is not None:
             sums, counts = self.reduce(sums), self.reduce(counts)
-        present = counts > 0
-        means = torch.where(present, sums / counts.clamp(min=1), torch.zeros_like(sums))
-        self.q = self.q * torch.exp(self.step_size * means * present)
+        means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.zeros_like(sums))
+        self.q = self.q * torch.exp(self.step_size * means)
         self.q = self.q / self.q.sum()
 
     def state_dict(self) -> dict:
