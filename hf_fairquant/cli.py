@@ -1,9 +1,10 @@
-"""``hf-fairquant run|audit``: parse arguments, call the pipeline or the audit; nothing more."""
+"""``hf-fairquant run|audit|explain``: parse arguments, call the pipeline, audit or explain; nothing more."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -19,11 +20,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_audit(args: argparse.Namespace) -> int:
-    from .pipeline import AuditSection, ModelSection, RunRecipe, run
+def _data_config(args: argparse.Namespace):
+    """The DataConfig of the audit/explain data options (``--split`` evaluated, calibration from
+    ``--calibration-split``)."""
     from .data import DataConfig
 
-    data = DataConfig(
+    return DataConfig(
         source=args.dataset,
         group_columns=_split_list(args.group_column),
         label_column=args.label_column,
@@ -35,12 +37,81 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         long_tail_fraction=args.long_tail_fraction,
         seed=args.seed,
     )
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from .pipeline import AuditSection, ModelSection, RunRecipe, run
+
     audit_cfg = AuditSection(
         recipes=_split_list(args.recipes), calibration_size=args.calibration_size,
         batch_size=args.batch_size, n_boot=args.n_boot, seed=args.seed,
     )
-    run(RunRecipe(data=data, model=ModelSection(name_or_path=args.model), audit=audit_cfg, output_dir=args.output_dir))
+    run(RunRecipe(data=_data_config(args), model=ModelSection(name_or_path=args.model), audit=audit_cfg, output_dir=args.output_dir))
     return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .diagnostics import explain
+    from .pipeline import load_pretrained
+    from .quantization import QuantRecipe, load_quantized
+
+    started = time.perf_counter()
+    if args.quantized_model is None:
+        QuantRecipe.parse(args.recipe)  # an unknown preset fails before the data is loaded
+    model, splits, spec = load_pretrained(args.model, _data_config(args))
+    quantized = load_quantized(args.quantized_model) if args.quantized_model else args.recipe
+    result = explain(
+        model, quantized, splits[args.split], spec, calibration_dataset=splits[args.calibration_split],
+        calibration_size=args.calibration_size, examples_per_group=args.examples_per_group,
+        parameters=args.parameters, eigen_method=args.method, tol=args.tol, max_iterations=args.max_iterations,
+        probes=args.probes, quantized_curvature=args.quantized_curvature, batch_size=args.batch_size, seed=args.seed,
+    )
+    result.settings["total_wall_time_s"] = round(time.perf_counter() - started, 1)
+    out = result.save(args.output_dir)
+    print(result.to_markdown())
+    print(f"wrote {out / 'explain.json'}, {out / 'explain.md'} and {out / 'explain_plots'} "
+          f"in {result.settings['total_wall_time_s']} s (explain itself: {result.settings['wall_time_s']} s)")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _examples(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return _positive_int(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all', got {text!r}") from None
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    parser.add_argument("--model", required=True, help="Hub model id or local folder")
+    parser.add_argument("--dataset", required=True, help="offline source (fashion_mnist, digits), local path or Hub id")
+    parser.add_argument("--group-column", default="group", help="column(s) defining groups, comma-separated for intersections")
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--image-column", default="image")
+    parser.add_argument("--text-column", default=None)
+    parser.add_argument("--split", default="test", help="split to evaluate")
+    parser.add_argument("--calibration-split", default="train", help="split to draw calibration examples from")
+    parser.add_argument("--calibration-size", type=int, default=512)
+    parser.add_argument("--long-tail-classes", default=None, help="derive head/tail groups: classes kept rare in train")
+    parser.add_argument("--long-tail-fraction", type=float, default=0.05)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,23 +124,30 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.set_defaults(func=_cmd_run)
 
     p_audit = sub.add_parser("audit", help="audit how PTQ recipes change per-group accuracy")
-    p_audit.add_argument("--model", required=True, help="Hub model id or local folder")
-    p_audit.add_argument("--dataset", required=True, help="offline source (fashion_mnist, digits), local path or Hub id")
-    p_audit.add_argument("--group-column", default="group", help="column(s) defining groups, comma-separated for intersections")
+    _add_data_arguments(p_audit, batch_size=256)
     p_audit.add_argument("--recipes", default="w8a8,w4a8,w4,w2a8")
-    p_audit.add_argument("--output-dir", required=True)
-    p_audit.add_argument("--label-column", default="label")
-    p_audit.add_argument("--image-column", default="image")
-    p_audit.add_argument("--text-column", default=None)
-    p_audit.add_argument("--split", default="test", help="split to evaluate")
-    p_audit.add_argument("--calibration-split", default="train", help="split to draw calibration examples from")
-    p_audit.add_argument("--calibration-size", type=int, default=512)
-    p_audit.add_argument("--long-tail-classes", default=None, help="derive head/tail groups: classes kept rare in train")
-    p_audit.add_argument("--long-tail-fraction", type=float, default=0.05)
     p_audit.add_argument("--n-boot", type=int, default=1000)
-    p_audit.add_argument("--batch-size", type=int, default=256)
-    p_audit.add_argument("--seed", type=int, default=0)
     p_audit.set_defaults(func=_cmd_audit)
+
+    p_explain = sub.add_parser(
+        "explain", help="measure the chain weight change → drift → logits → loss → group accuracy, per layer and group"
+    )
+    _add_data_arguments(p_explain, batch_size=128)
+    which = p_explain.add_mutually_exclusive_group()
+    which.add_argument("--recipe", default="w2a8", help="a preset to quantize a copy with (w8a8, w4a8, w4, w2a8, ...)")
+    which.add_argument("--quantized-model", default=None, help="instead: a folder/Hub repo written by save_quantized")
+    p_explain.add_argument("--examples-per-group", type=_examples, default=None,
+                           help="examples per group for gradients and curvature: N or 'all' (default: all, at most 512)")
+    p_explain.add_argument("--parameters", choices=["quantized", "all"], default="quantized",
+                           help="parameters of gradients and Hessians (default: the quantized weights)")
+    p_explain.add_argument("--method", choices=["lanczos", "power"], default="lanczos", help="λ_max estimator")
+    p_explain.add_argument("--tol", type=_positive_float, default=1e-3, help="relative tolerance of λ_max")
+    p_explain.add_argument("--max-iterations", type=_positive_int, default=100,
+                           help="Lanczos restarts / power-iteration steps")
+    p_explain.add_argument("--probes", type=_positive_int, default=32, help="Hutchinson probes for the Hessian trace")
+    p_explain.add_argument("--quantized-curvature", action="store_true",
+                           help="also the curvature of the quantized (straight-through) model")
+    p_explain.set_defaults(func=_cmd_explain)
     return parser
 
 

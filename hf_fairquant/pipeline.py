@@ -147,6 +147,10 @@ def run(recipe: RunRecipe, echo: Any = print) -> dict[str, Any]:
     data, spec = load_grouped_dataset(recipe.data, image_processor=image_processor, tokenizer=tokenizer)
     train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
     class_names = _class_names(train)
+    if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
+        from transformers import set_seed
+
+        set_seed(recipe.training.seed)
     model = _build_model(recipe.model, class_names, is_text=bool(recipe.data.text_column))
     for split, ds in ((recipe.data.train_split, train), (recipe.data.eval_split, evaluation)):
         spec.validate(ds, label_column="labels", num_labels=model.config.num_labels, split=split)

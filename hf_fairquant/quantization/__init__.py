@@ -1,5 +1,6 @@
 """Quantization layer: recipes, the optimum-quanto backend, exact save/load."""
 
+from .allocation import Allocation, LayerChoice, allocate_bits, solve_allocation
 from .backend import (
     apply_plan,
     calibrate,
@@ -24,12 +25,15 @@ from .recipe import (
 from .serialization import load_metadata, load_quantized, save_quantized
 
 __all__ = [
+    "Allocation",
+    "LayerChoice",
     "PRESETS",
     "SUPPORTED_ACTIVATION_BITS",
     "SUPPORTED_WEIGHT_BITS",
     "LayerQuant",
     "QuantRecipe",
     "RecipeLike",
+    "allocate_bits",
     "apply_plan",
     "calibrate",
     "calibration_batches",
@@ -44,4 +48,5 @@ __all__ = [
     "quantizable_modules",
     "quantize",
     "save_quantized",
+    "solve_allocation",
 ]

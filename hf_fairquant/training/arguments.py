@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from ..quantization import QuantRecipe
+from ..quantization import SUPPORTED_WEIGHT_BITS, QuantRecipe
 
 GROUP_SAMPLING = ("none", "group_balanced", "class_balanced", "group_class_balanced")
 GROUP_WEIGHTING = ("none", "inverse_frequency", "sqrt_inverse_frequency", "dro")
@@ -47,7 +47,8 @@ class FairQuantTrainingArguments(TrainingArguments):
     dro_step_size: float = field(default=0.01, metadata={"help": "Group DRO exponentiated-gradient step size"})
     quantization: dict | str | None = field(
         default=None,
-        metadata={"help": "QAT recipe: a preset (w8a8, w4a8, w4, w2a8) or a JSON recipe; unset trains in full precision"},
+        metadata={"help": "QAT recipe: a preset (w8a8, w4a8, w4, w2a8), a JSON recipe, or 'auto:<budget>' (bits per "
+                  "layer allocated from group sensitivity under a mean-bits budget, e.g. auto:4.0); unset trains in full precision"},
     )
     calibration_size: int = field(
         default=512, metadata={"help": "group-stratified examples that calibrate activation ranges before QAT"}
@@ -105,8 +106,29 @@ class FairQuantTrainingArguments(TrainingArguments):
         return "×".join(self.group_columns)
 
     @property
+    def quantization_budget(self) -> float | None:
+        """The mean-bits budget of ``quantization="auto:<budget>"`` (None for a fixed recipe)."""
+        if not (isinstance(self.quantization, str) and self.quantization.strip().lower().startswith("auto:")):
+            return None
+        text = self.quantization.strip()[len("auto:"):]
+        try:
+            budget = float(text)
+        except ValueError:
+            budget = float("nan")
+        low, high = min(SUPPORTED_WEIGHT_BITS), max(SUPPORTED_WEIGHT_BITS)
+        if not low <= budget <= high:
+            raise ValueError(
+                f"quantization={self.quantization!r}: 'auto:<budget>' needs a number of mean weight bits "
+                f"between {low} and {high}, e.g. 'auto:4.0'"
+            )
+        return budget
+
+    @property
     def quantization_recipe(self) -> QuantRecipe | None:
-        return None if self.quantization is None else QuantRecipe.parse(self.quantization)
+        """The fixed QAT recipe; None when training in float or when bits are allocated (``auto:``)."""
+        if self.quantization is None or self.quantization_budget is not None:
+            return None
+        return QuantRecipe.parse(self.quantization)
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()

@@ -31,6 +31,7 @@ from ..batching import LABELS
 from ..groups import GroupSpec
 from ..metrics import group_compute_metrics
 from ..quantization import QuantRecipe, apply_plan, calibrate, calibration_batches, freeze, save_quantized
+from ..quantization.allocation import allocate_bits
 from ..quantization.backend import is_quantized, track_activation_ranges
 from .arguments import FairQuantTrainingArguments
 from .sampling import GroupBalancedSampler, cell_codes, sampling_weights
@@ -89,6 +90,8 @@ class FairQuantTrainer(Trainer):
             self.group_spec.check_covered(train_dataset, evals)
         self.loss_weighting = self._make_weighting(args, train_dataset)
         self.quant_recipe: QuantRecipe | None = args.quantization_recipe
+        if args.quantization_budget is not None:  # "auto:<budget>": allocate bits on the training data
+            self.quant_recipe = self._allocate_recipe(model, args, train_dataset)
         plan = self.quant_recipe.plan(model) if self.quant_recipe is not None else None
         if plan is not None and self.quant_recipe.uses_activations and train_dataset is None:
             raise ValueError(f"QAT recipe {self.quant_recipe} quantizes activations: calibration needs a train_dataset")
@@ -120,6 +123,16 @@ class FairQuantTrainer(Trainer):
             raise ValueError(f"group_weighting={scheme!r} needs a train_dataset to count groups")
         weights = self.group_spec.weights(train_dataset, scheme)
         return StaticGroupWeights(torch.tensor([weights[n] for n in self.group_spec.names]))
+
+    def _allocate_recipe(self, model: torch.nn.Module, args: FairQuantTrainingArguments, train_dataset: Any) -> QuantRecipe:
+        """Per-layer weight bits from group sensitivity under the ``auto:<budget>`` budget."""
+        if train_dataset is None:
+            raise ValueError(f"quantization={args.quantization!r} allocates bits on the training data: pass a train_dataset")
+        self.allocation = allocate_bits(
+            model, train_dataset, self.group_spec, budget=args.quantization_budget,
+            calibration_size=args.calibration_size, seed=args.seed,
+        )
+        return self.allocation.recipe
 
     def _encode_groups(self, dataset: Any, args: FairQuantTrainingArguments) -> Any:
         """Replace the group column(s) by one int64 code column named ``args.group_code_column``."""

@@ -1,0 +1,285 @@
+"""``explain``: measure the chain from weight change to group accuracy, per layer and per group.
+
+Order of work: validate everything (arguments, data, recipe, that the model yields
+classification logits for these labels) → quantize a copy → one paired pass over the data
+(drift and logits) → per group, on its sampled examples: gradients (FP and straight-through
+quantized), curvature (λ_max, trace), the Taylor terms along Δθ → the bound.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+from tqdm.auto import tqdm
+
+from ..batching import LABELS, iterate_batches
+from ..data.preprocessing import check_image_size
+from ..groups import GroupSpec
+from ..quantization import RecipeLike, calibration_batches
+from . import _models
+from ._curvature import METHODS, check_positive, hutchinson_trace, top_eigenvalue
+from ._drift import weight_errors
+from ._explanation import (
+    BoundSummary,
+    Explanation,
+    GroupBound,
+    GroupCurvature,
+    GroupGradient,
+    GroupLogits,
+    LayerDrift,
+    LogitSummary,
+)
+from ._objective import GroupObjective, evaluating, float_logits
+from ._passes import PairedPass, paired_pass
+from ._sampling import ExamplesPerGroup, check_examples_per_group, examples_to_use, sample_rows
+
+PARAMETER_SETS = ("quantized", "all")
+
+
+def explain(
+    model: torch.nn.Module,
+    recipe_or_quantized_model: RecipeLike | torch.nn.Module,
+    dataset: Any,
+    group_spec: GroupSpec | str | Sequence[str],
+    *,
+    calibration_dataset: Any = None,
+    calibration_size: int = 512,
+    examples_per_group: ExamplesPerGroup = None,
+    parameters: str = "quantized",
+    eigen_method: str = "lanczos",
+    tol: float = 1e-3,
+    max_iterations: int = 100,
+    lanczos_vectors: int = 8,
+    probes: int = 32,
+    quantized_curvature: bool = False,
+    batch_size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> Explanation:
+    """Measure every link of the chain for ``model`` (full precision, not modified).
+
+    ``recipe_or_quantized_model``: a recipe/preset (``"w4a8"``; a copy of ``model`` is quantized,
+    activations calibrated on ``calibration_size`` group-stratified examples of
+    ``calibration_dataset``, else of ``dataset``) or a model quantized from ``model``.
+    ``dataset``: preprocessed (model inputs, ``labels``, group column(s)).
+
+    Gradients and curvature use each group's mean cross-entropy on ``examples_per_group``
+    examples (None: all, at most 512; ``"all"``; or an int — an error if a group has fewer),
+    over the ``parameters``: ``"quantized"`` (the weights quantization perturbs, default: the
+    bound's Δθ lives there) or ``"all"``. λ_max: ``eigen_method`` ``"lanczos"`` (scipy eigsh,
+    largest algebraic) or ``"power"`` (largest magnitude), to relative tolerance ``tol``, at most
+    ``max_iterations`` (restarts for Lanczos, products for power iteration); the trace from
+    ``probes`` Rademacher probes. ``quantized_curvature`` adds the straight-through quantized
+    model's curvature. Everything is seeded by ``seed``.
+    """
+    started = time.perf_counter()
+    # ------------------------------------------------------------ validate (no heavy work)
+    check_positive(
+        calibration_size=calibration_size, tol=tol, max_iterations=max_iterations,
+        lanczos_vectors=lanczos_vectors, probes=probes, batch_size=batch_size,
+    )
+    if eigen_method not in METHODS:
+        raise ValueError(f"unknown eigen_method {eigen_method!r}; allowed: {list(METHODS)}")
+    if parameters not in PARAMETER_SETS:
+        raise ValueError(f"unknown parameters {parameters!r}; allowed: {list(PARAMETER_SETS)}")
+    check_examples_per_group(examples_per_group)
+    spec = group_spec if isinstance(group_spec, GroupSpec) else GroupSpec(group_spec)
+    num_labels = _num_labels(model)
+    spec.validate(dataset, label_column=LABELS, num_labels=num_labels, split="explain")
+    spec = spec if spec.is_fitted else spec.fit(dataset)
+    if calibration_dataset is not None:
+        GroupSpec(spec.columns).validate(calibration_dataset, label_column=LABELS, num_labels=num_labels, split="calibration")
+    if hasattr(model, "config"):
+        check_image_size(model.config, dataset)
+    recipe, plan = _models.resolve(model, recipe_or_quantized_model)
+    codes = spec.encode(dataset)
+    counts = {name: int((codes == i).sum()) for i, name in enumerate(spec.names)}
+    counts = {g: c for g, c in counts.items() if c > 0}
+    sizes = examples_to_use(counts, examples_per_group)
+    _check_classifier(model, dataset, num_labels)
+
+    # ------------------------------------------------------------ quantize
+    calibration = None
+    needs_calibration = recipe is not None and any(q.activation_bits for q in plan.values())
+    if needs_calibration:
+        source = calibration_dataset if calibration_dataset is not None else dataset
+        calibration = calibration_batches(model, source, calibration_size, GroupSpec(spec.columns), batch_size, seed)
+    qm = _models.build(model, recipe_or_quantized_model, recipe, plan, calibration)
+    layers = list(plan)
+
+    # ------------------------------------------------------------ links 1 and 2
+    w_errors = weight_errors(model, qm.frozen, layers)
+    passed = paired_pass(model, qm.frozen, dataset, layers, batch_size, progress)
+    masks = {g: codes == spec.code_of(g) for g in counts}
+    drift_layers = _layer_drift(passed, masks, w_errors, plan)
+    logits = {g: _group_logits(passed, m) for g, m in masks.items()}
+    overall = _group_logits(passed, np.ones(len(codes), dtype=bool))
+
+    # ------------------------------------------------------------ links 3, 4, 5 per group
+    names = _parameter_names(model, layers, parameters)
+    fp_params = [model.get_parameter(n) for n in names]
+    q_params = [qm.straight_through.get_parameter(n) for n in names]
+    deltas = _models.weight_deltas(model, qm.frozen, plan)
+    delta = torch.cat([
+        deltas[n.rsplit(".", 1)[0]].reshape(-1) if n.endswith(".weight") and n.rsplit(".", 1)[0] in deltas
+        else torch.zeros(p.numel(), dtype=p.dtype)
+        for n, p in zip(names, fp_params)
+    ]).to(fp_params[0].dtype)
+    delta_norm = float(delta.double().norm())
+    eig = dict(method=eigen_method, tol=tol, max_iterations=max_iterations, lanczos_vectors=lanczos_vectors, seed=seed)
+
+    gradients, curvature, taylor = {}, {"fp": {}}, {}
+    if quantized_curvature:
+        curvature["quantized"] = {}
+    for g in tqdm(list(counts), desc="groups", disable=not progress):
+        rows = sample_rows(codes, spec.code_of(g), sizes[g], seed)
+        batches = list(iterate_batches(model, dataset.select(rows.tolist()), batch_size))
+        fp_obj = GroupObjective(model, fp_params, batches)
+        q_obj = GroupObjective(qm.straight_through, q_params, batches)
+        grad = fp_obj.gradient()
+        gradients[g] = GroupGradient(len(rows), float(grad.double().norm()), float(q_obj.gradient().double().norm()))
+        with tqdm(desc=f"curvature {g}", unit="HVP", disable=not progress, leave=False) as bar:
+            fp_obj.on_hvp = q_obj.on_hvp = bar.update
+            curvature["fp"][g] = _curvature(fp_obj, eig, probes, seed)
+            if quantized_curvature:
+                curvature["quantized"][g] = _curvature(q_obj, eig, probes, seed)
+            quadratic = float(torch.dot(fp_obj.hvp(delta).double(), delta.double()))
+        taylor[g] = float(torch.dot(grad.double(), delta.double())) + 0.5 * quadratic
+
+    bound = _bound(delta_norm, gradients, curvature["fp"], taylor, logits)
+    settings = {
+        "parameters": parameters, "dimension": int(delta.numel()), "eigen_method": eigen_method, "tol": tol,
+        "max_iterations": max_iterations, "lanczos_vectors": lanczos_vectors, "probes": probes,
+        "examples_per_group": examples_per_group, "examples_cap": max(sizes.values()),
+        "batch_size": batch_size, "seed": seed,
+        "calibration_size": calibration_size if needs_calibration else 0,
+        "calibrated_on": None if not needs_calibration else ("calibration_dataset" if calibration_dataset is not None else "dataset"),
+        "eval_examples": len(dataset),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    return Explanation(
+        group_columns=list(spec.columns),
+        group_names=list(counts),
+        quantization=_quantization_info(recipe, plan),
+        layers=drift_layers,
+        logits=logits,
+        overall=overall,
+        gradients=gradients,
+        curvature=curvature,
+        bound=bound,
+        settings=settings,
+    )
+
+
+# ---------------------------------------------------------------- validation helpers
+def _num_labels(model: torch.nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    problem = getattr(config, "problem_type", None)
+    if problem in ("regression", "multi_label_classification"):
+        raise ValueError(
+            f"{type(model).__name__} has problem_type={problem!r}: explain needs a single-label classifier "
+            "(per-example cross-entropy of the logits against integer labels)"
+        )
+    return getattr(config, "num_labels", None)
+
+
+@torch.no_grad()
+def _check_classifier(model: torch.nn.Module, dataset: Any, num_labels: int | None) -> None:
+    """One forward on one example: the model must give (batch, classes) logits that the labels index."""
+    inputs, _ = next(iterate_batches(model, dataset.select([0]), 1))
+    with evaluating(model):
+        output = model(**inputs)
+    if not torch.is_tensor(output) and getattr(output, "logits", None) is None:
+        raise ValueError(
+            f"{type(model).__name__} returns {type(output).__name__} without `logits`: explain needs a "
+            "classifier whose output has .logits of shape (batch, classes)"
+        )
+    logits = float_logits(output)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(
+            f"{type(model).__name__} gives logits of shape {tuple(logits.shape)}; explain needs (batch, classes) "
+            "with at least 2 classes for a cross-entropy loss per example"
+        )
+    if num_labels is None:
+        labels_all = np.asarray(dataset.with_format("numpy")[LABELS][:])
+        bad = sorted(set(labels_all[(labels_all < 0) | (labels_all >= logits.shape[1])].tolist()))
+        if bad:
+            raise ValueError(
+                f"labels {bad[:10]} have no loss: the model gives {logits.shape[1]} logits (classes 0..{logits.shape[1] - 1})"
+            )
+
+
+def _parameter_names(model: torch.nn.Module, layers: list[str], parameters: str) -> list[str]:
+    if parameters == "quantized":
+        return [f"{name}.weight" for name in layers]
+    return [n for n, _ in model.named_parameters()]
+
+
+def _quantization_info(recipe: Any, plan: dict) -> dict[str, Any]:
+    layer_bits = {n: str(q) for n, q in plan.items()}
+    if recipe is not None:
+        return {**recipe.to_dict(), "name": str(recipe).upper(), "layers": layer_bits}
+    kinds = sorted(set(layer_bits.values()))
+    return {"name": "+".join(k.upper() for k in kinds) + " (given model)", "layers": layer_bits}
+
+
+# ---------------------------------------------------------------- aggregation
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else (0.0 if num == 0 else float("inf"))
+
+
+def _layer_drift(passed: PairedPass, masks: dict[str, np.ndarray], errors: dict[str, float], plan: dict) -> list[LayerDrift]:
+    out = []
+    for j, name in enumerate(passed.layers):
+        per_group = {
+            g: _ratio(float(np.sqrt(passed.drift_sq[m, j].sum())), float(np.sqrt(passed.norm_sq[m, j].sum())))
+            for g, m in masks.items()
+        }
+        overall = _ratio(float(np.sqrt(passed.drift_sq[:, j].sum())), float(np.sqrt(passed.norm_sq[:, j].sum())))
+        out.append(LayerDrift(name, str(plan[name]), errors[name], per_group, overall))
+    return out
+
+
+def _summary(stats: dict[str, np.ndarray], mask: np.ndarray) -> LogitSummary:
+    mean = {k: float(v[mask].mean()) for k, v in stats.items()}
+    return LogitSummary(mean["correct"], mean["loss"], mean["logit_variance"], mean["confidence"], mean["margin"])
+
+
+def _group_logits(passed: PairedPass, mask: np.ndarray) -> GroupLogits:
+    fp, q = _summary(passed.fp, mask), _summary(passed.quantized, mask)
+    return GroupLogits(
+        int(mask.sum()), fp, q, _ratio(q.logit_variance, fp.logit_variance), q.loss - fp.loss, fp.accuracy - q.accuracy
+    )
+
+
+def _curvature(objective: GroupObjective, eig: dict, probes: int, seed: int) -> GroupCurvature:
+    top = top_eigenvalue(objective.hvp, objective.dim, dtype=objective.dtype, **eig)
+    trace = hutchinson_trace(objective.hvp, objective.dim, probes=probes, seed=seed, dtype=objective.dtype)
+    return GroupCurvature(
+        objective.num_examples, top.value, top.hvps, top.converged, trace.value, trace.stderr, trace.probes, trace.exact
+    )
+
+
+def _bound(
+    delta_norm: float,
+    gradients: dict[str, GroupGradient],
+    curvature: dict[str, GroupCurvature],
+    taylor: dict[str, float],
+    logits: dict[str, GroupLogits],
+) -> BoundSummary:
+    groups = {}
+    for g in gradients:
+        first = gradients[g].fp * delta_norm
+        second = 0.5 * curvature[g].lambda_max * delta_norm**2
+        groups[g] = GroupBound(first, second, first + second, taylor[g], logits[g].excess_loss)
+    by_bound = sorted(groups, key=lambda g: -groups[g].bound)
+    by_measured = sorted(groups, key=lambda g: -groups[g].measured_excess_loss)
+    tau = None
+    if len(groups) > 1:
+        value = kendalltau([groups[g].bound for g in groups], [groups[g].measured_excess_loss for g in groups]).statistic
+        tau = None if np.isnan(value) else float(value)
+    return BoundSummary(delta_norm, groups, by_bound, by_measured, by_bound == by_measured, tau)

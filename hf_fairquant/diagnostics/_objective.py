@@ -1,0 +1,122 @@
+"""A group's mean loss as a function of chosen parameters: value, gradient, Hessian-vector product.
+
+The loss is the mean per-example cross-entropy over fixed batches (one group's sampled
+examples), the model in eval mode (no dropout, BatchNorm on running statistics), so it is a
+deterministic function of the parameters. HVPs are double backward (autograd), one batch at a
+time, so memory does not grow with the number of examples; this works through
+optimum-quanto's fake-quantized (straight-through) modules as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from optimum.quanto import QTensor
+
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
+
+
+def float_logits(output: Any) -> torch.Tensor:
+    """``output.logits`` (or the tensor itself) as a float tensor; quanto's quantized activations
+    are dequantized (differentiably)."""
+    logits = getattr(output, "logits", output)
+    if isinstance(logits, QTensor):
+        logits = logits.dequantize()
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode for the block; the model's own mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def differentiable(model: torch.nn.Module, params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
+    """Eval mode, gradients on ``params``, the math attention kernel (the fused CPU kernels have
+    no double backward); every flag is restored afterwards, so a caller's model is left as it was."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(True)
+        with evaluating(model), torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+class GroupObjective:
+    """Mean cross-entropy of ``model`` over ``batches`` w.r.t. ``params`` (flattened in order).
+
+    ``hvp(v)`` returns H·v for a flat ``v`` and counts itself in ``hvps``; ``on_hvp`` (if set) is
+    called after each product (a progress bar's ``update``).
+    """
+
+    def __init__(self, model: torch.nn.Module, params: Sequence[torch.nn.Parameter], batches: Sequence[Batch]):
+        if not batches:
+            raise ValueError("a group objective needs at least one batch of examples")
+        self.model = model
+        self.params = list(params)
+        self.batches = list(batches)
+        self.num_examples = sum(int(labels.shape[0]) for _, labels in self.batches)
+        self.dim = sum(p.numel() for p in self.params)
+        self.dtype = self.params[0].dtype
+        self.hvps = 0
+        self.on_hvp: Callable[[int], Any] | None = None
+
+    def _batch_loss(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        logits = float_logits(self.model(**inputs))
+        return F.cross_entropy(logits, labels, reduction="sum") / self.num_examples
+
+    def loss(self) -> float:
+        with torch.no_grad(), evaluating(self.model):
+            return float(sum(self._batch_loss(i, y) for i, y in self.batches))
+
+    def gradient(self) -> torch.Tensor:
+        """∇ of the mean loss, flat (detached)."""
+        total = torch.zeros(self.dim, dtype=self.dtype)
+        with differentiable(self.model, self.params):
+            for inputs, labels in self.batches:
+                grads = torch.autograd.grad(self._batch_loss(inputs, labels), self.params, allow_unused=True)
+                total += self._flat(grads)
+        return total
+
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        """H·v by double backward, accumulated over the batches."""
+        pieces = self.unflatten(v.to(self.dtype))
+        total = torch.zeros(self.dim, dtype=self.dtype)
+        with differentiable(self.model, self.params):
+            for inputs, labels in self.batches:
+                grads = torch.autograd.grad(self._batch_loss(inputs, labels), self.params, create_graph=True, allow_unused=True)
+                dot = sum((g * p).sum() for g, p in zip(grads, pieces) if g is not None)
+                if not torch.is_tensor(dot) or not dot.requires_grad:
+                    continue  # the loss is linear in these parameters on this batch
+                total += self._flat(torch.autograd.grad(dot, self.params, allow_unused=True))
+        self.hvps += 1
+        if self.on_hvp is not None:
+            self.on_hvp(1)
+        return total
+
+    def unflatten(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        out, start = [], 0
+        for p in self.params:
+            out.append(flat[start : start + p.numel()].view_as(p))
+            start += p.numel()
+        return out
+
+    def _flat(self, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        return torch.cat([
+            (g if g is not None else torch.zeros_like(p)).reshape(-1).to(self.dtype)
+            for g, p in zip(grads, self.params)
+        ])

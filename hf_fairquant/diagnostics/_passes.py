@@ -1,0 +1,71 @@
+"""One pass over the data with the FP and the quantized model side by side, batch by batch.
+
+Each batch goes through both models (the same inputs); forward hooks record every quantized
+module's output in both, their per-example squared difference and norm are kept, and so are
+the per-example logit statistics of both models. Only per-example numbers are stored, never
+activations, so memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..batching import iterate_batches
+from ._drift import ActivationRecorder
+from ._logits import STATISTICS, logit_statistics
+from ._objective import evaluating, float_logits
+
+
+@dataclass
+class PairedPass:
+    """Per-example arrays: logit statistics of each model, and per layer (columns, in
+    ``layers`` order) the squared activation drift ‖a_q − a‖² and the squared FP norm ‖a‖²."""
+
+    layers: list[str]
+    fp: dict[str, np.ndarray]
+    quantized: dict[str, np.ndarray]
+    drift_sq: np.ndarray
+    norm_sq: np.ndarray
+
+
+@torch.no_grad()
+def paired_pass(
+    fp: torch.nn.Module,
+    quantized: torch.nn.Module,
+    dataset: Any,
+    layers: Sequence[str],
+    batch_size: int = 128,
+    progress: bool = True,
+) -> PairedPass:
+    """Run ``dataset`` through both models once (see the module docstring)."""
+    stats: dict[str, dict[str, list]] = {"fp": {k: [] for k in STATISTICS}, "quantized": {k: [] for k in STATISTICS}}
+    drift, norm = [], []
+    total = -(-len(dataset) // batch_size)
+    batches = iterate_batches(fp, dataset, batch_size)
+    with evaluating(fp), evaluating(quantized), ActivationRecorder(fp, layers) as fp_rec, ActivationRecorder(quantized, layers) as q_rec:
+        for inputs, labels in tqdm(batches, total=total, desc="FP vs quantized", disable=not progress, leave=False):
+            fp_rec.outputs.clear()
+            q_rec.outputs.clear()
+            for key, model in (("fp", fp), ("quantized", quantized)):
+                for stat, values in logit_statistics(float_logits(model(**inputs)), labels).items():
+                    stats[key][stat].append(values.double().numpy())
+            missing = np.full(len(labels), np.nan)  # a module this forward did not call
+            drift.append(np.stack([
+                ((q_rec.outputs[n] - fp_rec.outputs[n]) ** 2).sum(1).numpy() if n in fp_rec.outputs else missing
+                for n in layers
+            ], 1))
+            norm.append(np.stack([
+                (fp_rec.outputs[n] ** 2).sum(1).numpy() if n in fp_rec.outputs else missing for n in layers
+            ], 1))
+    return PairedPass(
+        list(layers),
+        {k: np.concatenate(v) for k, v in stats["fp"].items()},
+        {k: np.concatenate(v) for k, v in stats["quantized"].items()},
+        np.concatenate(drift),
+        np.concatenate(norm),
+    )

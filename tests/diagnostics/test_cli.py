@@ -1,0 +1,63 @@
+"""``hf-fairquant explain`` on a saved model and the offline digits data."""
+
+import json
+
+import pytest
+
+from hf_fairquant import quantize, save_quantized
+from hf_fairquant.cli import main
+from tests.conftest import tiny_vit
+
+ARGS = ["--dataset", "digits", "--long-tail-classes", "3,8", "--long-tail-fraction", "0.1",
+        "--examples-per-group", "16", "--probes", "2", "--max-iterations", "50"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vit") / "fp_model"
+    tiny_vit().save_pretrained(folder)
+    return folder
+
+
+def test_cli_explain_writes_json_markdown_and_plots(saved_model, tmp_path, capsys):
+    out = tmp_path / "explain"
+    assert main(["explain", "--model", str(saved_model), "--recipe", "w4a8", "--output-dir", str(out), *ARGS]) == 0
+    printed = capsys.readouterr().out
+    assert "## 5. The bound" in printed and "| head |" in printed and "| tail |" in printed
+    data = json.loads((out / "explain.json").read_text())
+    assert data["group_names"] == ["head", "tail"] and data["quantization"]["name"] == "W4A8"
+    assert data["settings"]["calibrated_on"] == "calibration_dataset"
+    assert {g["examples"] for g in data["gradients"].values()} == {16}
+    assert sorted(p.name for p in (out / "explain_plots").iterdir()) == [
+        "activation_drift.png", "gradients_curvature.png", "groups.png",
+    ]
+
+
+def test_cli_explain_of_a_saved_quantized_model(saved_model, tmp_path, capsys):
+    qfolder = save_quantized(quantize(tiny_vit(), "w8"), tmp_path / "q")
+    out = tmp_path / "explain"
+    code = main(["explain", "--model", str(saved_model), "--quantized-model", str(qfolder), "--output-dir", str(out), *ARGS])
+    assert code == 0
+    assert json.loads((out / "explain.json").read_text())["quantization"]["name"] == "W8 (given model)"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--recipe", "w3a8"], "unsupported weight bits 3"),
+        (["--group-column", "sex"], "group column(s) ['sex'] not found"),
+        (["--examples-per-group", "100"], "examples_per_group=100 but group(s) 'tail' has 89 example(s)"),
+    ],
+)
+def test_cli_explain_reports_bad_input_without_a_traceback(saved_model, tmp_path, capsys, extra, message):
+    code = main(["explain", "--model", str(saved_model), "--output-dir", str(tmp_path), *ARGS, *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--probes", "0"], ["--max-iterations", "-3"], ["--examples-per-group", "some"]])
+def test_cli_rejects_non_positive_counts(saved_model, tmp_path, capsys, extra):
+    with pytest.raises(SystemExit) as exit_:
+        main(["explain", "--model", str(saved_model), "--output-dir", str(tmp_path), *ARGS, *extra])
+    assert exit_.value.code == 2
+    assert "must be a positive integer" in capsys.readouterr().err
