@@ -136,7 +136,7 @@ def _pct(value: float, ci: list[float] | None = None) -> str:
 
 
 def _signed_pct(value: float) -> str:
-    return f"{100 * value:+.1f}"
+    return f"{round(100 * value, 1) + 0.0:+.1f}"  # + 0.0: a rounded -0.0 prints as +0.0
 
 
 def _ci(metrics: dict, key: str, group: str | None = None) -> list[float] | None:

@@ -59,39 +59,50 @@ def calibrate(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tenso
     model.train(was_training)
 
 
-def track_activation_ranges(model: torch.nn.Module, momentum: float = 0.9) -> list[Any]:
+class ActivationRangeTracker:
     """During QAT, keep updating activation scales in training mode (as PyTorch's FakeQuantize
-    observers do): an exponential moving average of each batch's absmax, detached from the
-    graph. Without it the ranges stay those calibrated on the untrained model and, as the
-    weights move, activations clip (measured: a w4a8 DistilBERT did not learn).
-    Call it after :func:`calibrate` (the average starts from the calibrated scales).
-    Returns the hook handles; eval-mode forwards leave the scales alone.
+    observers do): an exponential moving average of a batch's absmax, detached from the graph.
+
+    Without it the ranges stay those calibrated on the untrained model and, as the weights move,
+    activations clip (measured: a W4A8 DistilBERT did not learn). Set ``active`` to choose
+    which forwards update (the trainer updates every ``n``-th optimizer step, which keeps the
+    cost off most steps); eval-mode forwards never do. Start it after :func:`calibrate`.
     """
-    from optimum.quanto.tensor import dtype_info
 
-    def update(module: torch.nn.Module, name: str, value: torch.Tensor) -> None:
-        if isinstance(value, torch.Tensor) and not isinstance(value, QTensor):
-            with torch.no_grad():
-                # quanto's absmax_scale (abs, then max) measured ~50x slower than one aminmax pass
-                lo, hi = torch.aminmax(value.detach())
-                new = torch.maximum(-lo, hi) / dtype_info(module.activation_qtype.dtype).max
-                # in place, before this forward's quantize hook reads it: no graph, no host sync
-                getattr(module, name).lerp_(new.to(getattr(module, name).dtype), 1.0 - momentum)
+    def __init__(self, model: torch.nn.Module, momentum: float = 0.9) -> None:
+        from optimum.quanto.tensor import dtype_info
 
-    def before(module: torch.nn.Module, args: tuple) -> None:
-        if module.training and args:
-            update(module, "input_scale", args[0])
+        self.momentum = momentum
+        self.active = True
+        self._qmax = dtype_info
+        self._handles = []
+        for module in model.modules():
+            if isinstance(module, QModuleMixin) and module.activation_qtype is not None:
+                self._handles.append(module.register_forward_pre_hook(self._before, prepend=True))
+                self._handles.append(module.register_forward_hook(self._after, prepend=True))
 
-    def after(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
-        if module.training:
-            update(module, "output_scale", output)
+    def _update(self, module: torch.nn.Module, name: str, value: Any) -> None:
+        if not (self.active and module.training) or not isinstance(value, torch.Tensor) or isinstance(value, QTensor):
+            return
+        with torch.no_grad():
+            # quanto's absmax_scale (abs, then max) measured ~50x slower than one aminmax pass
+            lo, hi = torch.aminmax(value.detach())
+            new = torch.maximum(-lo, hi) / self._qmax(module.activation_qtype.dtype).max
+            # in place, before this forward's quantize hook reads it: no graph, no host sync
+            scale = getattr(module, name)
+            scale.lerp_(new.to(scale.dtype), 1.0 - self.momentum)
 
-    handles = []
-    for module in model.modules():
-        if isinstance(module, QModuleMixin) and module.activation_qtype is not None:
-            handles.append(module.register_forward_pre_hook(before, prepend=True))
-            handles.append(module.register_forward_hook(after, prepend=True))
-    return handles
+    def _before(self, module: torch.nn.Module, args: tuple) -> None:
+        if args:
+            self._update(module, "input_scale", args[0])
+
+    def _after(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        self._update(module, "output_scale", output)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:

@@ -50,6 +50,10 @@ class FairQuantTrainingArguments(TrainingArguments):
         metadata={"help": "QAT recipe: a preset (w8a8, w4a8, w4, w2a8), a JSON recipe, or 'auto:<budget>' (bits per "
                   "layer allocated from group sensitivity under a mean-bits budget, e.g. auto:4.0); unset trains in full precision"},
     )
+    range_update_steps: int = field(
+        default=10,
+        metadata={"help": "QAT: activation ranges follow the training batches every n-th optimizer step (EMA)"},
+    )
     calibration_size: int = field(
         default=512, metadata={"help": "group-stratified examples that calibrate activation ranges before QAT"}
     )
@@ -76,6 +80,8 @@ class FairQuantTrainingArguments(TrainingArguments):
             )
         if not self.dro_step_size > 0:
             raise ValueError(f"dro_step_size must be positive, got {self.dro_step_size}")
+        if self.range_update_steps <= 0:
+            raise ValueError(f"range_update_steps must be positive, got {self.range_update_steps}")
         if self.calibration_size <= 0:
             raise ValueError(f"calibration_size must be positive, got {self.calibration_size}")
         if isinstance(self.quantization, str) and self.quantization.lstrip().startswith("{"):

@@ -32,7 +32,7 @@ from ..groups import GroupSpec
 from ..metrics import group_compute_metrics
 from ..quantization import QuantRecipe, apply_plan, calibrate, calibration_batches, freeze, save_quantized
 from ..quantization.allocation import allocate_bits
-from ..quantization.backend import is_quantized, track_activation_ranges
+from ..quantization.backend import ActivationRangeTracker, is_quantized
 from .arguments import FairQuantTrainingArguments
 from .sampling import GroupBalancedSampler, cell_codes, sampling_weights
 from .weighting import GroupDROWeights, StaticGroupWeights
@@ -158,7 +158,8 @@ class FairQuantTrainer(Trainer):
         device = next(self.model.parameters()).device
         if batches:
             calibrate(self.model, ({k: v.to(device) for k, v in b.items()} for b in batches))
-            self._range_hooks = track_activation_ranges(self.model)
+            # updated every n-th step with momentum 0.9**n: the same time constant as every step
+            self._range_tracker = ActivationRangeTracker(self.model, momentum=0.9**self.args.range_update_steps)
 
     def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor.to(self.args.device), reduction="sum").cpu()
@@ -176,6 +177,12 @@ class FairQuantTrainer(Trainer):
         return GroupBalancedSampler(probabilities, len(dataset), seed=seed)
 
     # ------------------------------------------------------------------ loss
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        tracker = getattr(self, "_range_tracker", None)
+        if tracker is not None:  # activation ranges follow every n-th optimizer step (global_step: resumable)
+            tracker.active = self.state.global_step % self.args.range_update_steps == 0
+        return super().training_step(model, inputs, num_items_in_batch)
+
     def compute_loss(
         self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
@@ -195,8 +202,8 @@ class FairQuantTrainer(Trainer):
         """Train, then (QAT) freeze: the model holds integer weights from here on."""
         output = super().train(*args, **kwargs)
         if self.quant_recipe is not None:
-            for handle in getattr(self, "_range_hooks", []):
-                handle.remove()
+            if getattr(self, "_range_tracker", None) is not None:
+                self._range_tracker.remove()
             freeze(self.model)
         return output
 

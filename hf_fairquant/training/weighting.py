@@ -43,22 +43,23 @@ class GroupDROWeights:
 
     def __call__(self, losses: torch.Tensor, groups: torch.Tensor, update: bool = True) -> torch.Tensor:
         n = len(self.q)
-        sums = torch.zeros(n, dtype=losses.dtype, device=losses.device).index_add(0, groups, losses)
         counts = torch.bincount(groups, minlength=n).to(losses.dtype)
+        means = losses.new_zeros(n).index_add_(0, groups, losses) / counts.clamp(min=1)  # absent groups: 0
         if update:
-            self.step(sums.detach(), counts)
-        present = (counts > 0).to(losses.dtype)
-        weights = self.q.to(device=losses.device, dtype=losses.dtype) * present
-        return (weights * sums / counts.clamp(min=1)).sum() / weights.sum()
+            self.step(means.detach(), counts)
+        weights = self.q.to(device=losses.device, dtype=losses.dtype) * (counts > 0)
+        return (weights * means).sum() / weights.sum()
 
     @torch.no_grad()
-    def step(self, sums: torch.Tensor, counts: torch.Tensor) -> None:
-        """One exponentiated-gradient step from this batch's per-group loss sums and counts
-        (summed over processes first, when ``reduce`` is set)."""
-        sums, counts = sums.cpu().double(), counts.cpu().double()
+    def step(self, means: torch.Tensor, counts: torch.Tensor) -> None:
+        """One exponentiated-gradient step from this batch's per-group mean losses (0 for absent
+        groups, which leaves their weight unchanged before normalisation). With ``reduce`` set,
+        the means are first combined over processes, weighted by their counts."""
+        means = means.cpu().double()
         if self.reduce is not None:
-            sums, counts = self.reduce(sums), self.reduce(counts)
-        means = torch.where(counts > 0, sums / counts.clamp(min=1), torch.zeros_like(sums))
+            counts = counts.cpu().double()
+            total = self.reduce(counts)
+            means = self.reduce(means * counts) / total.clamp(min=1)
         self.q = self.q * torch.exp(self.step_size * means)
         self.q = self.q / self.q.sum()
 

@@ -4,7 +4,7 @@ import torch
 from hf_fairquant.batching import iterate_batches
 from hf_fairquant.quantization import QuantRecipe, apply_plan, calibrate, calibration_batches
 from hf_fairquant.quantization import _quanto_fixes
-from hf_fairquant.quantization.backend import track_activation_ranges
+from hf_fairquant.quantization.backend import ActivationRangeTracker
 from tests.conftest import image_dataset, text_dataset, tiny_distilbert, tiny_resnet
 
 
@@ -34,7 +34,7 @@ def test_activation_ranges_follow_training_batches_only():
     model = tiny_resnet()
     apply_plan(model, QuantRecipe.parse("w8a8").plan(model))
     calibrate(model, calibration_batches(model, data, 32))
-    track_activation_ranges(model)
+    tracker = ActivationRangeTracker(model)
     scale = lambda: model.classifier[1].output_scale.clone()  # noqa: E731
     inputs, _ = next(iterate_batches(model, data, 16))
     before = scale()
@@ -43,5 +43,13 @@ def test_activation_ranges_follow_training_batches_only():
         model(**{"pixel_values": inputs["pixel_values"] * 10})
     assert torch.equal(scale(), before)
     model.train()
+    tracker.active = False
+    model(**{"pixel_values": inputs["pixel_values"] * 10})
+    assert torch.equal(scale(), before)
+    tracker.active = True
     model(**{"pixel_values": inputs["pixel_values"] * 10})
     assert scale() > before and not scale().requires_grad
+    tracker.remove()
+    after = scale()
+    model(**{"pixel_values": inputs["pixel_values"] * 100})
+    assert torch.equal(scale(), after)
