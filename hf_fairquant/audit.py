@@ -15,16 +15,14 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_write_text
-from .batching import LABELS, iterate_batches
+from .batching import LABELS, iterate_batches, predict_batches
 from .data.preprocessing import check_image_size
 from .groups import GroupSpec
 from .metrics import load_group_disparity
 from .quantization import (
-    QuantRecipe,
     RecipeLike,
     effective_bits,
     model_size_bytes,
@@ -159,18 +157,12 @@ def _jsonable(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------- evaluation
-@torch.no_grad()
 def predict(model: torch.nn.Module, dataset: Any, batch_size: int = 256, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One pass: (predicted class, per-example cross-entropy loss) for every row."""
     model.eval()
-    preds, losses = [], []
     batches = iterate_batches(model, dataset, batch_size)
     total = -(-len(dataset) // batch_size)
-    for inputs, labels in tqdm(batches, total=total, desc=desc, disable=desc is None, leave=False):
-        logits = model(**inputs).logits
-        preds.append(logits.argmax(-1))
-        losses.append(F.cross_entropy(logits.float(), labels, reduction="none"))
-    return torch.cat(preds).numpy(), torch.cat(losses).numpy()
+    return predict_batches(model, tqdm(batches, total=total, desc=desc, disable=desc is None, leave=False))
 
 
 def audit(

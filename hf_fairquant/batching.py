@@ -1,11 +1,15 @@
-"""Batches of model inputs from a preprocessed ``datasets.Dataset`` (one job: slicing)."""
+"""Batches of model inputs from a preprocessed ``datasets.Dataset``, and the one forward pass
+every evaluation shares (predictions and per-example loss)."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from optimum.quanto import QTensor
 
 LABELS = "labels"
 
@@ -34,3 +38,25 @@ def iterate_batches(
     for start in range(0, len(view), batch_size):
         batch = view[start : start + batch_size]
         yield {k: batch[k] for k in inputs}, (batch[LABELS] if with_labels else None)
+
+
+def float_logits(output: Any) -> torch.Tensor:
+    """``output.logits`` (or the tensor itself) as a float tensor; quanto's quantized activations
+    are dequantized (differentiably)."""
+    logits = getattr(output, "logits", output)
+    if isinstance(logits, QTensor):
+        logits = logits.dequantize()
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+@torch.no_grad()
+def predict_batches(
+    model: torch.nn.Module, batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over ``(inputs, labels)`` batches: (predicted class, per-example cross-entropy)."""
+    preds, losses = [], []
+    for inputs, labels in batches:
+        logits = float_logits(model(**inputs))
+        preds.append(logits.argmax(-1))
+        losses.append(F.cross_entropy(logits, labels, reduction="none"))
+    return torch.cat(preds).cpu().numpy(), torch.cat(losses).cpu().numpy()

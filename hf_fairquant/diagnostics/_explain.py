@@ -33,7 +33,8 @@ from ._explanation import (
     LayerDrift,
     LogitSummary,
 )
-from ._objective import GroupObjective, evaluating, float_logits
+from ..batching import float_logits
+from ._objective import GroupObjective, evaluating
 from ._passes import PairedPass, paired_pass
 from ._sampling import ExamplesPerGroup, check_examples_per_group, examples_to_use, sample_rows
 

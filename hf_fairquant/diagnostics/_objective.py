@@ -14,18 +14,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from optimum.quanto import QTensor
+
+from ..batching import float_logits
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
-
-
-def float_logits(output: Any) -> torch.Tensor:
-    """``output.logits`` (or the tensor itself) as a float tensor; quanto's quantized activations
-    are dequantized (differentiably)."""
-    logits = getattr(output, "logits", output)
-    if isinstance(logits, QTensor):
-        logits = logits.dequantize()
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 @contextlib.contextmanager

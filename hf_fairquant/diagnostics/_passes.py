@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from ..batching import iterate_batches
 from ._drift import ActivationRecorder
 from ._logits import STATISTICS, logit_statistics
-from ._objective import evaluating, float_logits
+from ..batching import float_logits
+from ._objective import evaluating
 
 
 @dataclass

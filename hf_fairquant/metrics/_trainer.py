@@ -15,7 +15,6 @@ import numpy as np
 from ._loading import load_group_disparity
 
 if TYPE_CHECKING:
-    import evaluate
     from transformers import EvalPrediction
 
 GroupNames = Union[Mapping[int, str], Sequence[str]]

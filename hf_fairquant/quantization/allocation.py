@@ -25,10 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from ..batching import LABELS, iterate_batches
+from ..batching import LABELS, iterate_batches, predict_batches
 from ..groups import GroupSpec, stratified_indices
 from .backend import (
     _QTYPES,
@@ -219,19 +218,11 @@ def _milp(c: np.ndarray, constraints: list, n_x: int, n_free: int, budget: float
 
 
 # ---------------------------------------------------------------- measurement
-def _logits(output: Any) -> torch.Tensor:
-    return output["logits"] if isinstance(output, dict) or hasattr(output, "keys") else output.logits
-
-
-@torch.no_grad()
 def _losses_and_hits(model: torch.nn.Module, batches: list[tuple[dict, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
     """Per-example cross-entropy and correctness over the prepared batches (eval mode)."""
-    losses, hits = [], []
-    for inputs, labels in batches:
-        logits = _logits(model(**inputs)).float()
-        losses.append(F.cross_entropy(logits, labels, reduction="none"))
-        hits.append(logits.argmax(-1) == labels)
-    return torch.cat(losses).cpu().numpy(), torch.cat(hits).cpu().numpy().astype(float)
+    preds, losses = predict_batches(model, batches)
+    labels = torch.cat([labels for _, labels in batches]).cpu().numpy()
+    return losses, (preds == labels).astype(float)
 
 
 def _group_means(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:

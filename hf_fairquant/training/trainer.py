@@ -27,7 +27,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .._atomic import atomic_write_text
-from ..batching import LABELS
+from ..batching import LABELS, float_logits
 from ..groups import GroupSpec
 from ..metrics import group_compute_metrics
 from ..quantization import QuantRecipe, apply_plan, calibrate, calibration_batches, freeze, save_quantized
@@ -190,7 +190,7 @@ class FairQuantTrainer(Trainer):
         groups = inputs.pop(self.args.group_code_column)
         labels = inputs.pop(LABELS)
         outputs = model(**inputs)
-        losses = F.cross_entropy(outputs["logits"].float(), labels, reduction="none")
+        losses = F.cross_entropy(float_logits(outputs), labels, reduction="none")
         if self.loss_weighting is None or not model.training:
             loss = losses.mean()
         else:
