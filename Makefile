@@ -35,7 +35,7 @@ data:
 	fi
 
 demo: install data
-	$(VENV)/bin/hf-fairquant run $(DEMO_RECIPE) --output-dir $(DEMO_OUTPUT)
+	$(VENV)/bin/hf-fairquant run $(DEMO_RECIPE) --output-dir $(DEMO_OUTPUT) --overwrite
 
 test: install data
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q tests

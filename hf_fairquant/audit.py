@@ -11,7 +11,7 @@ import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from .metrics import load_group_disparity
 from .quantization import (
     RecipeLike,
     effective_bits,
+    is_quantized,
     model_size_bytes,
     parse_recipes,
     quantize,
@@ -178,15 +179,22 @@ def audit(
     confidence_level: float = 0.95,
     seed: int = 0,
     progress: bool = True,
+    quantized_models: Mapping[str, torch.nn.Module] | None = None,
 ) -> AuditReport:
     """Evaluate ``model`` and its PTQ versions under each recipe, per group.
 
     ``eval_dataset`` (and ``calibration_dataset``) are preprocessed: model input columns,
     ``labels`` and the group column(s). ``model`` is not modified (each recipe quantizes a
-    copy). Everything is validated before the first forward pass.
+    copy). ``quantized_models`` ({name: model}) adds models quantized elsewhere (e.g. by QAT
+    with :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference.
+    Everything is validated before the first forward pass.
     """
     spec = GroupSpec(group_spec) if isinstance(group_spec, str) else group_spec
-    recipes = parse_recipes(recipes)
+    recipes = parse_recipes(recipes) if recipes else []
+    quantized_models = dict(quantized_models or {})
+    for name, qmodel in quantized_models.items():
+        if not is_quantized(qmodel):
+            raise ValueError(f"quantized_models[{name!r}] holds no quantized module: quantize or train it with QAT first")
     num_labels = getattr(getattr(model, "config", None), "num_labels", None)
     spec.validate(eval_dataset, label_column=LABELS, num_labels=num_labels, split="eval")
     spec = spec if spec.is_fitted else spec.fit(eval_dataset)
@@ -212,19 +220,23 @@ def audit(
         size_bytes=model_size_bytes(model),
         metrics=metric.compute(predictions=fp_preds, losses=fp_losses, **common),
     )
+
+    def evaluate(name: str, qmodel: torch.nn.Module, recipe: dict[str, Any] | None) -> ModelResult:
+        preds, losses = predict(qmodel, eval_dataset, batch_size, desc=name if progress else None)
+        metrics = metric.compute(
+            predictions=preds, losses=losses, reference_predictions=fp_preds, reference_losses=fp_losses, **common
+        )
+        return ModelResult(name, effective_bits(qmodel), model_size_bytes(qmodel), metrics, recipe)
+
     results = []
-    for recipe in tqdm(recipes, desc="recipes", disable=not progress):
+    for recipe in tqdm(recipes, desc="recipes", disable=not progress or not recipes):
         qmodel = quantize(
             copy.deepcopy(model), recipe, calibration_dataset,
             group_spec=spec, calibration_size=calibration_size, seed=seed,
         )
-        preds, losses = predict(qmodel, eval_dataset, batch_size, desc=str(recipe) if progress else None)
-        metrics = metric.compute(
-            predictions=preds, losses=losses, reference_predictions=fp_preds, reference_losses=fp_losses, **common
-        )
-        results.append(
-            ModelResult(str(recipe).upper(), effective_bits(qmodel), model_size_bytes(qmodel), metrics, recipe.to_dict())
-        )
+        results.append(evaluate(str(recipe).upper(), qmodel, recipe.to_dict()))
+    for name, qmodel in quantized_models.items():
+        results.append(evaluate(name, qmodel, None))
     settings = {
         "n_boot": n_boot, "confidence_level": confidence_level, "seed": seed,
         "calibration_size": calibration_size if calibration_dataset is not None else 0,

@@ -1,8 +1,9 @@
-"""``hf-fairquant run|audit|explain``: parse arguments, call the pipeline, audit or explain; nothing more."""
+"""``hf-fairquant run|train|audit|explain|push``: parse arguments, call the pipeline, explain or push; nothing more."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -13,10 +14,51 @@ def _split_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _command_line() -> str:
+    """The command as typed, for the card's "reproduce" line — without a ``--token`` value."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg.startswith("--token="):
+            skip = False
+            continue
+        if arg == "--token":
+            skip = True
+            continue
+        args.append(arg)
+    return "hf-fairquant " + " ".join(shlex.quote(a) for a in args)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import load_recipe, run
 
-    run(load_recipe(args.recipe, output_dir=args.output_dir))
+    recipe = load_recipe(args.recipe, output_dir=args.output_dir)
+    if args.dry_run:
+        from .pipeline import dry_run
+
+        print(dry_run(recipe, overwrite=args.overwrite))
+        return 0
+    run(recipe, overwrite=args.overwrite, push_to_hub=args.push_to_hub, token=args.token, command=_command_line())
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Only the mitigation: FP model (load or train) → FairQuantTrainer → quantized model + card."""
+    from .pipeline import load_recipe, run
+
+    recipe = load_recipe(args.recipe, output_dir=args.output_dir)
+    if recipe.mitigation is None:
+        raise ValueError(f"recipe {args.recipe} has no `mitigation` section: nothing for `train` to do")
+    recipe.audit.recipes = []
+    recipe.explain.enabled = False
+    run(recipe, overwrite=args.overwrite, push_to_hub=args.push_to_hub, token=args.token, command=_command_line())
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push_folder
+
+    url = push_folder(args.folder, args.repo_id, token=args.token, private=args.private, revision=args.revision)
+    print(f"pushed {args.folder} to {args.repo_id}: {url}")
     return 0
 
 
@@ -40,13 +82,17 @@ def _data_config(args: argparse.Namespace):
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    from .pipeline import AuditSection, ModelSection, RunRecipe, run
+    from .pipeline import AuditSection, ExplainSection, ModelSection, RunRecipe, run
 
     audit_cfg = AuditSection(
         recipes=_split_list(args.recipes), calibration_size=args.calibration_size,
         batch_size=args.batch_size, n_boot=args.n_boot, seed=args.seed,
     )
-    run(RunRecipe(data=_data_config(args), model=ModelSection(name_or_path=args.model), audit=audit_cfg, output_dir=args.output_dir))
+    recipe = RunRecipe(
+        data=_data_config(args), model=ModelSection(name_or_path=args.model), audit=audit_cfg,
+        explain=ExplainSection(enabled=False), output_dir=args.output_dir,
+    )
+    run(recipe, overwrite=args.overwrite, command=_command_line())
     return 0
 
 
@@ -118,15 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-fairquant", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_run = sub.add_parser("run", help="run a YAML recipe end to end (train/load, audit)")
-    p_run.add_argument("recipe", type=Path)
-    p_run.add_argument("--output-dir", default=None)
-    p_run.set_defaults(func=_cmd_run)
+    p_run = sub.add_parser("run", help="run a YAML recipe end to end: FP model → audit → explain → mitigate → card")
+    p_train = sub.add_parser("train", help="only the recipe's mitigation: FairQuantTrainer → quantized model + card")
+    for p, func in ((p_run, _cmd_run), (p_train, _cmd_train)):
+        p.add_argument("recipe", type=Path)
+        p.add_argument("--output-dir", default=None, help="default: the recipe's output_dir, else outputs/<recipe name>")
+        p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+        p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="push the output folder to this Hub repo")
+        p.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
+        p.set_defaults(func=func)
+    p_run.add_argument("--dry-run", action="store_true", help="check the recipe and print the plan; load nothing")
+
+    p_push = sub.add_parser("push", help="push an output folder (quantized model, card, report) to the Hub")
+    p_push.add_argument("folder", type=Path)
+    p_push.add_argument("--repo-id", required=True, help="namespace/name")
+    p_push.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
+    p_push.add_argument("--private", action="store_true")
+    p_push.add_argument("--revision", default=None, help="branch to commit to (default: main)")
+    p_push.set_defaults(func=_cmd_push)
 
     p_audit = sub.add_parser("audit", help="audit how PTQ recipes change per-group accuracy")
     _add_data_arguments(p_audit, batch_size=256)
     p_audit.add_argument("--recipes", default="w8a8,w4a8,w4,w2a8")
     p_audit.add_argument("--n-boot", type=int, default=1000)
+    p_audit.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p_audit.set_defaults(func=_cmd_audit)
 
     p_explain = sub.add_parser(

@@ -9,6 +9,7 @@ audit a model as it is) and ``audit`` (:class:`AuditSection`). Each section is p
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 from ._atomic import atomic_directory, atomic_write_text
-from .data import DataConfig, check_image_size, load_grouped_dataset
+from .data import OFFLINE_SOURCES, DataConfig, check_image_size, load_grouped_dataset
 from .groups import GroupSpec
 
 DEFAULT_RECIPES = ["w8a8", "w4a8", "w4", "w2a8"]
@@ -44,15 +45,48 @@ class AuditSection:
 
 
 @dataclass
+class ExplainSection:
+    """Explain one audited recipe (default: the one that lowers the worst group's accuracy most)."""
+
+    enabled: bool = True
+    recipe: str | None = field(
+        default=None, metadata={"help": "an audited recipe; default: the one that lowers the worst group's accuracy most"}
+    )
+    examples_per_group: int | None = 256
+    eigen_method: str = "lanczos"
+    tol: float = 1e-3
+    probes: int = 32
+    parameters: str = "quantized"
+    batch_size: int = 128
+    seed: int = 0
+
+
+@dataclass
+class CardSection:
+    """What the model card says about the model and data beyond the measured numbers."""
+
+    model_name: str | None = field(default=None, metadata={"help": "default: the output folder's name"})
+    repo_id: str | None = field(default=None, metadata={"help": "shown in the card's load example; default: --push-to-hub, else the output folder"})
+    license: str = "apache-2.0"
+    dataset_name: str | None = field(default=None, metadata={"help": "human-readable dataset name"})
+    dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset id for model-index (default: data.source)"})
+    group_description: str | None = field(default=None, metadata={"help": "how the groups are defined (say if derived)"})
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunRecipe:
     data: DataConfig
     model: ModelSection
     audit: AuditSection
-    training: Any = None  # transformers.TrainingArguments or None
+    explain: ExplainSection = field(default_factory=ExplainSection)
+    card: CardSection = field(default_factory=CardSection)
+    training: Any = None  # transformers.TrainingArguments (full-precision fine-tune) or None
+    mitigation: Any = None  # FairQuantTrainingArguments (fair QAT from the FP weights) or None
     output_dir: str = "outputs/run"
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelSection, "audit": AuditSection}
+_SECTIONS = {"data": DataConfig, "model": ModelSection, "audit": AuditSection, "explain": ExplainSection, "card": CardSection}
 
 
 def _parse_section(name: str, cls: type, values: Any) -> Any:
@@ -76,8 +110,17 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe {path} not found")
-    raw = yaml.safe_load(path.read_text()) or {}
-    allowed = set(_SECTIONS) | {"training", "output_dir"}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"recipe {path} is not valid YAML: {err}") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"recipe {path} must be a YAML mapping with sections {sorted(_SECTIONS) + ['mitigation', 'training']}, "
+            f"got a {type(raw).__name__}"
+        )
+    allowed = set(_SECTIONS) | {"training", "mitigation", "output_dir"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ValueError(f"unknown top-level key(s) {unknown} in recipe {path}; allowed: {sorted(allowed)}")
@@ -87,7 +130,17 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
     if raw.get("training") is not None:
         train_cfg = {"output_dir": str(Path(out) / "checkpoints"), "report_to": "none", **raw["training"]}
         training = _parse_section("training", TrainingArguments, train_cfg)
-    recipe = RunRecipe(training=training, output_dir=str(out), **sections)
+    mitigation = None
+    if raw.get("mitigation") is not None:
+        from .training import FairQuantTrainingArguments
+
+        cfg = {"output_dir": str(Path(out) / "mitigation_checkpoints"), "report_to": "none", **raw["mitigation"]}
+        if isinstance(cfg.get("quantization"), dict):  # HfArgumentParser takes dict fields as JSON
+            cfg["quantization"] = json.dumps(cfg["quantization"])
+        if isinstance(cfg.get("group_weighting"), dict):
+            cfg["group_weighting"] = json.dumps(cfg["group_weighting"])
+        mitigation = _parse_section("mitigation", FairQuantTrainingArguments, cfg)
+    recipe = RunRecipe(training=training, mitigation=mitigation, output_dir=str(out), **sections)
     if recipe.model.name_or_path is None and recipe.model.config is None:
         raise ValueError("recipe section 'model' needs `name_or_path` or `config`")
     if recipe.model.name_or_path is None and training is None:
@@ -135,50 +188,227 @@ def train_fp_model(model: Any, args: Any, train_dataset: Any) -> Any:
     return trainer.model
 
 
-def run(recipe: RunRecipe, echo: Any = print) -> dict[str, Any]:
-    """Execute a recipe; writes ``fp_model/``, ``audit.json`` and ``audit.md`` in its output dir."""
-    from .audit import audit
+@dataclass
+class RunResult:
+    """What :func:`run` produced: the results dict (also ``results.json``) and the models."""
+
+    results: dict[str, Any]
+    output_dir: Path
+    fp_model: Any
+    quantized_model: Any = None
+    pushed_to: str | None = None
+
+
+def _check_output_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} exists and is a file; choose another --output-dir")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(
+            f"output folder {out} exists and is not empty; pass --overwrite to replace it, or choose another --output-dir"
+        )
+
+
+def _check_model_path(section: ModelSection) -> None:
+    """A local-looking path that does not exist is an error (not a Hub id to try)."""
+    name = section.name_or_path
+    if name is None or Path(name).exists():
+        return
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).suffix
+    if looks_local:
+        raise FileNotFoundError(f"model path {name} does not exist (give a local folder or a Hub id like user/model)")
+
+
+def _worst_recipe(report: Any) -> str | None:
+    """The audited PTQ recipe that costs the worst-off group most: the largest fall of the
+    minimum group accuracy (ties: the fewest bits). Not the gap change — a recipe that wrecks
+    every group can shrink the gap while it hurts the worst group most."""
+    if not report.quantized:
+        return None
+    fp_worst = report.fp.metrics["worst_group_accuracy"]
+    worst = max(report.quantized, key=lambda r: (fp_worst - r.metrics["worst_group_accuracy"], -r.effective_bits))
+    return worst.name
+
+
+def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
+    """Check a recipe without loading data or models (no network) and describe what a run does.
+
+    Checks the quantization presets and recipes, the output folder, a local model path, and —
+    for a model built from ``config`` — that the mitigation recipe's patterns match its modules.
+    """
     from .quantization import parse_recipes
 
+    audited = parse_recipes(recipe.audit.recipes) if recipe.audit.recipes else []
+    _check_output_dir(Path(recipe.output_dir), overwrite)
+    _check_model_path(recipe.model)
+    if recipe.data.subset and recipe.data.source in OFFLINE_SOURCES:
+        raise ValueError(f"data.subset applies to Hub datasets; the offline source {recipe.data.source!r} has none")
+    mitigation = recipe.mitigation
+    steps = []
+    model = recipe.model.name_or_path or f"a new {recipe.model.config.get('model_type')} from config"
+    source = recipe.data.source + (f" ({recipe.data.subset})" if recipe.data.subset else "")
+    steps.append(f"data: {source}, groups by {', '.join(recipe.data.group_columns)}"
+                 + (f", derived long tail {recipe.data.long_tail_classes}" if recipe.data.long_tail_classes else ""))
+    steps.append(f"model: {model}" + (f", fine-tuned for {recipe.training.num_train_epochs:g} epoch(s)" if recipe.training else ""))
+    steps.append(f"audit: FP + {', '.join(str(r) for r in audited) or 'nothing'}")
+    if recipe.explain.enabled and audited:
+        steps.append(f"explain: {recipe.explain.recipe or 'the recipe that lowers the worst group most'}")
+    if mitigation is not None:
+        quant = mitigation.quantization_recipe
+        if quant is None and mitigation.quantization_budget is None:
+            raise ValueError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
+        if quant is not None and recipe.model.config is not None:
+            quant.plan(_build_model(recipe.model, ["0", "1"], is_text=bool(recipe.data.text_column)))  # patterns match?
+        what = str(quant) if quant is not None else f"bits allocated under a {mitigation.quantization_budget:g}-bit budget"
+        steps.append(f"mitigate: FairQuantTrainer, {what}, sampling {mitigation.group_sampling} "
+                     f"(power {mitigation.sampling_power:g}), weighting {mitigation.group_weighting}")
+    steps.append(f"write: {recipe.output_dir}/")
+    return "\n".join(f"{i}. {step}" for i, step in enumerate(steps, 1))
+
+
+def run(
+    recipe: RunRecipe,
+    *,
+    overwrite: bool = False,
+    push_to_hub: str | None = None,
+    token: str | None = None,
+    command: str | None = None,
+    echo: Any = print,
+) -> RunResult:
+    """Execute a recipe: FP model (load or train) → audit PTQ → explain the worst recipe →
+    mitigate with FairQuantTrainer → audit the mitigated model → write the output folder
+    (quantized model, ``README.md`` card, ``report.md``, ``results.json``, ``plots/``) → push.
+
+    Sections turn stages off: no ``audit.recipes`` → no PTQ audit; ``explain.enabled: false``;
+    no ``mitigation`` → nothing is trained after the FP model. The folder appears whole at the
+    end (written under a temporary name); an existing non-empty folder needs ``overwrite``.
+    """
+    from transformers import set_seed
+
+    from .audit import audit
+    from .quantization import parse_recipes
+    from .report import build_results, write_outputs
+
+    if push_to_hub is not None:
+        recipe.card.repo_id = push_to_hub
     started = time.perf_counter()
-    parse_recipes(recipe.audit.recipes)  # unknown presets fail before any work
+    # ---------------------------------------------------------------- validate before heavy work
+    parse_recipes(recipe.audit.recipes) if recipe.audit.recipes else None
     out = Path(recipe.output_dir)
+    _check_output_dir(out, overwrite)
+    _check_model_path(recipe.model)
+    if push_to_hub is not None:
+        from .hub import check_push_arguments
+
+        token = check_push_arguments(push_to_hub, token)
+    if recipe.explain.enabled and recipe.explain.recipe and recipe.explain.recipe.upper() not in {
+        str(r).upper() for r in parse_recipes(recipe.audit.recipes or [])
+    }:
+        raise ValueError(f"explain.recipe {recipe.explain.recipe!r} is not among audit.recipes {recipe.audit.recipes}")
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - since, 1)
+        return now
+
+    # ---------------------------------------------------------------- data and FP model
+    echo("[1/5] data and full-precision model")
+    t = time.perf_counter()
     image_processor, tokenizer = _processors(recipe.model, recipe.data)
     data, spec = load_grouped_dataset(recipe.data, image_processor=image_processor, tokenizer=tokenizer)
     train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
     class_names = _class_names(train)
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
-        from transformers import set_seed
-
         set_seed(recipe.training.seed)
     model = _build_model(recipe.model, class_names, is_text=bool(recipe.data.text_column))
     for split, ds in ((recipe.data.train_split, train), (recipe.data.eval_split, evaluation)):
         spec.validate(ds, label_column="labels", num_labels=model.config.num_labels, split=split)
     check_image_size(model.config, evaluation)
+    mitigation_recipe = None
+    if recipe.mitigation is not None:
+        mitigation_recipe = recipe.mitigation.quantization_recipe
+        if mitigation_recipe is not None:
+            mitigation_recipe.plan(model)  # a pattern matching no module fails here
+        elif recipe.mitigation.quantization_budget is None:
+            raise ValueError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
     counts = spec.counts(data)
     echo(f"groups by {spec.name}: " + "; ".join(f"{s}: {c}" for s, c in counts.items()))
-
+    t = lap("data", t)
     if recipe.training is not None:
         model = train_fp_model(model, recipe.training, train)
+        t = lap("fp_training", t)
     model.eval()
-    with atomic_directory(out / "fp_model") as tmp:
-        model.save_pretrained(tmp)
-        for proc in (image_processor, tokenizer):
-            if proc is not None:
-                proc.save_pretrained(tmp)
 
-    report = audit(
-        model, evaluation, recipe.audit.recipes, spec, calibration_dataset=train,
-        calibration_size=recipe.audit.calibration_size, batch_size=recipe.audit.batch_size,
+    # ---------------------------------------------------------------- audit PTQ
+    audit_kwargs = dict(
+        calibration_dataset=train, calibration_size=recipe.audit.calibration_size, batch_size=recipe.audit.batch_size,
         n_boot=recipe.audit.n_boot, confidence_level=recipe.audit.confidence_level, seed=recipe.audit.seed,
     )
-    report.settings["wall_time_s"] = round(time.perf_counter() - started, 1)
-    report.save(out / "audit.json")
-    table = report.to_markdown()
-    atomic_write_text(out / "audit.md", f"# Audit: {out.name}\n\n{table}")
-    echo("\n" + table)
-    echo(f"wrote {out / 'audit.json'}, {out / 'audit.md'} and {out / 'fp_model'} in {report.settings['wall_time_s']} s")
-    return {"report": report, "model": model, "group_spec": spec, "output_dir": out}
+    echo(f"[2/5] audit: {', '.join(recipe.audit.recipes) or 'FP only'}")
+    report = audit(model, evaluation, recipe.audit.recipes, spec, **audit_kwargs)
+    t = lap("audit", t)
+
+    # ---------------------------------------------------------------- explain the worst
+    explanation = None
+    explained = recipe.explain.recipe or _worst_recipe(report)
+    if recipe.explain.enabled and explained is not None:
+        from .diagnostics import explain
+
+        echo(f"[3/5] explain {explained}")
+        e = recipe.explain
+        explanation = explain(
+            model, explained.lower(), evaluation, spec, calibration_dataset=train,
+            calibration_size=recipe.audit.calibration_size, examples_per_group=e.examples_per_group,
+            parameters=e.parameters, eigen_method=e.eigen_method, tol=e.tol, probes=e.probes,
+            batch_size=e.batch_size, seed=e.seed,
+        )
+        t = lap("explain", t)
+
+    # ---------------------------------------------------------------- mitigate, audit again
+    quantized = trainer = None
+    if recipe.mitigation is not None:
+        echo("[4/5] mitigate with FairQuantTrainer")
+        trainer, quantized = _mitigate(model, recipe.mitigation, train, image_processor or tokenizer)
+        t = lap("mitigation", t)
+        name = f"FAIR-QAT {str(trainer.quant_recipe).upper()}"
+        mitigated = audit(model, evaluation, [], spec, quantized_models={name: quantized}, **audit_kwargs)
+        result = mitigated.quantized[0]
+        result.recipe = trainer.quant_recipe.to_dict()
+        report.quantized.append(result)
+        t = lap("mitigated_audit", t)
+
+    # ---------------------------------------------------------------- write, push
+    echo("[5/5] write the output folder")
+    timings["total"] = round(time.perf_counter() - started, 1)
+    results = build_results(
+        recipe, report, spec=spec, data=data, model=model, explanation=explanation, explained=explained,
+        trainer=trainer, quantized=quantized, timings=timings, command=command,
+    )
+    write_outputs(
+        out, results, fp_model=model if recipe.training is not None else None, quantized=quantized,
+        processor=image_processor or tokenizer, explanation=explanation,
+    )
+    pushed = None
+    if push_to_hub is not None:
+        from .hub import push_folder
+
+        echo(f"pushing {out} to {push_to_hub}")
+        pushed = push_folder(out, push_to_hub, token=token)
+    from .report import summary_screen
+
+    echo("\n" + summary_screen(results, out, pushed))
+    return RunResult(results, out, model, quantized, pushed)
+
+
+def _mitigate(model: Any, args: Any, train: Any, processor: Any) -> tuple[Any, Any]:
+    """Fair QAT of a copy of ``model`` with :class:`FairQuantTrainer`; returns (trainer, frozen model)."""
+    import copy
+
+    from .training import FairQuantTrainer
+
+    trainer = FairQuantTrainer(model=copy.deepcopy(model).train(), args=args, train_dataset=train)
+    trainer.train()
+    return trainer, trainer.model.eval()
 
 
 def _class_names(train: Any) -> list[str]:

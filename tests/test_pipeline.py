@@ -1,63 +1,192 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
+from huggingface_hub import ModelCard
 
+from hf_fairquant import load_quantized
+from hf_fairquant.audit import predict
 from hf_fairquant.cli import main
-from hf_fairquant.pipeline import load_recipe
+from hf_fairquant.pipeline import dry_run, load_recipe, run
 
 ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_recipe_parses(recipe):
-    parsed = load_recipe(recipe, output_dir="/tmp/unused")
-    assert parsed.audit.recipes and parsed.data.source
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_parses_and_dry_runs(recipe, tmp_path):
+    parsed = load_recipe(recipe, output_dir=str(tmp_path / "out"))
+    plan = dry_run(parsed)  # loads no data and no model: works offline for the Hub recipes too
+    assert parsed.audit.recipes and parsed.data.source in plan
+    assert "mitigate: FairQuantTrainer" in plan and parsed.mitigation is not None
+    assert parsed.mitigation.quantization_recipe is not None or parsed.mitigation.quantization_budget is not None
 
 
-def test_unknown_key_names_key_and_section(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("data: {source: digits, colour: red}\nmodel: {name_or_path: x}\n")
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['colour'\] in recipe section 'data'"):
-        load_recipe(bad)
-    bad.write_text("model: {name_or_path: x}\ntraining: {num_epochs: 3}\n")
-    with pytest.raises(ValueError, match=r"\['num_epochs'\] in recipe section 'training'"):
-        load_recipe(bad)
-    bad.write_text("modle: {name_or_path: x}\n")
-    with pytest.raises(ValueError, match=r"unknown top-level key\(s\) \['modle'\]"):
-        load_recipe(bad)
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data: {source: digits, colour: red}\nmodel: {name_or_path: x}\n", r"\['colour'\] in recipe section 'data'"),
+        ("model: {name_or_path: x}\ntraining: {num_epochs: 3}\n", r"\['num_epochs'\] in recipe section 'training'"),
+        ("model: {name_or_path: x}\nmitigation: {quantization: w4, sampler: x}\n", r"\['sampler'\] in recipe section 'mitigation'"),
+        ("model: {name_or_path: x}\nexplain: {eigen: power}\n", r"\['eigen'\] in recipe section 'explain'"),
+        ("modle: {name_or_path: x}\n", r"unknown top-level key\(s\) \['modle'\]"),
+        ("data: [unclosed\n", r"is not valid YAML"),
+        ("- just\n- a list\n", r"must be a YAML mapping"),
+        ("model: {name_or_path: x}\nmitigation: {quantization: int3}\n", r"unknown quantization preset 'int3'"),
+    ],
+)
+def test_recipe_errors_name_the_key_and_section(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        load_recipe(_write(tmp_path, text))
+
+
+def test_mitigation_needs_quantization_and_explain_an_audited_recipe(tmp_path):
+    recipe = load_recipe(_write(tmp_path, "model: {name_or_path: x}\nmitigation: {group_sampling: group_balanced}\n"))
+    with pytest.raises(ValueError, match="'mitigation' needs `quantization`"):
+        dry_run(recipe)
+    recipe = load_recipe(_write(tmp_path, "model: {name_or_path: x}\naudit: {recipes: [w4]}\nexplain: {recipe: w2a8}\n"))
+    with pytest.raises(ValueError, match=r"explain.recipe 'w2a8' is not among audit.recipes"):
+        run(recipe)
+
+
+def test_bad_output_folder_and_model_path_fail_before_any_work(tmp_path, monkeypatch, capsys):
+    import hf_fairquant.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "load_grouped_dataset", lambda *a, **k: pytest.fail("loaded data before checking"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    recipe = ROOT / "recipes" / "digits_vit.yaml"
+    assert main(["run", str(recipe), "--output-dir", str(out)]) == 2
+    assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+    missing = _write(tmp_path, "data: {source: digits}\nmodel: {name_or_path: ./no/such/model}\n")
+    assert main(["run", str(missing), "--output-dir", str(tmp_path / "new")]) == 2
+    assert "model path ./no/such/model does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+# ---------------------------------------------------------------------------- a real run
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
+    """The digits recipe end to end: train → audit → explain → fair QAT → outputs."""
     out = tmp_path_factory.mktemp("run") / "digits"
-    assert main(["run", str(ROOT / "recipes" / "digits_vit.yaml"), "--output-dir", str(out)]) == 0
-    return out
+    screen = []
+    result = run(load_recipe(ROOT / "recipes" / "digits_vit.yaml", output_dir=str(out)), echo=screen.append,
+                 command="hf-fairquant run recipes/digits_vit.yaml")
+    return out, result, "\n".join(screen)
 
 
-def test_run_trains_saves_and_audits(digits_run, capsys):
-    report = json.loads((digits_run / "audit.json").read_text())
-    assert [r["name"] for r in report["quantized"]] == ["W8A8", "W4A8", "W4", "W2A8"]
-    assert report["group_names"] == ["head", "tail"]
-    assert report["fp"]["metrics"]["accuracy"] > 0.7  # the tiny ViT really learned digits
-    assert (digits_run / "fp_model" / "config.json").is_file()
-    assert "| W2A8 |" in (digits_run / "audit.md").read_text()
-    assert not [p for p in digits_run.parent.iterdir() if p.name.startswith(".")]  # no temp leftovers
+def test_run_writes_the_whole_folder(digits_run):
+    out, result, screen = digits_run
+    for name in ["README.md", "report.md", "results.json", "config.json", "model.safetensors",
+                 "quantization_map.json", "fp_model/config.json", "plots/group_accuracy.png", "plots/groups.png",
+                 "plots/gradients_curvature.png", "plots/activation_drift.png"]:
+        assert (out / name).is_file(), name
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp leftovers
+    assert not (out / "checkpoints").exists()  # save_strategy "no": no empty folder either
+    results = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in results["audit"]["quantized"]]
+    assert names == ["W8A8", "W4A8", "W4", "W2A8", "FAIR-QAT W2A8-MIXED"]
+    assert results["audit"]["fp"]["metrics"]["accuracy"] > 0.7  # the tiny ViT really learned digits
+    assert results["explained_recipe"] == max(
+        results["audit"]["quantized"][:4], key=lambda r: r["metrics"]["gap_change"])["name"]
+    assert results["published"]["effective_bits"] < 2.5
+    for line in ["FP", "W2A8", "FAIR-QAT W2A8-MIXED", "published model", "outputs in", "load_quantized("]:
+        assert line in screen
+
+
+def test_published_model_loads_and_scores_as_reported(digits_run):
+    out, result, _ = digits_run
+    recipe = load_recipe(ROOT / "recipes" / "digits_vit.yaml", output_dir=str(out))
+    from hf_fairquant.data import load_grouped_dataset
+
+    splits, spec = load_grouped_dataset(recipe.data)
+    test = splits["test"]
+    preds, _ = predict(load_quantized(out), test)
+    labels = np.asarray(test.with_format("numpy")["labels"][:])
+    groups = np.asarray(spec.group_names(test))
+    reported = json.loads((out / "results.json").read_text())["audit"]["quantized"][-1]["metrics"]["group_accuracy"]
+    for g, acc in reported.items():
+        assert np.mean(preds[groups == g] == labels[groups == g]) == pytest.approx(acc, abs=1e-12)
+
+
+def test_card_numbers_are_the_results_numbers(digits_run):
+    out, _, _ = digits_run
+    results = json.loads((out / "results.json").read_text())
+    card = ModelCard.load(out / "README.md", ignore_metadata_errors=False)  # the library parses model-index
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    fp = results["audit"]["fp"]["metrics"]
+    q = results["audit"]["quantized"][-1]["metrics"]
+    assert values["accuracy (FP)"] == fp["accuracy"]
+    assert values["accuracy (FAIR-QAT W2A8-MIXED)"] == q["accuracy"]
+    assert values["group accuracy gap (FAIR-QAT W2A8-MIXED)"] == q["accuracy_gap"]
+    for g in results["audit"]["group_names"]:
+        assert values[f"accuracy, group {g} (FP)"] == fp["group_accuracy"][g]
+        assert values[f"accuracy, group {g} (FAIR-QAT W2A8-MIXED)"] == q["group_accuracy"][g]
+        assert values[f"accuracy drop, group {g} (FAIR-QAT W2A8-MIXED vs FP)"] == q["group_accuracy_drop"][g]
+    assert len(values) == 4 + 3 * len(results["audit"]["group_names"])
+    body = card.text
+    assert f"| FAIR-QAT W2A8-MIXED | {results['published']['effective_bits']:.2f} | {100 * q['accuracy']:.1f} |" in body
+    assert f"{100 * q['accuracy_gap']:.1f} points" in body
+    assert "derived, not demographic" in body and "hf-fairquant run recipes/digits_vit.yaml" in body
+    assert card.data.to_dict()["license"] == "apache-2.0"
+
+
+def test_report_has_audit_explain_mitigation_and_its_plots(digits_run):
+    out, _, _ = digits_run
+    report = (out / "report.md").read_text()
+    for heading in ["## Audit", "## Why: explaining", "## Mitigation: FAIR-QAT W2A8-MIXED"]:
+        assert heading in report
+    import re
+
+    for link in re.findall(r"\]\((plots/[^)]+)\)", report):
+        assert (out / link).is_file(), link
+
+
+def test_train_command_mitigates_a_saved_model(digits_run, tmp_path, capsys):
+    out, _, _ = digits_run
+    raw = yaml.safe_load((ROOT / "recipes" / "digits_vit.yaml").read_text())
+    raw["model"] = {"name_or_path": str(out / "fp_model")}
+    del raw["training"]
+    raw["mitigation"]["num_train_epochs"] = 1
+    recipe = tmp_path / "saved.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    target = tmp_path / "trained"
+    target.mkdir()
+    (target / "old.txt").write_text("replaced")
+    assert main(["train", str(recipe), "--output-dir", str(target), "--overwrite"]) == 0
+    results = json.loads((target / "results.json").read_text())
+    assert [r["name"] for r in results["audit"]["quantized"]] == ["FAIR-QAT W2A8-MIXED"]
+    assert results["explain"] is None and not (target / "old.txt").exists()
+    assert not (target / "fp_model").exists()  # a loaded FP model is not copied
+    assert load_quantized(target) is not None
+    assert "FAIR-QAT W2A8-MIXED" in capsys.readouterr().out
 
 
 def test_cli_audit_of_a_saved_model(digits_run, tmp_path, capsys):
+    out, _, _ = digits_run
     code = main([
-        "audit", "--model", str(digits_run / "fp_model"), "--dataset", "digits", "--group-column", "group",
+        "audit", "--model", str(out / "fp_model"), "--dataset", "digits", "--group-column", "group",
         "--long-tail-classes", "3,8", "--long-tail-fraction", "0.1", "--recipes", "w8a8,w2a8",
         "--n-boot", "0", "--output-dir", str(tmp_path / "audit"),
     ])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| W8A8 |" in printed and "| W2A8 |" in printed
-    first = json.loads((digits_run / "audit.json").read_text())
-    again = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert "W8A8" in printed and "W2A8" in printed
+    first = json.loads((out / "results.json").read_text())["audit"]
+    again = json.loads((tmp_path / "audit" / "results.json").read_text())["audit"]
     # same data, same preprocessing, same weights: the reloaded FP model scores the same
     assert again["fp"]["metrics"]["group_accuracy"] == first["fp"]["metrics"]["group_accuracy"]
+    assert not (tmp_path / "audit" / "README.md").exists()  # nothing published: no card
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):

@@ -50,6 +50,7 @@ class DataConfig:
     """
 
     source: str = field(default="fashion_mnist", metadata={"help": "offline source, local path or Hub dataset id"})
+    subset: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration (load_dataset's `name`)"})
     group_columns: list[str] = field(default_factory=lambda: ["group"], metadata={"help": "column(s) defining groups"})
     label_column: str = "label"
     image_column: str | None = "image"
@@ -69,7 +70,9 @@ def load_grouped_dataset(
 
     Everything that can be wrong with columns or groups is checked before preprocessing.
     """
-    raw = load_source(config.source)
+    if config.subset and config.source in OFFLINE_SOURCES:
+        raise ValueError(f"data.subset applies to Hub datasets; the offline source {config.source!r} has none")
+    raw = load_source(config.source, **({"name": config.subset} if config.subset else {}))
     for split in (config.train_split, config.eval_split):
         if split not in raw:
             raise ValueError(f"split '{split}' not found in dataset {config.source!r}; splits: {list(raw)}")

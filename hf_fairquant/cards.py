@@ -1,0 +1,188 @@
+"""The model card of a published quantized model, rendered from a run's ``results.json``.
+
+``render_card(results)`` fills the template ``templates/model_card.md`` (also at
+``model_cards/template.md``) through ``huggingface_hub.ModelCard.from_template``; the
+model-index carries one ``EvalResult`` per group and model (FP accuracy, quantized accuracy,
+drop) plus overall accuracy and the gap, with the exact values of ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .report import summary_table
+
+TEMPLATE = "model_card.md"
+
+
+def template_path() -> str:
+    """The packaged Jinja template (``model_cards/template.md`` links to it)."""
+    return str(resources.files("hf_fairquant") / "templates" / TEMPLATE)
+
+
+def eval_results(results: dict[str, Any]) -> list[EvalResult]:
+    """model-index entries: overall and per-group accuracy of the FP and the published model,
+    each group's drop, and both gaps — values as in ``results.json`` (fractions, not %)."""
+    audit = results["audit"]
+    published = _published(results)
+    common = dict(
+        task_type=results["model"]["task"],
+        dataset_type=results["card"].get("dataset_id") or results["data"]["source"],
+        dataset_name=results["card"].get("dataset_name") or results["data"]["source"],
+        dataset_split=results["data"]["eval_split"],
+    )
+    fp, q = audit["fp"]["metrics"], published["metrics"]
+    name = published["name"]
+    entries = [
+        ("accuracy", "accuracy (FP)", fp["accuracy"]),
+        ("accuracy", f"accuracy ({name})", q["accuracy"]),
+        ("accuracy_gap", "group accuracy gap (FP)", fp["accuracy_gap"]),
+        ("accuracy_gap", f"group accuracy gap ({name})", q["accuracy_gap"]),
+    ]
+    for g in audit["group_names"]:
+        entries += [
+            ("accuracy", f"accuracy, group {g} (FP)", fp["group_accuracy"][g]),
+            ("accuracy", f"accuracy, group {g} ({name})", q["group_accuracy"][g]),
+            ("accuracy_drop", f"accuracy drop, group {g} ({name} vs FP)", q["group_accuracy_drop"][g]),
+        ]
+    return [EvalResult(metric_type=t, metric_name=n, metric_value=v, **common) for t, n, v in entries]
+
+
+def render_card(results: dict[str, Any]) -> ModelCard:
+    """The model card of the run's published (mitigated) model."""
+    if not results.get("published"):
+        raise ValueError("results hold no published model (the run had no `mitigation` section): nothing to card")
+    card = results["card"]
+    data = ModelCardData(
+        model_name=card["model_name"],
+        license=card["license"],
+        library_name="hf-fairquant",
+        pipeline_tag=results["model"]["task"],
+        base_model=results["model"]["name_or_path"],
+        datasets=[card["dataset_id"]] if card.get("dataset_id") else None,
+        tags=["hf-fairquant", "quantization", "optimum-quanto", "fairness", *card.get("tags", [])],
+        eval_results=eval_results(results),
+    )
+    return ModelCard.from_template(data, template_path=template_path(), **_template_values(results))
+
+
+def _published(results: dict[str, Any]) -> dict[str, Any]:
+    name = results["published"]["name"]
+    return next(r for r in results["audit"]["quantized"] if r["name"] == name)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _ci(interval: list[float] | None) -> str:
+    return f"[{_pct(interval[0])}, {_pct(interval[1])}]" if interval else "not bootstrapped"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{g} {n}" for g, n in counts.items())
+
+
+def _template_values(results: dict[str, Any]) -> dict[str, Any]:
+    audit, data, card = results["audit"], results["data"], results["card"]
+    published, p = _published(results), results["published"]
+    q, fp = published["metrics"], audit["fp"]["metrics"]
+    base = results["model"]["name_or_path"] or f"a {results['model']['model_type']} trained from scratch by this run"
+    confidence = audit["settings"].get("confidence_level", 0.95)
+    return {
+        "model_name": card["model_name"],
+        "repo_id": card.get("repo_id") or card["model_name"],
+        "summary": (
+            f"{p['name']}: {base}, quantized to {p['effective_bits']:.2f} mean weight bits with fairness-aware "
+            f"quantization-aware training (`FairQuantTrainer`), and audited per group against its full-precision "
+            f"model and post-training quantization ({', '.join(r['name'] for r in audit['quantized'] if r['name'] != p['name']) or 'none'})."
+        ),
+        "size_kb": f"{p['size_bytes'] / 1e3:.0f}",
+        "fp_size_kb": f"{p['fp_size_bytes'] / 1e3:.0f}",
+        "eval_split": data["eval_split"],
+        "eval_counts": _counts(data["group_counts"][data["eval_split"]]),
+        "train_counts": _counts(data["group_counts"][data["train_split"]]),
+        "summary_table": summary_table(results, markdown=True),
+        "published_name": p["name"],
+        "effective_bits": f"{p['effective_bits']:.2f}",
+        "gap": _pct(q["accuracy_gap"]),
+        "gap_ci": _ci(q.get("accuracy_gap_ci")),
+        "fp_gap": _pct(fp["accuracy_gap"]),
+        "fp_gap_ci": _ci(fp.get("accuracy_gap_ci")),
+        "confidence": f"{confidence:.0%}",
+        "group_description": card.get("group_description") or f"Groups from the column(s) {', '.join(data['group_columns'])} of the dataset.",
+        "quantization": _quantization_text(p),
+        "mitigation": _mitigation_text(results["mitigation"]),
+        "explanation": _explanation_text(results),
+        "limitations": _limitations(results),
+        "command": results["command"],
+    }
+
+
+def _quantization_text(p: dict[str, Any]) -> str:
+    rows = "\n".join(f"| `{n}` | {b} |" for n, b in p["layer_bits"].items())
+    return (
+        "optimum-quanto (weights per layer as below; `a8` = 8-bit activations, calibrated on group-stratified "
+        f"training examples). Mean weight bits, weighted by parameters: {p['effective_bits']:.2f}.\n\n"
+        f"| layer | bits |\n| --- | --- |\n{rows}"
+    )
+
+
+def _mitigation_text(m: dict[str, Any]) -> str:
+    args = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in m["arguments"].items() if v is not None)
+    text = f"Fair QAT from the full-precision weights with `FairQuantTrainer`: {args}."
+    if m.get("allocated_bits"):
+        text += " Bits per layer were allocated from group sensitivity under the budget."
+    return text
+
+
+def _explanation_text(results: dict[str, Any]) -> str:
+    ex = results.get("explain")
+    if ex is None:
+        return "Not measured in this run (no `explain` stage)."
+    groups = ex["group_names"]
+    grads = ", ".join(f"{g} {ex['gradients'][g]['fp']:.3g}" for g in groups if g in ex["gradients"])
+    curv = ex["curvature"].get("fp", {})
+    lam = ", ".join(f"{g} {curv[g]['lambda_max']:.3g}" for g in groups if g in curv)
+    var = ", ".join(
+        f"{g} {ex['logits'][g]['fp']['logit_variance']:.3g} → {ex['logits'][g]['quantized']['logit_variance']:.3g}"
+        for g in groups
+    )
+    loss = ", ".join(f"{g} {ex['logits'][g]['excess_loss']:+.3g}" for g in groups)
+    audited = next(r for r in results["audit"]["quantized"] if r["name"] == results["explained_recipe"])
+    fp_worst = results["audit"]["fp"]["metrics"]["worst_group_accuracy"]
+    fall = 100 * (fp_worst - audited["metrics"]["worst_group_accuracy"])
+    lines = [f"Measured for {results['explained_recipe']}, the post-training recipe that lowered the worst group's "
+             f"accuracy most ({fall:.1f} points):", ""]
+    lines.append(f"- logit variance, FP → quantized: {var}")
+    lines.append(f"- loss increase under quantization: {loss}")
+    if grads:
+        lines.append(f"- gradient norm of each group's loss (FP): {grads}")
+    if lam:
+        lines.append(f"- top Hessian eigenvalue λ_max (FP): {lam}")
+    lines += ["", "Details, per layer and with plots: `report.md`."]
+    return "\n".join(lines)
+
+
+def _limitations(results: dict[str, Any]) -> list[str]:
+    data, audit = results["data"], results["audit"]
+    items = []
+    if data.get("long_tail_classes"):
+        items.append(
+            f"The groups are derived, not demographic: the classes {', '.join(data['long_tail_classes'])} were kept at "
+            f"{100 * data['long_tail_fraction']:.0f} % of their training examples to make a rare group. Results on "
+            "real demographic groups may differ."
+        )
+    items.append(
+        f"Measured on {audit['settings'].get('eval_examples', '?')} test examples "
+        f"({_counts(data['group_counts'][data['eval_split']])}); the intervals are bootstrap intervals over these "
+        "examples only — they do not cover the variation between training seeds."
+    )
+    items.append("One training run (one seed) per model; the quantization gains and losses can change with the seed.")
+    items.append("Not measured: latency or memory at inference (quanto simulates quantization on a CPU), calibration "
+                 "of predicted probabilities, robustness to distribution shift.")
+    return items
