@@ -213,10 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .hub import HubPushError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, HubPushError) as err:
         print(f"hf-fairquant {args.command}: error: {err}", file=sys.stderr)
         return 2
 

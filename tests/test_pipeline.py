@@ -10,6 +10,9 @@ from hf_fairquant import load_quantized
 from hf_fairquant.audit import predict
 from hf_fairquant.cli import main
 from hf_fairquant.pipeline import dry_run, load_recipe, run
+from tests import hub_fixtures
+
+hub = hub_fixtures.hub
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -154,12 +157,7 @@ def test_report_has_audit_explain_mitigation_and_its_plots(digits_run):
 
 def test_train_command_mitigates_a_saved_model(digits_run, tmp_path, capsys):
     out, _, _ = digits_run
-    raw = yaml.safe_load((ROOT / "recipes" / "digits_vit.yaml").read_text())
-    raw["model"] = {"name_or_path": str(out / "fp_model")}
-    del raw["training"]
-    raw["mitigation"]["num_train_epochs"] = 1
-    recipe = tmp_path / "saved.yaml"
-    recipe.write_text(yaml.safe_dump(raw))
+    recipe = _saved_model_recipe(out, tmp_path)
     target = tmp_path / "trained"
     target.mkdir()
     (target / "old.txt").write_text("replaced")
@@ -193,3 +191,67 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     code = main(["audit", "--model", "x", "--dataset", "digits", "--group-column", "sex", "--output-dir", str(tmp_path)])
     assert code == 2
     assert "group column(s) ['sex'] not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the Hub (loopback server)
+def _saved_model_recipe(out: Path, tmp_path: Path) -> Path:
+    """The digits recipe on the run's saved FP model, one epoch of fair QAT: a fast `train`."""
+    raw = yaml.safe_load((ROOT / "recipes" / "digits_vit.yaml").read_text())
+    raw["model"] = {"name_or_path": str(out / "fp_model")}
+    del raw["training"]
+    raw["mitigation"]["num_train_epochs"] = 1
+    path = tmp_path / "saved.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_train_push_and_load_back_from_the_hub(digits_run, hub, tmp_path, capsys):
+    out, _, _ = digits_run
+    target = tmp_path / "pushed"
+    assert main(["train", str(_saved_model_recipe(out, tmp_path)), "--output-dir", str(target),
+                 "--push-to-hub", "me/digits-fair-w2a8"]) == 0
+    commits = hub.repo("me/digits-fair-w2a8").commits
+    assert len(commits) == 2  # the repo's initial commit, then ours: one commit for the whole folder
+    files = commits[-1].files
+    assert files["results.json"] == (target / "results.json").read_bytes()
+    assert {"README.md", "report.md", "model.safetensors", "quantization_map.json", "plots/group_accuracy.png"} <= set(files)
+    card = files["README.md"].decode()
+    assert 'load_quantized("me/digits-fair-w2a8")' in card
+    ModelCard(card).validate()  # the loopback Hub's YAML validation accepts the card's metadata
+    import torch
+
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    local, remote = load_quantized(target), load_quantized("me/digits-fair-w2a8")
+    with torch.no_grad():
+        assert torch.equal(local(pixel_values=x).logits, remote(pixel_values=x).logits)
+    printed = capsys.readouterr()
+    assert hub_fixtures.TOKEN not in printed.out + printed.err + card + (target / "report.md").read_text()
+    assert hub_fixtures.TOKEN not in (target / "results.json").read_text()
+
+
+def test_push_command_reports_a_failing_hub_and_a_retry_succeeds(digits_run, hub, capsys, monkeypatch):
+    out, _, _ = digits_run
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    monkeypatch.setattr("time.sleep", lambda s: None)  # huggingface_hub's retry back-off
+    hub.fail_next("commit", status=500, times=100)
+    assert main(["push", str(out), "--repo-id", "me/digits"]) == 2
+    err = capsys.readouterr().err
+    assert "push of" in err and "me/digits failed" in err and "unchanged" in err and "retries" in err
+    assert hub_fixtures.TOKEN not in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    hub.fail_next("commit", times=0)
+    assert main(["push", str(out), "--repo-id", "me/digits"]) == 0
+    assert load_quantized("me/digits") is not None
+
+
+def test_push_without_a_token_says_how_to_give_one_before_any_work(tmp_path, monkeypatch, capsys):
+    import hf_fairquant.pipeline as pipeline
+
+    with hub_fixtures.LoopbackHub(tokens={hub_fixtures.TOKEN}) as server:
+        hub_fixtures.point_huggingface_hub_at(monkeypatch, server.url, tmp_path / "home", None)
+        monkeypatch.setattr(pipeline, "load_grouped_dataset", lambda *a, **k: pytest.fail("loaded data first"))
+        code = main(["run", str(ROOT / "recipes" / "digits_vit.yaml"), "--output-dir", str(tmp_path / "o"),
+                     "--push-to-hub", "me/x"])
+        assert code == 2 and not server.requests
+    err = capsys.readouterr().err
+    assert "no Hugging Face token" in err and "HF_TOKEN" in err and "hf auth login" in err

@@ -1,0 +1,144 @@
+"""Push an output folder (quantized model, model card, audit report, plots) to the Hugging Face Hub.
+
+``create_repo(exist_ok=True)`` then one ``upload_folder`` commit (with hf_xet installed,
+huggingface_hub splits a folder into several commits only past 256 files or 100 MB of
+non-LFS content, or when a commit of more than 20 files fails). Everything that can be
+checked locally (the folder holds what :func:`~hf_fairquant.load_quantized` needs and a
+``README.md``, the repo id's shape, a token) is checked before the first request, so a mistake
+costs no network round trip. Any failure reported by the Hub becomes a :class:`HubPushError`
+whose text never contains the token (a server may echo request headers in its error body) and
+which says that the local folder is unchanged and that rerunning the same command retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+from huggingface_hub import HfApi, get_token
+
+from .quantization.serialization import META_NAME, QMAP_NAME, WEIGHTS_NAME
+
+try:  # huggingface_hub >= 2 talks HTTP through httpx2, 1.x through httpx
+    from httpx2 import HTTPError
+except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+    from httpx import HTTPError
+
+logger = logging.getLogger(__name__)
+
+#: Files a pushed folder must hold: what ``load_quantized`` reads, and the model card.
+REQUIRED_FILES = ("config.json", WEIGHTS_NAME, QMAP_NAME, "README.md")
+
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_REPO_ID_RE = re.compile(f"{_NAME}/{_NAME}")
+_BEARER_RE = re.compile(r"(?i)\bBearer\s+[^\s\"',;}]+")
+# Failures of the Hub or of the connection to it: HTTP errors (HfHubHTTPError is also an OSError),
+# lost connections, hf_xet transfer errors (OSError or RuntimeError), Hub-side validation
+# (a ValueError, e.g. README.md metadata rejected) and malformed answers.
+_HUB_FAILURES = (HTTPError, OSError, ValueError, RuntimeError)
+
+
+class HubPushError(RuntimeError):
+    """A push that the Hub (or the connection to it) refused; the local folder is unchanged."""
+
+
+def check_push_arguments(repo_id: str, token: str | None = None) -> str:
+    """Validate ``repo_id`` and resolve the token (``token``, else ``HF_TOKEN`` or the stored login).
+
+    Returns the token; raises ``ValueError`` without any network request.
+    """
+    if not isinstance(repo_id, str) or not _REPO_ID_RE.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id:
+        raise ValueError(
+            f"repo_id {repo_id!r} is not a Hub repo id: expected 'namespace/name' (a user or organization, "
+            "a slash, the repo name), each made of letters, digits, '-', '_' and '.', not starting or ending "
+            "with '-' or '.', without '--' or '..'"
+        )
+    if len(repo_id.split("/")[1]) > 96:
+        raise ValueError(f"repo name of {repo_id!r} is longer than the Hub's limit of 96 characters")
+    token = (token or "").strip() or get_token()
+    if not token:
+        raise ValueError(
+            f"no Hugging Face token to push to {repo_id}: pass --token, set HF_TOKEN, or run `hf auth login`"
+        )
+    return token
+
+
+def check_folder(folder: str | Path) -> Path:
+    """Raise ``ValueError`` unless ``folder`` is a directory holding :data:`REQUIRED_FILES`."""
+    path = Path(folder)
+    if not path.exists():
+        raise ValueError(f"cannot push {path}: it does not exist (give the output folder of a run)")
+    if not path.is_dir():
+        raise ValueError(f"cannot push {path}: it is not a folder (give the output folder of a run)")
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise ValueError(
+            f"cannot push {path}: it lacks {', '.join(missing)}; a pushed folder needs {', '.join(REQUIRED_FILES)} "
+            "(written by save_quantized plus a model card, as `hf-fairquant run` does)"
+        )
+    return path
+
+
+def default_commit_message(folder: str | Path) -> str:
+    """Say what the folder holds, e.g. ``hf-fairquant: w4a8 quantized model (4.00 bits), model card,
+    audit report, plots``."""
+    path = Path(folder)
+    model = "quantized model"
+    if (path / META_NAME).is_file():
+        meta = json.loads((path / META_NAME).read_text())
+        name = (meta.get("recipe") or {}).get("name")
+        bits = meta.get("effective_bits")
+        model = " ".join(
+            part for part in (name, "quantized model", f"({bits:.2f} bits)" if isinstance(bits, (int, float)) else None)
+            if part
+        )
+    parts = [model, "model card"]
+    if (path / "report.md").is_file() or (path / "results.json").is_file():
+        parts.append("audit report")
+    if (path / "plots").is_dir():
+        parts.append("plots")
+    return "hf-fairquant: " + ", ".join(parts)
+
+
+def redact(text: str, token: str) -> str:
+    """``text`` with ``token`` and any ``Bearer …`` credential replaced by ``hf_***``."""
+    return _BEARER_RE.sub("Bearer hf_***", text.replace(token, "hf_***"))
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    endpoint: str | None = None,
+) -> str:
+    """Upload ``folder`` to the model repo ``repo_id`` in one commit (creating the repo if needed).
+
+    Returns the commit URL. ``revision`` is an existing branch (default ``main``); ``endpoint``
+    defaults to ``HF_ENDPOINT``. Raises ``ValueError`` before any request when the folder, the
+    repo id or the token is missing or malformed, and :class:`HubPushError` when the Hub fails.
+    """
+    path = check_folder(folder)
+    token = check_push_arguments(repo_id, token)
+    message = commit_message or default_commit_message(path)
+    api = HfApi(endpoint=endpoint, token=token)
+    logger.info("pushing %s to %s on %s: %s", path, repo_id, api.endpoint, message)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=path, revision=revision, commit_message=message)
+    except _HUB_FAILURES as err:
+        reason = redact(f"{type(err).__name__}: {err}", token)
+    else:
+        logger.info("pushed %s to %s: %s", path, repo_id, info.commit_url)
+        return info.commit_url
+    # Raised outside the ``except`` block: the Hub's exception (which may quote request headers)
+    # is neither the cause nor the context of this one, so no traceback prints it.
+    raise HubPushError(
+        f"push of {path} to {repo_id} failed: {reason}\n"
+        f"The local folder {path} is unchanged; rerunning the same command retries the push."
+    )
