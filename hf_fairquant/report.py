@@ -269,9 +269,11 @@ def render_report(results: dict[str, Any], explanation: Any = None) -> str:
         f"![accuracy per group]({PLOTS_DIR}/group_accuracy.png)",
     ]
     if explanation is not None:
-        body = explanation.to_markdown(PLOTS_DIR).replace("\n# ", "\n### ").replace("\n## ", "\n### ")
-        body = body[2:] if body.startswith("# ") else body
-        parts += [f"## Why: explaining {results['explained_recipe']} (the recipe that lowered the worst group's accuracy most)", "### " + body]
+        body = explanation.to_markdown(PLOTS_DIR)
+        body = body.split("\n", 1)[1] if body.startswith("# ") else body  # its title: our heading says it
+        body = body.replace("\n# ", "\n### ").replace("\n## ", "\n### ")
+        parts += [f"## Why: explaining {results['explained_recipe']} (the recipe that lowered the worst group's accuracy most)",
+                  body.strip()]
     if results["mitigation"]:
         m = results["mitigation"]
         p = results["published"]

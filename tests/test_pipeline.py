@@ -255,3 +255,20 @@ def test_push_without_a_token_says_how_to_give_one_before_any_work(tmp_path, mon
         assert code == 2 and not server.requests
     err = capsys.readouterr().err
     assert "no Hugging Face token" in err and "HF_TOKEN" in err and "hf auth login" in err
+
+
+def test_explain_picks_the_recipe_that_hurts_the_worst_group_most():
+    from types import SimpleNamespace as NS
+
+    from hf_fairquant.pipeline import _worst_recipe
+
+    def result(name, bits, worst, gap_change):
+        return NS(name=name, effective_bits=bits, metrics={"worst_group_accuracy": worst, "gap_change": gap_change})
+
+    fp = NS(metrics={"worst_group_accuracy": 0.68})
+    # W2A8 wrecks both groups (the gap shrinks) yet lowers the worst group most; W4A8 widens the gap more
+    report = NS(fp=fp, quantized=[result("W4A8", 4, 0.64, 0.04), result("W2A8", 2, 0.24, -0.28)])
+    assert _worst_recipe(report) == "W2A8"
+    report = NS(fp=fp, quantized=[result("W4", 4, 0.64, 0.03), result("W4A8", 4.0, 0.64, 0.04), result("W8A8", 8, 0.64, 0)])
+    assert _worst_recipe(report) == "W4"  # a tie: the first of the fewest bits
+    assert _worst_recipe(NS(fp=fp, quantized=[])) is None
