@@ -12,6 +12,12 @@ import pytest
 import torch
 from datasets import Array3D, Dataset, Features, Sequence, Value
 
+# The models here are tiny, so one thread costs little; two OpenMP threads on a 2-core machine
+# spin-wait for each other whenever another process holds a core. Measured on the digits
+# recipe's FP training: 3.7 s on two threads alone, 5.3 s on one thread beside a busy process,
+# 252 s on two threads beside it.
+torch.set_num_threads(int(os.environ.get("HF_FAIRQUANT_TEST_THREADS", "1")))
+
 
 def tiny_resnet(num_labels: int = 10, channels: int = 1):
     from transformers import ResNetConfig, ResNetForImageClassification
