@@ -7,7 +7,7 @@ FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
 DEMO_RECIPE ?= recipes/fashion_mnist_lt_resnet.yaml
 DEMO_OUTPUT ?= outputs/fashion_mnist_lt_resnet
 
-.PHONY: install data demo test clean
+.PHONY: install data demo test results clean
 
 install: $(STAMP)
 
@@ -39,6 +39,12 @@ demo: install data
 
 test: install data
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q tests
+
+# docs/results.md from runs of this code (about 40 min on the 2-core machine): reproduce.py writes
+# docs/results/*.json, render_results.py turns only that JSON into the page and its plots.
+results: install data
+	OMP_NUM_THREADS=1 PYTHONPATH=. $(PY) benchmarks/reproduce.py --seeds 0,1,2 --parts resnet,chain,vit,performance --output-dir docs/results
+	PYTHONPATH=. $(PY) benchmarks/render_results.py --results-dir docs/results --output docs/results.md
 
 clean:
 	rm -rf $(VENV) outputs build dist *.egg-info

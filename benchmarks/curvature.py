@@ -74,6 +74,7 @@ def load(args: argparse.Namespace, workdir: Path):
     if folder is None:
         started = time.perf_counter()
         recipe.audit.recipes, recipe.audit.n_boot = ["w8a8"], 0  # training is what we need
+        recipe.explain.enabled, recipe.mitigation = False, None
         if args.epochs is not None:
             recipe.training.num_train_epochs = args.epochs
         # pipeline.run builds the model before the Trainer seeds anything: seed its init here

@@ -1,0 +1,543 @@
+"""Render docs/results.md and its plots from the JSON that benchmarks/reproduce.py wrote.
+
+Every number in the document — tables, verdicts, the bar check, wall times — is computed here
+from ``<results-dir>/{resnet,chain,vit,performance}.json``; nothing is typed by hand. A part
+whose JSON is missing is reported as not run.
+
+    PYTHONPATH=. python benchmarks/render_results.py [--results-dir docs/results] [--output docs/results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from hf_fairquant._atomic import atomic_files, atomic_write_text  # noqa: E402
+
+PARTS = ("resnet", "chain", "vit", "performance")
+#: An effect counts when its mean over seeds exceeds this many accuracy points (and every seed agrees in sign).
+EFFECT_PTS = 1.0
+BAR_BITS = 2.5
+BAR_OVERALL_PTS = 1.0
+PTQ_ROWS = ("PTQ W8A8", "PTQ W4A8", "PTQ W4", "PTQ W2A8")
+PLAIN_QAT = "QAT W2A8"
+COMBINED = "fair QAT (everything combined)"
+FAIR_FP = "fair FP fine-tune"
+COMPONENTS = ("QAT W2A8 + balanced", "QAT W2A8 + weights", "QAT W2A8 + DRO", "QAT W2A8 + mixed precision",
+              "QAT auto:3 allocated", COMBINED)
+MAKE_COMMANDS = ("OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/reproduce.py --seeds 0,1,2 "
+                 "--parts resnet,chain,vit,performance --output-dir docs/results",
+                 "PYTHONPATH=. .venv/bin/python benchmarks/render_results.py --results-dir docs/results --output docs/results.md")
+COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52")
+
+
+# ---------------------------------------------------------------- numbers
+def load_parts(folder: Path) -> dict[str, dict | None]:
+    """{part: its JSON, or None when that part was not run}."""
+    return {p: json.loads((folder / f"{p}.json").read_text()) if (folder / f"{p}.json").is_file() else None for p in PARTS}
+
+
+def seeds_of(part: dict) -> list[str]:
+    return sorted(part["seeds"], key=int)
+
+
+def values(part: dict, row: str, get: Callable[[dict], float | None]) -> list[float]:
+    """``get(metrics)`` of ``row`` for every seed that has it (None values left out)."""
+    out = [get(part["seeds"][s]["rows"][row]) for s in seeds_of(part) if row in part["seeds"][s]["rows"]]
+    return [v for v in out if v is not None]
+
+
+def mean(xs: Sequence[float]) -> float:
+    return float(np.mean(xs))
+
+
+def std(xs: Sequence[float]) -> float:
+    """Sample standard deviation over seeds (0 for one seed)."""
+    return float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+
+
+def fmt(xs: Sequence[float], scale: float = 100.0, digits: int = 1, signed: bool = False) -> str:
+    """'mean ± std' over seeds ('—' when empty; mean only for one seed)."""
+    if not xs:
+        return "—"
+    spec = f"{'+' if signed else ''}.{digits}f"
+    m = round(scale * mean(xs), digits) + 0.0  # + 0.0: no '-0.0'
+    text = format(m, spec)
+    return text if len(xs) == 1 else f"{text} ± {scale * std(xs):.{digits}f}"
+
+
+def fmt_bits(xs: Sequence[float]) -> str:
+    """Mean weight bits; the spread only when seeds differ (an allocated recipe)."""
+    return fmt(xs, 1, 2) if std(xs) > 0 else f"{mean(xs):.2f}"
+
+
+def pts(x: float, signed: bool = True) -> str:
+    return f"{round(100 * x, 1) + 0.0:{'+' if signed else ''}.1f}"
+
+
+def groups_by_size(settings: dict) -> tuple[str, str]:
+    """(majority, minority) group: the largest and smallest training counts."""
+    counts = settings["train_counts"]
+    return max(counts, key=counts.get), min(counts, key=counts.get)
+
+
+def acc(group: str) -> Callable[[dict], float]:
+    return lambda m: m["group_accuracy"][group]
+
+
+def drop_gap(group_hi: str, group_lo: str) -> Callable[[dict], float | None]:
+    """Minority drop − majority drop (points lost by the minority beyond the majority)."""
+    return lambda m: None if m["group_accuracy_drop"] is None else m["group_accuracy_drop"][group_lo] - m["group_accuracy_drop"][group_hi]
+
+
+def consistent(xs: Sequence[float], threshold: float) -> bool:
+    """Mean above ``threshold`` and every seed positive."""
+    return bool(xs) and mean(xs) > threshold and all(x > 0 for x in xs)
+
+
+# ---------------------------------------------------------------- tables
+def table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def worst_class(part: dict, row: str) -> str:
+    """The most frequent worst class over seeds and the mean ± std of each seed's worst-class accuracy."""
+    names = Counter(values(part, row, lambda m: m["worst_class"]))
+    return f"{names.most_common(1)[0][0]} {fmt(values(part, row, lambda m: m['worst_class_accuracy']))}"
+
+
+def rows_table(part: dict) -> str:
+    """The main table: one row per model, mean ± std over seeds."""
+    groups = part["meta"]["settings"]["groups"]
+    head = ["model", "eff. bits", "overall"] + groups + ["worst class", "gap", "Δgap", "Δgap vs", "time (s)"]
+    body = []
+    for info in part["rows"]:
+        r = info["name"]
+        body.append([
+            r, fmt_bits(values(part, r, lambda m: m["effective_bits"])), fmt(values(part, r, lambda m: m["overall"])),
+            *[fmt(values(part, r, acc(g))) for g in groups], worst_class(part, r), fmt(values(part, r, lambda m: m["gap"])),
+            fmt(values(part, r, lambda m: m["gap_change"]), signed=True), info["reference"] or "—",
+            fmt(values(part, r, lambda m: m["wall_time_s"]), 1, 0),
+        ])
+    return table(head, body)
+
+
+def row_settings(part: dict) -> str:
+    """What each trained row is: its quantization and its sampling/weighting overrides."""
+    mit = part["meta"]["settings"]["mitigation"]
+    lines = []
+    for info in part["rows"]:
+        if info["kind"] in ("finetune", "qat"):
+            settings = {**{k: mit[k] for k in ("group_sampling", "sampling_power", "group_weighting")}, **info["settings"]}
+            if settings["group_sampling"] == "none":
+                settings.pop("sampling_power")
+            q = info["quantization"] if info["kind"] == "qat" else None
+            q = q.get("name") or q if isinstance(q, dict) else q
+            what = ", ".join(f"{k}={v}" for k, v in settings.items())
+            lines.append(f"- **{info['name']}**: " + (f"QAT `{q}`, " if q else "full precision, ") + what)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the bar
+def bar_check(part: dict) -> tuple[bool, str]:
+    """The issue's bar on the 3-seed means: fair QAT vs the fair FP fine-tune."""
+    _, minority = groups_by_size(part["meta"]["settings"])
+    q = {k: values(part, COMBINED, f) for k, f in (("gap", lambda m: m["gap"]), ("tail", acc(minority)),
+                                                   ("overall", lambda m: m["overall"]), ("bits", lambda m: m["effective_bits"]))}
+    f = {k: values(part, FAIR_FP, fn) for k, fn in (("gap", lambda m: m["gap"]), ("tail", acc(minority)), ("overall", lambda m: m["overall"]))}
+    checks = [
+        (f"mean weight bits ≤ {BAR_BITS:g}", mean(q["bits"]) <= BAR_BITS, f"{mean(q['bits']):.2f}"),
+        ("gap ≤ fair FP gap", mean(q["gap"]) <= mean(f["gap"]), f"{pts(mean(q['gap']), False)} vs {pts(mean(f['gap']), False)}"),
+        (f"{minority} accuracy ≥ fair FP's", mean(q["tail"]) >= mean(f["tail"]),
+         f"{pts(mean(q['tail']), False)} vs {pts(mean(f['tail']), False)}"),
+        (f"overall within {BAR_OVERALL_PTS:g} point of fair FP", 100 * (mean(f["overall"]) - mean(q["overall"])) <= BAR_OVERALL_PTS,
+         f"{pts(mean(q['overall']), False)} vs {pts(mean(f['overall']), False)} ({pts(mean(q['overall']) - mean(f['overall']))})"),
+    ]
+    passed = all(ok for _, ok, _ in checks)
+    seeds = len(q["gap"])
+    text = table(["criterion", f"fair QAT vs fair FP (mean of {seeds} seed{'s' * (seeds > 1)})", "result"],
+                 [[name, detail, "pass" if ok else "**fail**"] for name, ok, detail in checks])
+    per_seed = [[s] + [" / ".join(pts(v[i], False) for v in (d["overall"], d["tail"], d["gap"])) for d in (f, q)]
+                for i, s in enumerate(seeds_of(part))]
+    return passed, text + "\n\n" + table(["seed", f"fair FP overall / {minority} / gap", f"fair QAT overall / {minority} / gap"], per_seed)
+
+
+# ---------------------------------------------------------------- verdicts
+def verdict_by_width(widths: dict[str, bool]) -> str:
+    held = [w for w, ok in widths.items() if ok]
+    if len(held) == len(widths):
+        return "**holds**"
+    if not held:
+        return "**does not hold**"
+    return "**only at some bit widths**: " + ", ".join(held)
+
+
+def ptq_claims(part: dict, model: str) -> list[tuple[str, str, str]]:
+    """Claims about PTQ skew, per bit width, from the PTQ rows of the FP model."""
+    major, minor = groups_by_size(part["meta"]["settings"])
+    skew, quiet = {}, {}
+    evidence_skew, evidence_quiet = [], []
+    present = {r["name"] for r in part["rows"]}
+    for row in [r for r in PTQ_ROWS if r in present]:
+        width = row.split()[-1]
+        extra = values(part, row, drop_gap(major, minor))
+        overall = values(part, row, lambda m: m["gap_change"])
+        overall_drop = [a - b for a, b in zip(values(part, "FP", lambda m: m["overall"]), values(part, row, lambda m: m["overall"]))]
+        skew[width] = consistent(extra, EFFECT_PTS / 100)
+        quiet[width] = mean(overall_drop) <= EFFECT_PTS / 100 and consistent(overall, EFFECT_PTS / 100)
+        evidence_skew.append(f"{width} {fmt(extra, signed=True)}")
+        evidence_quiet.append(f"{width} overall drop {fmt(overall_drop, signed=True)}, Δgap {fmt(overall, signed=True)}")
+    return [
+        (f"{model}: PTQ costs the minority ({minor}) group more accuracy than the majority ({major})",
+         verdict_by_width(skew), f"{minor} drop − {major} drop (points): " + "; ".join(evidence_skew)),
+        (f"{model}: PTQ barely moves overall accuracy (≤ {EFFECT_PTS:g} pt) while it widens the gap (> {EFFECT_PTS:g} pt)",
+         verdict_by_width(quiet), "; ".join(evidence_quiet)),
+    ]
+
+
+def chain_values(chain: dict, preset: str, get: Callable[[dict], float]) -> list[float]:
+    return [get(chain["seeds"][s][preset]) for s in seeds_of(chain) if chain["seeds"][s][preset] is not None]
+
+
+def chain_claims(chain: dict) -> list[tuple[str, str, str]]:
+    """Claims about the chain (logit variance, loss, gradients, curvature, bound), per bit width."""
+    presets = list(chain["seeds"][seeds_of(chain)[0]])
+    major, minor = groups_by_size(chain["meta"]["settings"])
+    out = []
+    lower_var, more_loss, order, ev_var, ev_loss, ev_order = {}, {}, {}, [], [], []
+    for p in presets:
+        ratios = {g: chain_values(chain, p, lambda e, g=g: e["logits"][g]["variance_ratio"]) for g in (major, minor)}
+        lower_var[p] = all(all(r < 1 for r in rs) for rs in ratios.values())
+        ev_var.append(f"{p}: " + ", ".join(f"{g} ×{fmt(rs, 1, 2)}" for g, rs in ratios.items()))
+        excess = {g: chain_values(chain, p, lambda e, g=g: e["logits"][g]["excess_loss"]) for g in (major, minor)}
+        diff = [a - b for a, b in zip(excess[minor], excess[major])]
+        more_loss[p] = bool(diff) and all(d > 0 for d in diff)
+        ev_loss.append(f"{p}: {minor} {fmt(excess[minor], 1, 3, True)} vs {major} {fmt(excess[major], 1, 3, True)} "
+                       f"({sum(d > 0 for d in diff)}/{len(diff)} seeds)")
+        matches = chain_values(chain, p, lambda e: e["bound"]["ordering_matches"])
+        order[p] = bool(matches) and all(matches)
+        ev_order.append(f"{p}: {sum(matches)}/{len(matches)} seeds")
+    out.append(("Quantized logits have lower variance than the FP logits (per group)", verdict_by_width(lower_var),
+                "quantized / FP mean logit variance — " + "; ".join(ev_var)))
+    out.append((f"The loss rises more for the minority ({minor}) group", verdict_by_width(more_loss),
+                "measured excess loss (nats) — " + "; ".join(ev_loss)))
+    first = presets[0]
+    for label, get, digits in (("gradient norm ‖∇L_g‖", lambda e, g: e["gradients"][g]["fp"], 3),
+                               ("Hessian λ_max", lambda e, g: e["curvature"]["fp"][g]["lambda_max"], 1)):
+        hi = chain_values(chain, first, lambda e: get(e, minor))
+        lo = chain_values(chain, first, lambda e: get(e, major))
+        wins = sum(a > b for a, b in zip(hi, lo))
+        out.append((f"The minority group has the larger {label} (FP model)",
+                    "**holds**" if wins == len(hi) else "**does not hold**",
+                    f"{minor} {fmt(hi, 1, digits)} vs {major} {fmt(lo, 1, digits)} ({wins}/{len(hi)} seeds)"))
+    out.append(("The bound ‖∇L_g‖·‖Δθ‖ + ½·λ_max·‖Δθ‖² orders the groups as the measured excess loss does",
+                verdict_by_width(order), "ordering matches in " + "; ".join(ev_order)))
+    return out
+
+
+def mitigation_claims(part: dict, model: str) -> list[tuple[str, str, str]]:
+    """Does each part of the mitigation narrow the gap of plain QAT W2A8, and fair QAT beat PTQ?"""
+    _, minor = groups_by_size(part["meta"]["settings"])
+    out = []
+    base_gap = values(part, PLAIN_QAT, lambda m: m["gap"])
+    base_tail = values(part, PLAIN_QAT, acc(minor))
+    for row in [r for r in COMPONENTS if values(part, r, lambda m: m["gap"])]:
+        narrower = [b - g for b, g in zip(base_gap, values(part, row, lambda m: m["gap"]))]
+        tail_gain = [t - b for b, t in zip(base_tail, values(part, row, acc(minor)))]
+        holds = consistent(narrower, EFFECT_PTS / 100) and consistent(tail_gain, 0.0)
+        out.append((f"{model}: {row.replace('QAT W2A8 + ', '')} narrows the gap of plain QAT W2A8 and lifts the {minor} group",
+                    "**holds**" if holds else "**does not hold**",
+                    f"gap narrower by {fmt(narrower, signed=True)} pt, {minor} {fmt(tail_gain, signed=True)} pt "
+                    f"(Δgap vs its FP twin {fmt(values(part, row, lambda m: m['gap_change']), signed=True)} "
+                    f"vs plain {fmt(values(part, PLAIN_QAT, lambda m: m['gap_change']), signed=True)})"))
+    baseline = fair_ptq_baseline(part)
+    if baseline is not None and values(part, COMBINED, lambda m: m["gap"]):
+        gap = [b - q for b, q in zip(values(part, baseline, lambda m: m["gap"]), values(part, COMBINED, lambda m: m["gap"]))]
+        tail = [q - b for b, q in zip(values(part, baseline, acc(minor)), values(part, COMBINED, acc(minor)))]
+        overall = [q - b for b, q in zip(values(part, baseline, lambda m: m["overall"]), values(part, COMBINED, lambda m: m["overall"]))]
+        holds = consistent(gap, 0.0) and consistent(tail, EFFECT_PTS / 100)
+        out.append((f"{model}: fair QAT beats the fair FP fine-tune quantized after training ({baseline})",
+                    "**holds**" if holds else "**does not hold**",
+                    f"fair QAT vs it: gap narrower by {fmt(gap, signed=True)} pt, {minor} {fmt(tail, signed=True)} pt, "
+                    f"overall {fmt(overall, signed=True)} pt"))
+    ptq, fair = values(part, "PTQ W2A8", lambda m: m["gap_change"]), values(part, COMBINED, lambda m: m["gap_change"])
+    if ptq and fair:
+        holds = mean(fair) < mean(ptq) and mean(fair) <= EFFECT_PTS / 100
+        out.append((f"{model}: fair QAT quantizes without widening the gap (Δgap vs its FP twin ≤ {EFFECT_PTS:g} pt and "
+                    "below PTQ W2A8's Δgap vs FP)",
+                    "**holds**" if holds else "**does not hold**",
+                    f"Δgap PTQ W2A8 (vs FP) {fmt(ptq, signed=True)} pt; fair QAT (vs fair FP) {fmt(fair, signed=True)} pt"))
+    return out
+
+
+def fair_ptq_baseline(part: dict) -> str | None:
+    """The 'fair FP → PTQ' row whose mean weight bits are closest to the fair QAT row's."""
+    bits = values(part, COMBINED, lambda m: m["effective_bits"])
+    rows = [r["name"] for r in part["rows"] if r["name"].startswith("fair FP → PTQ")]
+    if not bits or not rows:
+        return None
+    return min(rows, key=lambda r: abs(mean(values(part, r, lambda m: m["effective_bits"])) - mean(bits)))
+
+
+def claims_table(claims: list[tuple[str, str, str]]) -> str:
+    return table(["claim", "verdict", "evidence (mean ± std over seeds)"], [list(c) for c in claims])
+
+
+# ---------------------------------------------------------------- chain table
+CHAIN_COLUMNS = (
+    ("logit var FP", lambda e, g: e["logits"][g]["fp"]["logit_variance"], 1, 2),
+    ("logit var Q", lambda e, g: e["logits"][g]["quantized"]["logit_variance"], 1, 2),
+    ("loss FP", lambda e, g: e["logits"][g]["fp"]["loss"], 1, 3),
+    ("loss Q", lambda e, g: e["logits"][g]["quantized"]["loss"], 1, 3),
+    ("acc. FP", lambda e, g: e["logits"][g]["fp"]["accuracy"], 100, 1),
+    ("acc. Q", lambda e, g: e["logits"][g]["quantized"]["accuracy"], 100, 1),
+    ("‖∇L‖ FP", lambda e, g: e["gradients"][g]["fp"], 1, 3),
+    ("λ_max FP", lambda e, g: e["curvature"]["fp"][g]["lambda_max"], 1, 1),
+    ("trace FP", lambda e, g: e["curvature"]["fp"][g]["trace"], 1, 0),
+    ("‖∇L‖·‖Δθ‖", lambda e, g: e["bound"]["groups"][g]["gradient_term"], 1, 1),
+    ("½λ_max‖Δθ‖²", lambda e, g: e["bound"]["groups"][g]["curvature_term"], 1, 0),
+    ("bound", lambda e, g: e["bound"]["groups"][g]["bound"], 1, 0),
+    ("Taylor", lambda e, g: e["bound"]["groups"][g]["taylor"], 1, 3),
+    ("measured excess loss", lambda e, g: e["bound"]["groups"][g]["measured_excess_loss"], 1, 3),
+)
+
+
+def chain_table(chain: dict) -> str:
+    presets = list(chain["seeds"][seeds_of(chain)[0]])
+    groups = chain["meta"]["settings"]["groups"]
+    body = []
+    for p in presets:
+        delta = fmt(chain_values(chain, p, lambda e: e["bound"]["delta_norm"]), 1, 2)
+        for g in groups:
+            body.append([p, g, delta] + [fmt(chain_values(chain, p, lambda e, f=f, g=g: f(e, g)), s, d) for _, f, s, d in CHAIN_COLUMNS])
+    return table(["recipe", "group", "‖Δθ‖"] + [c[0] for c in CHAIN_COLUMNS], body)
+
+
+# ---------------------------------------------------------------- plots
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_groups(part: dict, path: Path, title: str) -> None:
+    """Horizontal bars: per-group accuracy of every row (mean, whiskers ± std over seeds)."""
+    groups = part["meta"]["settings"]["groups"]
+    names = [r["name"] for r in part["rows"]]
+    fig = _figure(8, 0.42 * len(names) + 1.2)
+    ax = fig.subplots()
+    y = np.arange(len(names))
+    height = 0.8 / len(groups)
+    for i, (g, color) in enumerate(zip(groups, COLORS)):
+        vals = [values(part, n, acc(g)) for n in names]
+        ax.barh(y + (i - (len(groups) - 1) / 2) * height, [100 * mean(v) for v in vals], height,
+                xerr=[100 * std(v) for v in vals], color=color, label=g)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_title(title)
+    fig.legend(loc="outside upper center", ncols=len(groups))
+    fig.savefig(path, dpi=110)
+
+
+def plot_chain(chain: dict, path: Path) -> None:
+    """Per group: logit variance, loss, accuracy (FP and each recipe), ‖∇L‖, λ_max, bound vs measured."""
+    presets = list(chain["seeds"][seeds_of(chain)[0]])
+    groups = chain["meta"]["settings"]["groups"]
+    fig = _figure(13, 6.5)
+    axes = fig.subplots(2, 3).ravel()
+    x = np.arange(len(groups))
+
+    def bars(ax, series: dict[str, list[list[float]]], title: str, log: bool = False) -> None:
+        width = 0.8 / len(series)
+        for i, ((label, per_group), color) in enumerate(zip(series.items(), COLORS)):
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, [mean(v) for v in per_group], width,
+                   yerr=[std(v) for v in per_group], color=color, label=label)
+        ax.set_xticks(x, groups)
+        ax.set_title(title)
+        if log:
+            ax.set_yscale("log")
+            ax.set_ylim(top=ax.get_ylim()[1] * 300)  # room for the legend above the bars
+        ax.legend(fontsize=7, loc="upper center" if log else "best", ncols=2 if log else 1)
+
+    def per_group(preset: str, get: Callable) -> list[list[float]]:
+        return [chain_values(chain, preset, lambda e, g=g: get(e, g)) for g in groups]
+
+    for ax, (key, title) in zip(axes[:3], (("logit_variance", "mean logit variance"), ("loss", "mean loss"), ("accuracy", "accuracy"))):
+        series = {"FP": per_group(presets[0], lambda e, g: e["logits"][g]["fp"][key])}
+        series |= {p: per_group(p, lambda e, g: e["logits"][g]["quantized"][key]) for p in presets}
+        bars(ax, series, title)
+    bars(axes[3], {"FP": per_group(presets[0], lambda e, g: e["gradients"][g]["fp"])}, "‖∇L_g‖ (FP)")
+    bars(axes[4], {"FP": per_group(presets[0], lambda e, g: e["curvature"]["fp"][g]["lambda_max"])}, "λ_max of H_g (FP)")
+    series = {}
+    for p in presets:
+        series[f"{p} bound"] = per_group(p, lambda e, g: e["bound"]["groups"][g]["bound"])
+        series[f"{p} measured"] = per_group(p, lambda e, g: max(e["bound"]["groups"][g]["measured_excess_loss"], 1e-4))
+    bars(axes[5], series, "bound vs measured excess loss (log)", log=True)
+    fig.savefig(path, dpi=110)
+
+
+# ---------------------------------------------------------------- performance
+def performance_table(perf: dict) -> str:
+    rows = []
+    if "trainer_overhead" in perf:
+        t = perf["trainer_overhead"]
+        rows.append(["trainer overhead", f"FairQuantTrainer (balanced sampling, DRO, range tracking) {t['fair_ms']:.1f} ms/step",
+                     f"transformers.Trainer, same {t['recipe'].upper()} QAT model {t['plain_ms']:.1f} ms/step",
+                     f"{t['ratio']:.3f}", f"median of {t['timed_steps']} steps each, batch {t['batch_size']}, {t['repeats']} alternating runs"])
+    if "curvature" in perf:
+        c = perf["curvature"]
+        hvps_l = sum(g["lanczos_hvps"] for g in c["groups"].values())
+        hvps_p = sum(g["power_hvps"] for g in c["groups"].values())
+        rows.append(["curvature (λ_max within {:g})".format(c["target"]), f"Lanczos (ncv 8) {hvps_l:g} HVPs",
+                     f"power iteration {hvps_p:g} HVPs", f"{c['ratio_hvps']:.2f} (time {c['ratio_time']:.2f})",
+                     f"all groups, {c['examples_per_group']} examples each, {c['parameters']} weights, median over start vectors {c['start_vectors']}"])
+    if "audit" in perf:
+        a = perf["audit"]
+        k = len(a["recipes"])
+        rows.append(["audit", f"audit(FP + {k} recipes, {a['n_boot']} bootstrap) {a['audit_s']:.1f} s",
+                     f"{k + 1} Trainer.evaluate loops {a['evaluate_s']:.1f} s (+ the {k} PTQ calls {a['quantize_s']:.1f} s)",
+                     f"{a['ratio_vs_evaluate']:.2f} ({a['ratio_vs_quantize_and_evaluate']:.2f} with PTQ)",
+                     f"median of {a['repeats']} alternating runs; recipes {', '.join(a['recipes'])}"])
+    if "bytes" in perf:
+        b = perf["bytes"]
+        rows.append(["checkpoint size", f"save_quantized W4 {b['w4_bytes']:,} bytes", f"save_pretrained FP32 {b['fp32_bytes']:,} bytes",
+                     f"{b['ratio']:.3f}", f"model.safetensors alone: {b['weights_ratio']:.3f}"])
+    return table(["figure", "measured", "baseline (same run)", "ratio", "how"], rows)
+
+
+# ---------------------------------------------------------------- document
+def setting_text(meta: dict) -> str:
+    s = meta["settings"]
+    d, fp, mit = s["data"], s["fp_training"], s["mitigation"]
+    counts = "; ".join(f"{split} " + ", ".join(f"{g} {n:,}" for g, n in s[f"{split}_counts"].items()) for split in ("train", "test"))
+    q = mit["quantization"]
+    q = json.dumps(q) if isinstance(q, dict) else q
+    return (
+        f"Data: `{d['source']}` with the tail classes {', '.join(s['tail_classes'])} kept at "
+        f"{100 * d['long_tail_fraction']:g} % of their training images (data seed {d['seed']}, fixed); the test split "
+        f"is balanced. Groups (derived, not demographic): {counts}. FP training: {fp['num_train_epochs']:g} epochs, "
+        f"lr {fp['learning_rate']:g}, batch {fp['per_device_train_batch_size']}. Seeds {s['seeds']}: seed s trains the FP "
+        f"model and every fine-tune / QAT row from a copy of that FP model's weights. The recipe's `mitigation` "
+        f"section (= the **fair QAT (everything combined)** row; the **fair FP fine-tune** is the same without "
+        f"quantization): quantization `{q}`, group_sampling {mit['group_sampling']} (power {mit['sampling_power']:g}), "
+        f"group_weighting {mit['group_weighting']}, {mit['num_train_epochs']:g} epochs, lr {mit['learning_rate']:g}."
+    )
+
+
+def environment(meta: dict) -> str:
+    v = meta["versions"]
+    return (f"torch {v['torch']}, transformers {v['transformers']}, datasets {v['datasets']}, optimum-quanto "
+            f"{v['optimum-quanto']}, Python {v['python']}; commit {v['git_commit']}; {meta['torch_threads']} torch "
+            f"thread(s) of {meta['cpu_count']} CPUs")
+
+
+def run_facts(parts: dict[str, dict | None]) -> str:
+    """Per part: its own wall time, the whole command's, the command; then the environment(s)."""
+    rows, envs = [], []
+    for name, part in parts.items():
+        if part is None:
+            rows.append([name, "not run", "—", "—"])
+            continue
+        m = part["meta"]
+        rows.append([name, f"{m['wall_time_s']:.0f}", f"{m['command_wall_time_s']:.0f}", f"`{m['command']}`"])
+        envs += [environment(m)] if environment(m) not in envs else []
+    return table(["part", "its wall time (s)", "the command's (s)", "command"], rows) + "\n\n" + "\n".join(
+        f"Environment: {e}." for e in envs)
+
+
+def render(parts: dict[str, dict | None], plots_dir: Path, plots_rel: str) -> str:
+    """The whole document; writes the PNGs into ``plots_dir`` (linked as ``plots_rel/…``)."""
+    ran = {k: v for k, v in parts.items() if v is not None}
+    if not ran:
+        raise SystemExit("no results JSON found: run benchmarks/reproduce.py first")
+    meta = next(iter(ran.values()))["meta"]
+    out = ["# Results: does quantization skew a model, why, and does fair QAT fix it?", ""]
+    out += ["Bellam & Kim (arXiv 2509.07222) claim that post-training quantization hurts minority groups more, "
+            "explain it by a chain (weights → logits with lower variance → loss rising more for minority groups, "
+            "who have larger gradient norms and Hessian eigenvalues, the bound of Tran et al.), and propose "
+            "mixed-precision QAT with group-balanced sampling and group-weighted loss. This page tests each claim "
+            "with this library on real data. It is generated by `benchmarks/render_results.py` from the JSON that "
+            "`benchmarks/reproduce.py` wrote (`docs/results/*.json`, per-seed raw numbers included); no number "
+            "below is typed by hand.", "", "## How it was made", "", setting_text(meta), "",
+            "Regenerate everything (the full run takes about the wall times below on the 2-core machine):", "",
+            "```bash", "make results    # = install + data, then:", *MAKE_COMMANDS, "```", "",
+            "Options: `--seeds 0`, `--parts resnet,chain`, `--quick` (tiny settings, writes `outputs/reproduce_quick`).", "",
+            run_facts(parts), ""]
+    verdicts: list[tuple[str, str, str]] = []
+    with atomic_files(plots_dir) as tmp:
+        if parts["resnet"] is not None:
+            res = parts["resnet"]
+            passed, bar = bar_check(res)
+            plot_groups(res, tmp / "resnet_groups.png", "Tiny ResNet, long-tailed Fashion-MNIST")
+            out += ["## The demo ResNet", "", rows_table(res), "",
+                    "Accuracy in %, mean ± sample std over seeds. gap = max − min group accuracy. Δgap = gap − the gap of "
+                    "the row named in *Δgap vs* (the FP model trained the same way: same sampling, weighting, epochs "
+                    "and lr, without quantization). Worst class: the class that was worst in most seeds, and the mean "
+                    "of each seed's worst-class accuracy. time: wall seconds to build (train/quantize) and evaluate the row.",
+                    "", row_settings(res), "", f"![per-group accuracy]({plots_rel}/resnet_groups.png)", "",
+                    "## The bar", "",
+                    f"At ≤ {BAR_BITS:g} mean weight bits the fair QAT model must have a gap no larger than the fair FP "
+                    f"fine-tune's, a minority accuracy no lower, and an overall accuracy within {BAR_OVERALL_PTS:g} point — "
+                    "on the means over seeds.", "", bar, "",
+                    f"**The committed code {'clears' if passed else 'does not clear'} the bar.**", ""]
+            verdicts += ptq_claims(res, "ResNet") + mitigation_claims(res, "ResNet")
+        if parts["chain"] is not None:
+            plot_chain(parts["chain"], tmp / "chain.png")
+            out += ["## The chain: FP vs PTQ, per group", "", chain_table(parts["chain"]), "",
+                    "`explain` on each seed's FP ResNet (test examples per group as in the recipe's `explain` "
+                    "section; gradients and curvature over the quantized weights). logit var: mean variance of the "
+                    "logits across classes; Q: the PTQ model; ‖Δθ‖: norm of the quantization perturbation; bound = "
+                    "‖∇L‖·‖Δθ‖ + ½λ_max‖Δθ‖²; Taylor = g·Δθ + ½ΔθᵀHΔθ; measured excess loss = loss Q − loss FP (nats; "
+                    "the plot draws a value ≤ 0 at 10⁻⁴).",
+                    "", f"![chain]({plots_rel}/chain.png)", ""]
+            verdicts += chain_claims(parts["chain"])
+        if parts["vit"] is not None:
+            vit = parts["vit"]
+            plot_groups(vit, tmp / "vit_groups.png", "Tiny ViT, long-tailed Fashion-MNIST")
+            cfg = vit["vit"]
+            passed_vit, bar_vit = bar_check(vit)
+            out += ["## The main rows with a tiny ViT", "",
+                    f"`ViTConfig({', '.join(f'{k}={v}' for k, v in cfg['config'].items() if k != 'model_type')})`, "
+                    f"trained as the ResNet with {', '.join(f'{k}={v:g}' for k, v in cfg['training'].items())}. "
+                    "Its *everything combined* row quantizes the patch embedding and the classifier at W8A8 (the "
+                    "recipe's module patterns name ResNet modules); sampling, weighting, epochs and lr are the recipe's.",
+                    "", rows_table(vit), "", f"![per-group accuracy]({plots_rel}/vit_groups.png)", "",
+                    "The bar's check on the ViT (for information; the bar is set on the ResNet):", "", bar_vit, "",
+                    f"On the ViT the fair QAT model {'meets' if passed_vit else 'does not meet'} it.", ""]
+            verdicts += ptq_claims(vit, "ViT") + mitigation_claims(vit, "ViT")
+        if parts["performance"] is not None:
+            out += ["## What the library costs", "", performance_table(parts["performance"]), "",
+                    "Each ratio is measured side by side in one run, on the seed-0 FP ResNet where a model is needed.", ""]
+    out += ["## Verdicts", "",
+            f"Rules (in `benchmarks/render_results.py`): an effect *holds* when its mean over seeds exceeds "
+            f"{EFFECT_PTS:g} accuracy point and every seed has its sign; chain orderings must hold in every seed; "
+            "per-bit-width claims list the widths where they hold.", "", claims_table(verdicts), ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", default="docs/results")
+    parser.add_argument("--output", default="docs/results.md")
+    args = parser.parse_args(argv)
+    folder, output = Path(args.results_dir), Path(args.output)
+    text = render(load_parts(folder), folder, os.path.relpath(folder, output.parent))
+    atomic_write_text(output, text)
+    print(f"wrote {output} and {folder}/*.png")
+
+
+if __name__ == "__main__":
+    main()
