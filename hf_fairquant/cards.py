@@ -164,7 +164,14 @@ def _explanation_text(results: dict[str, Any]) -> str:
         lines.append(f"- gradient norm of each group's loss (FP): {grads}")
     if lam:
         lines.append(f"- top Hessian eigenvalue λ_max (FP): {lam}")
-    lines += ["", "Details, per layer and with plots: `report.md`."]
+    lines += [
+        "",
+        "![accuracy, loss and logit variance per group](plots/groups.png)",
+        "",
+        "![gradient norm and λ_max per group](plots/gradients_curvature.png)",
+        "",
+        "Details, per layer: `report.md`.",
+    ]
     return "\n".join(lines)
 
 

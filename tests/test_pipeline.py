@@ -142,6 +142,10 @@ def test_card_numbers_are_the_results_numbers(digits_run):
     assert f"{100 * q['accuracy_gap']:.1f} points" in body
     assert "derived, not demographic" in body and "hf-fairquant run recipes/digits_vit.yaml" in body
     assert card.data.to_dict()["license"] == "apache-2.0"
+    import re
+
+    for link in re.findall(r"\]\((plots/[^)]+)\)", body):  # every plot the card shows is in the folder
+        assert (out / link).is_file(), link
 
 
 def test_report_has_audit_explain_mitigation_and_its_plots(digits_run):
