@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ._atomic import atomic_directory, atomic_write_text
-from .data import OFFLINE_SOURCES, DataConfig, check_image_size, load_grouped_dataset
+from .data import DataConfig, check_image_size, check_subset, load_grouped_dataset
 from .groups import GroupSpec
 
 DEFAULT_RECIPES = ["w8a8", "w4a8", "w4", "w2a8"]
@@ -229,19 +229,30 @@ def _worst_recipe(report: Any) -> str | None:
     return worst.name
 
 
+def _check_recipe(recipe: RunRecipe, overwrite: bool) -> list[Any]:
+    """What can be checked without data or models; returns the audited PTQ recipes."""
+    from .quantization import parse_recipes
+
+    audited = parse_recipes(recipe.audit.recipes) if recipe.audit.recipes else []
+    _check_output_dir(Path(recipe.output_dir), overwrite)
+    _check_model_path(recipe.model)
+    check_subset(recipe.data)
+    explained = recipe.explain.recipe
+    if recipe.explain.enabled and explained and explained.upper() not in {str(r).upper() for r in audited}:
+        raise ValueError(f"explain.recipe {explained!r} is not among audit.recipes {recipe.audit.recipes}")
+    mitigation = recipe.mitigation
+    if mitigation is not None and mitigation.quantization_recipe is None and mitigation.quantization_budget is None:
+        raise ValueError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
+    return audited
+
+
 def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
     """Check a recipe without loading data or models (no network) and describe what a run does.
 
     Checks the quantization presets and recipes, the output folder, a local model path, and —
     for a model built from ``config`` — that the mitigation recipe's patterns match its modules.
     """
-    from .quantization import parse_recipes
-
-    audited = parse_recipes(recipe.audit.recipes) if recipe.audit.recipes else []
-    _check_output_dir(Path(recipe.output_dir), overwrite)
-    _check_model_path(recipe.model)
-    if recipe.data.subset and recipe.data.source in OFFLINE_SOURCES:
-        raise ValueError(f"data.subset applies to Hub datasets; the offline source {recipe.data.source!r} has none")
+    audited = _check_recipe(recipe, overwrite)
     mitigation = recipe.mitigation
     steps = []
     model = recipe.model.name_or_path or f"a new {recipe.model.config.get('model_type')} from config"
@@ -254,8 +265,6 @@ def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
         steps.append(f"explain: {recipe.explain.recipe or 'the recipe that lowers the worst group most'}")
     if mitigation is not None:
         quant = mitigation.quantization_recipe
-        if quant is None and mitigation.quantization_budget is None:
-            raise ValueError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
         if quant is not None and recipe.model.config is not None:
             quant.plan(_build_model(recipe.model, ["0", "1"], is_text=bool(recipe.data.text_column)))  # patterns match?
         what = str(quant) if quant is not None else f"bits allocated under a {mitigation.quantization_budget:g}-bit budget"
@@ -285,25 +294,17 @@ def run(
     from transformers import set_seed
 
     from .audit import audit
-    from .quantization import parse_recipes
     from .report import build_results, write_outputs
 
-    if push_to_hub is not None:
-        recipe.card.repo_id = push_to_hub
     started = time.perf_counter()
     # ---------------------------------------------------------------- validate before heavy work
-    parse_recipes(recipe.audit.recipes) if recipe.audit.recipes else None
+    _check_recipe(recipe, overwrite)
     out = Path(recipe.output_dir)
-    _check_output_dir(out, overwrite)
-    _check_model_path(recipe.model)
     if push_to_hub is not None:
         from .hub import check_push_arguments
 
         token = check_push_arguments(push_to_hub, token)
-    if recipe.explain.enabled and recipe.explain.recipe and recipe.explain.recipe.upper() not in {
-        str(r).upper() for r in parse_recipes(recipe.audit.recipes or [])
-    }:
-        raise ValueError(f"explain.recipe {recipe.explain.recipe!r} is not among audit.recipes {recipe.audit.recipes}")
+        recipe.card.repo_id = push_to_hub
     timings: dict[str, float] = {}
 
     def lap(name: str, since: float) -> float:
@@ -324,13 +325,8 @@ def run(
     for split, ds in ((recipe.data.train_split, train), (recipe.data.eval_split, evaluation)):
         spec.validate(ds, label_column="labels", num_labels=model.config.num_labels, split=split)
     check_image_size(model.config, evaluation)
-    mitigation_recipe = None
-    if recipe.mitigation is not None:
-        mitigation_recipe = recipe.mitigation.quantization_recipe
-        if mitigation_recipe is not None:
-            mitigation_recipe.plan(model)  # a pattern matching no module fails here
-        elif recipe.mitigation.quantization_budget is None:
-            raise ValueError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
+    if recipe.mitigation is not None and recipe.mitigation.quantization_recipe is not None:
+        recipe.mitigation.quantization_recipe.plan(model)  # a pattern matching no module fails here
     counts = spec.counts(data)
     echo(f"groups by {spec.name}: " + "; ".join(f"{s}: {c}" for s, c in counts.items()))
     t = lap("data", t)

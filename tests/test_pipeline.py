@@ -276,3 +276,9 @@ def test_explain_picks_the_recipe_that_hurts_the_worst_group_most():
     report = NS(fp=fp, quantized=[result("W4", 4, 0.64, 0.03), result("W4A8", 4.0, 0.64, 0.04), result("W8A8", 8, 0.64, 0)])
     assert _worst_recipe(report) == "W4"  # a tie: the first of the fewest bits
     assert _worst_recipe(NS(fp=fp, quantized=[])) is None
+
+
+def test_a_subset_of_an_offline_source_is_an_error(tmp_path):
+    recipe = load_recipe(_write(tmp_path, "data: {source: digits, subset: '0.25'}\nmodel: {name_or_path: x}\n"))
+    with pytest.raises(ValueError, match="data.subset applies to Hub datasets"):
+        dry_run(recipe)

@@ -31,6 +31,7 @@ __all__ = [
     "ImageStandardizer",
     "OFFLINE_SOURCES",
     "check_image_size",
+    "check_subset",
     "load_digits_dataset",
     "load_fashion_mnist",
     "load_grouped_dataset",
@@ -63,6 +64,12 @@ class DataConfig:
     max_length: int = 128
 
 
+def check_subset(config: DataConfig) -> None:
+    """A ``subset`` (a Hub dataset's configuration) on an offline source is an error."""
+    if config.subset and config.source in OFFLINE_SOURCES:
+        raise ValueError(f"data.subset applies to Hub datasets; the offline source {config.source!r} has none")
+
+
 def load_grouped_dataset(
     config: DataConfig, image_processor: Any = None, tokenizer: Any = None
 ) -> tuple[DatasetDict, GroupSpec]:
@@ -70,8 +77,7 @@ def load_grouped_dataset(
 
     Everything that can be wrong with columns or groups is checked before preprocessing.
     """
-    if config.subset and config.source in OFFLINE_SOURCES:
-        raise ValueError(f"data.subset applies to Hub datasets; the offline source {config.source!r} has none")
+    check_subset(config)
     raw = load_source(config.source, **({"name": config.subset} if config.subset else {}))
     for split in (config.train_split, config.eval_split):
         if split not in raw:
