@@ -213,7 +213,7 @@ def _check_model_path(section: ModelSection) -> None:
     name = section.name_or_path
     if name is None or Path(name).exists():
         return
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).suffix
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1  # "user/Model-2.5" is a Hub id
     if looks_local:
         raise FileNotFoundError(f"model path {name} does not exist (give a local folder or a Hub id like user/model)")
 

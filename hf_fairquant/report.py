@@ -80,7 +80,6 @@ def build_results(
         mitigated = report.quantized[-1]
         args = trainer.args
         arguments = {k: getattr(args, k) for k in _MITIGATION_FIELDS if not (k == "max_steps" and args.max_steps <= 0)}
-        arguments["quantization"] = args.quantization if not hasattr(args.quantization, "to_dict") else args.quantization.to_dict()
         allocation = getattr(trainer, "allocation", None)
         results["mitigation"] = {
             "name": mitigated.name,
@@ -139,9 +138,7 @@ def model_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "overall": 100 * m["accuracy"],
             "groups": {g: 100 * m["group_accuracy"][g] for g in groups},
             "gap": 100 * m["accuracy_gap"],
-            "gap_ci": [100 * v for v in m["accuracy_gap_ci"]] if m.get("accuracy_gap_ci") else None,
             "gap_change": 100 * m["gap_change"] if "gap_change" in m else None,
-            "mitigated": results.get("mitigation") is not None and r["name"] == results["mitigation"]["name"],
         })
     return rows
 

@@ -282,3 +282,11 @@ def test_a_subset_of_an_offline_source_is_an_error(tmp_path):
     recipe = load_recipe(_write(tmp_path, "data: {source: digits, subset: '0.25'}\nmodel: {name_or_path: x}\n"))
     with pytest.raises(ValueError, match="data.subset applies to Hub datasets"):
         dry_run(recipe)
+
+
+def test_hub_ids_with_dots_are_not_taken_for_missing_paths(tmp_path):
+    recipe = load_recipe(_write(tmp_path, "data: {source: digits}\nmodel: {name_or_path: Qwen/Qwen2.5-0.5B}\n"))
+    assert "model: Qwen/Qwen2.5-0.5B" in dry_run(recipe)  # no download in a dry run, and no path error
+    recipe = load_recipe(_write(tmp_path, "data: {source: digits}\nmodel: {name_or_path: runs/a/fp_model}\n"))
+    with pytest.raises(FileNotFoundError, match="model path runs/a/fp_model does not exist"):
+        dry_run(recipe)
