@@ -1,36 +1,47 @@
-"""hf_fairquant: audit, explain and mitigate how quantization skews a model across groups."""
+"""hf_fairquant: audit, explain and mitigate how quantization skews a model across groups.
 
-from .audit import AuditReport, audit
-from .diagnostics import Explanation, explain
-from .groups import GroupSpec
-from .quantization import (
-    Allocation,
-    QuantRecipe,
-    allocate_bits,
-    effective_bits,
-    load_quantized,
-    model_size_bytes,
-    quantize,
-    save_quantized,
-)
-from .training import FairQuantTrainer, FairQuantTrainingArguments
+The public names load on first use (the huggingface_hub pattern), so ``import hf_fairquant`` is
+quick and loads neither transformers nor a quantization library until they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Allocation",
-    "AuditReport",
-    "Explanation",
-    "FairQuantTrainer",
-    "FairQuantTrainingArguments",
-    "allocate_bits",
-    "audit",
-    "GroupSpec",
-    "QuantRecipe",
-    "effective_bits",
-    "explain",
-    "load_quantized",
-    "model_size_bytes",
-    "quantize",
-    "save_quantized",
-]
+_EXPORTS = {
+    "allocation": ["Allocation", "allocate_bits"],
+    "audit": ["AuditReport", "audit"],
+    "diagnostics": ["Explanation", "explain"],
+    "errors": ["FairQuantError"],
+    "groups": ["GroupSpec"],
+    "quantization": ["QuantRecipe", "effective_bits", "load_quantized", "model_size_bytes", "quantize",
+                     "save_quantized"],
+    "training": ["FairQuantTrainer", "FairQuantTrainingArguments"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .allocation import Allocation, allocate_bits
+    from .audit import AuditReport, audit
+    from .diagnostics import Explanation, explain
+    from .errors import FairQuantError
+    from .groups import GroupSpec
+    from .quantization import QuantRecipe, effective_bits, load_quantized, model_size_bytes, quantize, save_quantized
+    from .training import FairQuantTrainer, FairQuantTrainingArguments
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -7,6 +7,8 @@ from the ``group_disparity`` evaluate metric (one implementation of the math).
 
 from __future__ import annotations
 
+from .errors import FairQuantError
+
 import copy
 import json
 from dataclasses import asdict, dataclass, field
@@ -194,7 +196,7 @@ def audit(
     quantized_models = dict(quantized_models or {})
     for name, qmodel in quantized_models.items():
         if not is_quantized(qmodel):
-            raise ValueError(f"quantized_models[{name!r}] holds no quantized module: quantize or train it with QAT first")
+            raise FairQuantError(f"quantized_models[{name!r}] holds no quantized module: quantize or train it with QAT first")
     num_labels = getattr(getattr(model, "config", None), "num_labels", None)
     spec.validate(eval_dataset, label_column=LABELS, num_labels=num_labels, split="eval")
     spec = spec if spec.is_fitted else spec.fit(eval_dataset)
@@ -206,7 +208,7 @@ def audit(
     for recipe in recipes:
         recipe.plan(model)  # a pattern matching nothing fails here, before any work
         if recipe.uses_activations and calibration_dataset is None:
-            raise ValueError(f"recipe {recipe} quantizes activations: pass a calibration_dataset")
+            raise FairQuantError(f"recipe {recipe} quantizes activations: pass a calibration_dataset")
 
     metric = load_group_disparity()
     groups = spec.group_names(eval_dataset)

@@ -3,13 +3,15 @@ every evaluation shares (predictions and per-example loss)."""
 
 from __future__ import annotations
 
+from .errors import FairQuantError
+
 import inspect
+import sys
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from optimum.quanto import QTensor
 
 LABELS = "labels"
 
@@ -19,7 +21,7 @@ def model_input_names(model: torch.nn.Module, dataset: Any) -> list[str]:
     params = set(inspect.signature(model.forward).parameters)
     names = [c for c in dataset.column_names if c in params and c != LABELS]
     if not names:
-        raise ValueError(
+        raise FairQuantError(
             f"no column of the dataset is an input of {type(model).__name__}.forward; "
             f"columns: {dataset.column_names}, forward takes: {sorted(params)}"
         )
@@ -31,7 +33,7 @@ def iterate_batches(
 ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor | None]]:
     """Yield ``(inputs, labels)`` tensor batches in row order (no shuffling, no padding)."""
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise FairQuantError(f"batch_size must be positive, got {batch_size}")
     inputs = model_input_names(model, dataset)
     columns = inputs + ([LABELS] if with_labels else [])
     view = dataset.with_format("torch", columns=columns)
@@ -44,8 +46,11 @@ def float_logits(output: Any) -> torch.Tensor:
     """``output.logits`` (or the tensor itself) as a float tensor; quanto's quantized activations
     are dequantized (differentiably)."""
     logits = getattr(output, "logits", output)
-    if isinstance(logits, QTensor):
-        logits = logits.dequantize()
+    if "optimum.quanto" in sys.modules:  # a QTensor exists only once quanto is loaded
+        from optimum.quanto import QTensor
+
+        if isinstance(logits, QTensor):
+            logits = logits.dequantize()
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 

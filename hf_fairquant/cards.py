@@ -8,6 +8,8 @@ drop) plus overall accuracy and the gap, with the exact values of ``results.json
 
 from __future__ import annotations
 
+from .errors import FairQuantError
+
 import json
 from importlib import resources
 from typing import Any
@@ -55,7 +57,7 @@ def eval_results(results: dict[str, Any]) -> list[EvalResult]:
 def render_card(results: dict[str, Any]) -> ModelCard:
     """The model card of the run's published (mitigated) model."""
     if not results.get("published"):
-        raise ValueError("results hold no published model (the run had no `mitigation` section): nothing to card")
+        raise FairQuantError("results hold no published model (the run had no `mitigation` section): nothing to card")
     card = results["card"]
     data = ModelCardData(
         model_name=card["model_name"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .errors import FairQuantError
+
 import argparse
 import shlex
 import sys
@@ -47,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, output_dir=args.output_dir)
     if recipe.mitigation is None:
-        raise ValueError(f"recipe {args.recipe} has no `mitigation` section: nothing for `train` to do")
+        raise FairQuantError(f"recipe {args.recipe} has no `mitigation` section: nothing for `train` to do")
     recipe.audit.recipes = []
     recipe.explain.enabled = False
     run(recipe, overwrite=args.overwrite, push_to_hub=args.push_to_hub, token=args.token, command=_command_line())

@@ -9,6 +9,8 @@ that every entry point fails the same way, early, with a message that names the 
 
 from __future__ import annotations
 
+from .errors import FairQuantError
+
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -66,15 +68,15 @@ class GroupSpec:
     def __init__(self, columns: str | Sequence[str] = "group", values: Iterable | None = None):
         cols = (columns,) if isinstance(columns, str) else tuple(columns)
         if not cols or not all(isinstance(c, str) and c for c in cols):
-            raise ValueError(f"GroupSpec needs one or more column names, got {columns!r}")
+            raise FairQuantError(f"GroupSpec needs one or more column names, got {columns!r}")
         object.__setattr__(self, "columns", cols)
         if values is not None:
             vals = tuple(tuple(v) if isinstance(v, (tuple, list)) else (v,) for v in values)
             bad = [v for v in vals if len(v) != len(cols)]
             if bad:
-                raise ValueError(f"group values {bad[:3]} do not have one entry per column {list(cols)}")
+                raise FairQuantError(f"group values {bad[:3]} do not have one entry per column {list(cols)}")
             if len(set(vals)) != len(vals):
-                raise ValueError(f"group values must be unique, got {list(vals)}")
+                raise FairQuantError(f"group values must be unique, got {list(vals)}")
             object.__setattr__(self, "values", vals)
         else:
             object.__setattr__(self, "values", None)
@@ -104,14 +106,14 @@ class GroupSpec:
 
     def _fitted_values(self) -> tuple[tuple, ...]:
         if self.values is None:
-            raise ValueError(f"GroupSpec({list(self.columns)}) is not fitted: call .fit(dataset) first")
+            raise FairQuantError(f"GroupSpec({list(self.columns)}) is not fitted: call .fit(dataset) first")
         return self.values
 
     # ---------------------------------------------------------------- fitting
     def fit(self, *datasets: Any) -> "GroupSpec":
         """Return a spec whose values are the sorted union of the groups in ``datasets``."""
         if not datasets:
-            raise ValueError("GroupSpec.fit needs at least one dataset")
+            raise FairQuantError("GroupSpec.fit needs at least one dataset")
         seen: set[tuple] = set()
         for ds in datasets:
             seen.update(self._row_values(ds))
@@ -125,7 +127,7 @@ class GroupSpec:
             missing = [i for i, v in enumerate(vals) if _is_missing(v)]
             if missing:
                 where = f" of split '{split}'" if split else ""
-                raise ValueError(
+                raise FairQuantError(
                     f"group column '{col}'{where} has {len(missing)} missing (None/NaN) value(s), "
                     f"first at row {missing[0]}; every example needs a group: drop or fill them"
                 )
@@ -133,7 +135,7 @@ class GroupSpec:
         if len(self.columns) > 1:
             clash = next((v for row in rows for v in row if INTERSECTION_SEPARATOR in str(v)), None)
             if clash is not None:
-                raise ValueError(
+                raise FairQuantError(
                     f"group value {clash!r} contains {INTERSECTION_SEPARATOR!r}, the separator of "
                     f"intersection names; rename it to group by {list(self.columns)}"
                 )
@@ -152,7 +154,7 @@ class GroupSpec:
             return np.fromiter((index[r] for r in rows), dtype=np.int64, count=len(rows))
         except KeyError as err:
             unknown = sorted({r for r in rows if r not in index}, key=str)
-            raise ValueError(
+            raise FairQuantError(
                 f"group value(s) {[self._value_name(u) for u in unknown][:5]} of column(s) "
                 f"{list(self.columns)} are not among the fitted groups {self.names}"
             ) from err
@@ -163,7 +165,7 @@ class GroupSpec:
         out = []
         for c in codes:
             if not 0 <= int(c) < len(names):
-                raise ValueError(f"group code {c} is outside 0..{len(names) - 1} ({names})")
+                raise FairQuantError(f"group code {c} is outside 0..{len(names) - 1} ({names})")
             out.append(names[int(c)])
         return out
 
@@ -171,7 +173,7 @@ class GroupSpec:
         try:
             return self.names.index(name)
         except ValueError:
-            raise ValueError(f"unknown group {name!r}; the groups are {self.names}") from None
+            raise FairQuantError(f"unknown group {name!r}; the groups are {self.names}") from None
 
     def group_names(self, dataset: Any) -> list[str]:
         """The readable group name of every row of ``dataset``."""
@@ -200,19 +202,19 @@ class GroupSpec:
             unknown = sorted(set(by_name) - set(self.names))
             missing = [n for n in self.names if n not in by_name]
             if unknown or missing:
-                raise ValueError(
+                raise FairQuantError(
                     f"group weight mapping must name every group exactly: unknown {unknown}, "
                     f"missing {missing}; the groups are {self.names}"
                 )
             bad = {k: w for k, w in by_name.items() if not (w >= 0 and math.isfinite(w))}
             if bad:
-                raise ValueError(f"group weights must be finite and >= 0, got {bad}")
+                raise FairQuantError(f"group weights must be finite and >= 0, got {bad}")
             return {n: by_name[n] for n in self.names}
         if scheme not in WEIGHT_SCHEMES:
-            raise ValueError(f"unknown group weighting {scheme!r}; allowed: {list(WEIGHT_SCHEMES)} or a mapping")
+            raise FairQuantError(f"unknown group weighting {scheme!r}; allowed: {list(WEIGHT_SCHEMES)} or a mapping")
         empty = [n for n, c in counts.items() if c == 0]
         if empty:
-            raise ValueError(f"cannot weight by frequency: group(s) {empty} have no examples in this dataset")
+            raise FairQuantError(f"cannot weight by frequency: group(s) {empty} have no examples in this dataset")
         power = 1.0 if scheme == "inverse_frequency" else 0.5
         raw = {n: c ** -power for n, c in counts.items()}
         total = sum(counts.values())
@@ -225,7 +227,7 @@ class GroupSpec:
         missing = [c for c in self.columns if c not in available]
         if missing:
             where = f" in split '{split}'" if split else ""
-            raise ValueError(f"group column(s) {missing} not found{where}; available columns: {available}")
+            raise FairQuantError(f"group column(s) {missing} not found{where}; available columns: {available}")
 
     def validate(
         self,
@@ -238,22 +240,22 @@ class GroupSpec:
         no missing values, labels within ``0..num_labels-1``, groups among the fitted ones."""
         where = f"split '{split}'" if split else "dataset"
         if len(dataset) == 0:
-            raise ValueError(f"{where} is empty: it needs at least one example")
+            raise FairQuantError(f"{where} is empty: it needs at least one example")
         available = column_names(dataset)
         if label_column not in available:
-            raise ValueError(f"label column '{label_column}' not found in {where}; available columns: {available}")
+            raise FairQuantError(f"label column '{label_column}' not found in {where}; available columns: {available}")
         self._row_values(dataset, split=split)  # group columns present and complete
         if self.is_fitted:
             self.encode(dataset)
         labels = _column_values(dataset, label_column)
         missing = [i for i, v in enumerate(labels) if _is_missing(v)]
         if missing:
-            raise ValueError(f"label column '{label_column}' of {where} has missing values, first at row {missing[0]}")
+            raise FairQuantError(f"label column '{label_column}' of {where} has missing values, first at row {missing[0]}")
         if num_labels is not None:
             arr = np.asarray(labels)
             bad = sorted(set(arr[(arr < 0) | (arr >= num_labels)].tolist()))
             if bad:
-                raise ValueError(
+                raise FairQuantError(
                     f"labels {bad[:10]} in column '{label_column}' of {where} are outside the model's "
                     f"classes 0..{num_labels - 1}"
                 )
@@ -265,7 +267,7 @@ class GroupSpec:
             present = [n for n, c in self.counts(ds).items() if c > 0]
             uncovered = [n for n in present if train_counts.get(n, 0) == 0]
             if uncovered:
-                raise ValueError(
+                raise FairQuantError(
                     f"group(s) {uncovered} of column(s) {list(self.columns)} occur in split '{split}' "
                     f"but have no training examples; every evaluated group needs some"
                 )
@@ -291,7 +293,7 @@ def stratified_indices(codes: np.ndarray, size: int, seed: int = 0) -> np.ndarra
     drawn this way sees them). ``size >= len(codes)`` returns every row.
     """
     if size <= 0:
-        raise ValueError(f"sample size must be positive, got {size}")
+        raise FairQuantError(f"sample size must be positive, got {size}")
     codes = np.asarray(codes)
     if size >= len(codes):
         return np.arange(len(codes))

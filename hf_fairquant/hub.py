@@ -12,6 +12,8 @@ which says that the local folder is unchanged and that rerunning the same comman
 
 from __future__ import annotations
 
+from .errors import FairQuantError
+
 import json
 import logging
 import re
@@ -50,16 +52,16 @@ def check_push_arguments(repo_id: str, token: str | None = None) -> str:
     Returns the token; raises ``ValueError`` without any network request.
     """
     if not isinstance(repo_id, str) or not _REPO_ID_RE.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id:
-        raise ValueError(
+        raise FairQuantError(
             f"repo_id {repo_id!r} is not a Hub repo id: expected 'namespace/name' (a user or organization, "
             "a slash, the repo name), each made of letters, digits, '-', '_' and '.', not starting or ending "
             "with '-' or '.', without '--' or '..'"
         )
     if len(repo_id.split("/")[1]) > 96:
-        raise ValueError(f"repo name of {repo_id!r} is longer than the Hub's limit of 96 characters")
+        raise FairQuantError(f"repo name of {repo_id!r} is longer than the Hub's limit of 96 characters")
     token = (token or "").strip() or get_token()
     if not token:
-        raise ValueError(
+        raise FairQuantError(
             f"no Hugging Face token to push to {repo_id}: pass --token, set HF_TOKEN, or run `hf auth login`"
         )
     return token
@@ -69,12 +71,12 @@ def check_folder(folder: str | Path) -> Path:
     """Raise ``ValueError`` unless ``folder`` is a directory holding :data:`REQUIRED_FILES`."""
     path = Path(folder)
     if not path.exists():
-        raise ValueError(f"cannot push {path}: it does not exist (give the output folder of a run)")
+        raise FairQuantError(f"cannot push {path}: it does not exist (give the output folder of a run)")
     if not path.is_dir():
-        raise ValueError(f"cannot push {path}: it is not a folder (give the output folder of a run)")
+        raise FairQuantError(f"cannot push {path}: it is not a folder (give the output folder of a run)")
     missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
     if missing:
-        raise ValueError(
+        raise FairQuantError(
             f"cannot push {path}: it lacks {', '.join(missing)}; a pushed folder needs {', '.join(REQUIRED_FILES)} "
             "(written by save_quantized plus a model card, as `hf-fairquant run` does)"
         )

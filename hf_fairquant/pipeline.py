@@ -8,6 +8,8 @@ audit a model as it is) and ``audit`` (:class:`AuditSection`). Each section is p
 
 from __future__ import annotations
 
+from .errors import FairQuantError
+
 import dataclasses
 import json
 import time
@@ -94,11 +96,11 @@ def _parse_section(name: str, cls: type, values: Any) -> Any:
 
     values = values or {}
     if not isinstance(values, dict):
-        raise ValueError(f"recipe section '{name}' must be a mapping, got {type(values).__name__}")
+        raise FairQuantError(f"recipe section '{name}' must be a mapping, got {type(values).__name__}")
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - allowed)
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in recipe section '{name}'; allowed: {sorted(allowed)}")
+        raise FairQuantError(f"unknown key(s) {unknown} in recipe section '{name}'; allowed: {sorted(allowed)}")
     (parsed,) = HfArgumentParser(cls).parse_dict(values, allow_extra_keys=False)
     return parsed
 
@@ -113,17 +115,17 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ValueError(f"recipe {path} is not valid YAML: {err}") from None
+        raise FairQuantError(f"recipe {path} is not valid YAML: {err}") from None
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        raise ValueError(
+        raise FairQuantError(
             f"recipe {path} must be a YAML mapping with sections {sorted(_SECTIONS) + ['mitigation', 'training']}, "
             f"got a {type(raw).__name__}"
         )
     allowed = set(_SECTIONS) | {"training", "mitigation", "output_dir"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ValueError(f"unknown top-level key(s) {unknown} in recipe {path}; allowed: {sorted(allowed)}")
+        raise FairQuantError(f"unknown top-level key(s) {unknown} in recipe {path}; allowed: {sorted(allowed)}")
     sections = {name: _parse_section(name, cls, raw.get(name)) for name, cls in _SECTIONS.items()}
     out = output_dir or raw.get("output_dir") or f"outputs/{path.stem}"
     training = None
@@ -142,9 +144,9 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
         mitigation = _parse_section("mitigation", FairQuantTrainingArguments, cfg)
     recipe = RunRecipe(training=training, mitigation=mitigation, output_dir=str(out), **sections)
     if recipe.model.name_or_path is None and recipe.model.config is None:
-        raise ValueError("recipe section 'model' needs `name_or_path` or `config`")
+        raise FairQuantError("recipe section 'model' needs `name_or_path` or `config`")
     if recipe.model.name_or_path is None and training is None:
-        raise ValueError("a model built from `config` must be trained: add a `training` section")
+        raise FairQuantError("a model built from `config` must be trained: add a `training` section")
     return recipe
 
 
@@ -159,7 +161,7 @@ def _build_model(section: ModelSection, spec_labels: list[str], is_text: bool) -
     cfg = dict(section.config)
     model_type = cfg.pop("model_type", None)
     if model_type is None:
-        raise ValueError("model.config needs a `model_type` (e.g. resnet, vit, distilbert)")
+        raise FairQuantError("model.config needs a `model_type` (e.g. resnet, vit, distilbert)")
     config = AutoConfig.for_model(model_type, num_labels=len(spec_labels), id2label=id2label,
                                   label2id={v: k for k, v in id2label.items()}, **cfg)
     return auto.from_config(config)
@@ -201,9 +203,9 @@ class RunResult:
 
 def _check_output_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise ValueError(f"output folder {out} exists and is a file; choose another --output-dir")
+        raise FairQuantError(f"output folder {out} exists and is a file; choose another --output-dir")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(
+        raise FairQuantError(
             f"output folder {out} exists and is not empty; pass --overwrite to replace it, or choose another --output-dir"
         )
 
@@ -239,10 +241,10 @@ def _check_recipe(recipe: RunRecipe, overwrite: bool) -> list[Any]:
     check_subset(recipe.data)
     explained = recipe.explain.recipe
     if recipe.explain.enabled and explained and explained.upper() not in {str(r).upper() for r in audited}:
-        raise ValueError(f"explain.recipe {explained!r} is not among audit.recipes {recipe.audit.recipes}")
+        raise FairQuantError(f"explain.recipe {explained!r} is not among audit.recipes {recipe.audit.recipes}")
     mitigation = recipe.mitigation
     if mitigation is not None and mitigation.quantization_recipe is None and mitigation.quantization_budget is None:
-        raise ValueError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
+        raise FairQuantError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
     return audited
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +69,7 @@ class DataConfig:
 def check_subset(config: DataConfig) -> None:
     """A ``subset`` (a Hub dataset's configuration) on an offline source is an error."""
     if config.subset and config.source in OFFLINE_SOURCES:
-        raise ValueError(f"data.subset applies to Hub datasets; the offline source {config.source!r} has none")
+        raise FairQuantError(f"data.subset applies to Hub datasets; the offline source {config.source!r} has none")
 
 
 def load_grouped_dataset(
@@ -81,7 +83,7 @@ def load_grouped_dataset(
     raw = load_source(config.source, **({"name": config.subset} if config.subset else {}))
     for split in (config.train_split, config.eval_split):
         if split not in raw:
-            raise ValueError(f"split '{split}' not found in dataset {config.source!r}; splits: {list(raw)}")
+            raise FairQuantError(f"split '{split}' not found in dataset {config.source!r}; splits: {list(raw)}")
     if config.long_tail_classes:
         raw = make_long_tailed(
             raw, config.long_tail_classes, config.long_tail_fraction, config.seed,
@@ -96,12 +98,12 @@ def load_grouped_dataset(
 
     if config.text_column:
         if tokenizer is None:
-            raise ValueError(f"text column '{config.text_column}' needs a tokenizer")
+            raise FairQuantError(f"text column '{config.text_column}' needs a tokenizer")
         prepared = prepare_text_dataset(raw, tokenizer, config.text_column, config.label_column, config.max_length)
     elif config.image_column:
         prepared = prepare_image_dataset(
             raw, config.image_column, config.label_column, image_processor, train_split=config.train_split
         )
     else:
-        raise ValueError("DataConfig needs an image_column or a text_column")
+        raise FairQuantError("DataConfig needs an image_column or a text_column")
     return prepared, spec

@@ -7,6 +7,8 @@ groups are derived, not demographic — docs and cards say so.
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 from typing import Sequence
 
 import numpy as np
@@ -21,13 +23,13 @@ def _class_ids(classes: Sequence[int | str], feature: object, label_column: str)
     for c in classes:
         if isinstance(c, str) and names is not None:
             if c not in names:
-                raise ValueError(f"tail class {c!r} is not a class of column '{label_column}'; classes: {names}")
+                raise FairQuantError(f"tail class {c!r} is not a class of column '{label_column}'; classes: {names}")
             ids.append(names.index(c))
         elif isinstance(c, (int, np.integer)) and (names is None or 0 <= c < len(names)):
             ids.append(int(c))
         else:
             allowed = names if names is not None else "integer labels"
-            raise ValueError(f"tail class {c!r} is not valid for column '{label_column}'; allowed: {allowed}")
+            raise FairQuantError(f"tail class {c!r} is not valid for column '{label_column}'; allowed: {allowed}")
     return ids
 
 
@@ -47,14 +49,14 @@ def make_long_tailed(
     The kept examples are a seeded random sample; row order is otherwise preserved.
     """
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise FairQuantError(f"fraction must be in (0, 1], got {fraction}")
     if train_split not in dataset:
-        raise ValueError(f"split '{train_split}' not found; splits: {list(dataset)}")
+        raise FairQuantError(f"split '{train_split}' not found; splits: {list(dataset)}")
     if not tail_classes:
-        raise ValueError("tail_classes is empty: name at least one class to make rare")
+        raise FairQuantError("tail_classes is empty: name at least one class to make rare")
     train = dataset[train_split]
     if label_column not in train.column_names:
-        raise ValueError(f"label column '{label_column}' not found; available columns: {train.column_names}")
+        raise FairQuantError(f"label column '{label_column}' not found; available columns: {train.column_names}")
     tail_ids = _class_ids(tail_classes, train.features[label_column], label_column)
 
     labels = np.asarray(train[label_column][:])

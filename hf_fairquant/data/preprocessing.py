@@ -8,6 +8,8 @@ model must be built for the data's image size (checked by :func:`check_image_siz
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -57,7 +59,7 @@ def prepare_image_dataset(
     first = next(iter(dataset.values()))
     for col in (image_column, label_column):
         if col not in first.column_names:
-            raise ValueError(f"column '{col}' not found; available columns: {first.column_names}")
+            raise FairQuantError(f"column '{col}' not found; available columns: {first.column_names}")
     if image_processor is None:
         fit_on = dataset[train_split] if train_split in dataset else first
         transform = ImageStandardizer.fit(fit_on[image_column][: min(fit_sample, len(fit_on))])
@@ -99,7 +101,7 @@ def prepare_text_dataset(
     first = next(iter(dataset.values()))
     for col in (text_column, label_column):
         if col not in first.column_names:
-            raise ValueError(f"column '{col}' not found; available columns: {first.column_names}")
+            raise FairQuantError(f"column '{col}' not found; available columns: {first.column_names}")
 
     def convert(batch: dict) -> dict:
         enc = tokenizer(batch[text_column], padding="max_length", truncation=True, max_length=max_length)
@@ -118,12 +120,12 @@ def check_image_size(model_config: Any, dataset: Any) -> None:
     shape = tuple(dataset.features["pixel_values"].shape)
     channels = getattr(model_config, "num_channels", None)
     if channels is not None and shape[0] != channels:
-        raise ValueError(f"the model expects {channels} channel(s) (config.num_channels) but the data has {shape[0]}")
+        raise FairQuantError(f"the model expects {channels} channel(s) (config.num_channels) but the data has {shape[0]}")
     size = getattr(model_config, "image_size", None)
     if size is None:
         return
     want = (size, size) if isinstance(size, int) else tuple(size)
     if shape[-2:] != want:
-        raise ValueError(
+        raise FairQuantError(
             f"the model expects {want[0]}×{want[1]} images (config.image_size) but the data has {shape[-2]}×{shape[-1]}"
         )

@@ -6,6 +6,8 @@ an ``image`` column (``datasets.Image``) and a ``label`` column (``datasets.Clas
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 import gzip
 import os
 from pathlib import Path
@@ -111,7 +113,7 @@ def load_source(source: str, **load_kwargs: Any) -> DatasetDict:
     if path.is_file():
         builder = _FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
-            raise ValueError(f"cannot read data file {path}: allowed suffixes are {sorted(_FILE_BUILDERS)}")
+            raise FairQuantError(f"cannot read data file {path}: allowed suffixes are {sorted(_FILE_BUILDERS)}")
         if path.suffix.lower() == ".tsv":
             load_kwargs.setdefault("delimiter", "\t")
         return datasets.load_dataset(builder, data_files=str(path), **load_kwargs)
@@ -121,5 +123,5 @@ def load_source(source: str, **load_kwargs: Any) -> DatasetDict:
         return datasets.load_dataset(str(path), **load_kwargs)
     result = datasets.load_dataset(source, **load_kwargs)
     if not isinstance(result, DatasetDict):
-        raise ValueError(f"dataset {source!r} loaded as {type(result).__name__}; pass no `split` to get all splits")
+        raise FairQuantError(f"dataset {source!r} loaded as {type(result).__name__}; pass no `split` to get all splits")
     return result

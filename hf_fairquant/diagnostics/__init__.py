@@ -7,7 +7,7 @@ iteration) and trace (Hutchinson) per group, (5) the bound ‖∇L_g‖·‖Δθ
 the measured excess loss. The curvature tools work on any ``hvp`` callable too.
 """
 
-from ._curvature import EigenEstimate, TraceEstimate, hutchinson_trace, top_eigenvalue
+from ..curvature import EigenEstimate, GroupObjective, TraceEstimate, hutchinson_trace, top_eigenvalue
 from ._explain import PARAMETER_SETS, explain
 from ._explanation import (
     BoundSummary,
@@ -20,7 +20,6 @@ from ._explanation import (
     LogitSummary,
 )
 from ._logits import logit_statistics
-from ._objective import GroupObjective
 from ._sampling import DEFAULT_MAX_EXAMPLES
 
 __all__ = [

@@ -8,6 +8,8 @@ quantized), curvature (λ_max, trace), the Taylor terms along Δθ → the bound
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 import time
 from typing import Any, Sequence
 
@@ -21,7 +23,7 @@ from ..data.preprocessing import check_image_size
 from ..groups import GroupSpec
 from ..quantization import RecipeLike, calibration_batches
 from . import _models
-from ._curvature import METHODS, check_positive, hutchinson_trace, top_eigenvalue
+from ..curvature import METHODS, GroupObjective, check_positive, evaluating, hutchinson_trace, top_eigenvalue
 from ._drift import weight_errors
 from ._explanation import (
     BoundSummary,
@@ -34,7 +36,6 @@ from ._explanation import (
     LogitSummary,
 )
 from ..batching import float_logits
-from ._objective import GroupObjective, evaluating
 from ._passes import PairedPass, paired_pass
 from ._sampling import ExamplesPerGroup, check_examples_per_group, examples_to_use, sample_rows
 
@@ -84,9 +85,9 @@ def explain(
         lanczos_vectors=lanczos_vectors, probes=probes, batch_size=batch_size,
     )
     if eigen_method not in METHODS:
-        raise ValueError(f"unknown eigen_method {eigen_method!r}; allowed: {list(METHODS)}")
+        raise FairQuantError(f"unknown eigen_method {eigen_method!r}; allowed: {list(METHODS)}")
     if parameters not in PARAMETER_SETS:
-        raise ValueError(f"unknown parameters {parameters!r}; allowed: {list(PARAMETER_SETS)}")
+        raise FairQuantError(f"unknown parameters {parameters!r}; allowed: {list(PARAMETER_SETS)}")
     check_examples_per_group(examples_per_group)
     spec = group_spec if isinstance(group_spec, GroupSpec) else GroupSpec(group_spec)
     num_labels = _num_labels(model)
@@ -181,7 +182,7 @@ def _num_labels(model: torch.nn.Module) -> int | None:
     config = getattr(model, "config", None)
     problem = getattr(config, "problem_type", None)
     if problem in ("regression", "multi_label_classification"):
-        raise ValueError(
+        raise FairQuantError(
             f"{type(model).__name__} has problem_type={problem!r}: explain needs a single-label classifier "
             "(per-example cross-entropy of the logits against integer labels)"
         )
@@ -195,13 +196,13 @@ def _check_classifier(model: torch.nn.Module, dataset: Any, num_labels: int | No
     with evaluating(model):
         output = model(**inputs)
     if not torch.is_tensor(output) and getattr(output, "logits", None) is None:
-        raise ValueError(
+        raise FairQuantError(
             f"{type(model).__name__} returns {type(output).__name__} without `logits`: explain needs a "
             "classifier whose output has .logits of shape (batch, classes)"
         )
     logits = float_logits(output)
     if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ValueError(
+        raise FairQuantError(
             f"{type(model).__name__} gives logits of shape {tuple(logits.shape)}; explain needs (batch, classes) "
             "with at least 2 classes for a cross-entropy loss per example"
         )
@@ -209,7 +210,7 @@ def _check_classifier(model: torch.nn.Module, dataset: Any, num_labels: int | No
         labels_all = np.asarray(dataset.with_format("numpy")[LABELS][:])
         bad = sorted(set(labels_all[(labels_all < 0) | (labels_all >= logits.shape[1])].tolist()))
         if bad:
-            raise ValueError(
+            raise FairQuantError(
                 f"labels {bad[:10]} have no loss: the model gives {logits.shape[1]} logits (classes 0..{logits.shape[1] - 1})"
             )
 

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 import copy
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +48,7 @@ def resolve(model: torch.nn.Module, recipe_or_model: Any) -> tuple[QuantRecipe |
     if isinstance(recipe_or_model, torch.nn.Module):
         qmodel = recipe_or_model
         if not is_quantized(qmodel):
-            raise ValueError(
+            raise FairQuantError(
                 f"the {type(qmodel).__name__} given as the quantized model has no quantized module: pass a "
                 "recipe (e.g. 'w4a8') or a model returned by hf_fairquant.quantize"
             )
@@ -56,7 +58,7 @@ def resolve(model: torch.nn.Module, recipe_or_model: Any) -> tuple[QuantRecipe |
             fp = fp_modules.get(name)
             shape = tuple(qmodel.get_submodule(name).weight.shape)
             if fp is None or getattr(fp, "weight", None) is None or tuple(fp.weight.shape) != shape:
-                raise ValueError(
+                raise FairQuantError(
                     f"quantized module '{name}' (weight {shape}) has no counterpart of that shape in the "
                     f"FP {type(model).__name__}: pass the FP model it was quantized from"
                 )

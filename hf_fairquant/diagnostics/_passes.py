@@ -19,7 +19,7 @@ from ..batching import iterate_batches
 from ._drift import ActivationRecorder
 from ._logits import STATISTICS, logit_statistics
 from ..batching import float_logits
-from ._objective import evaluating
+from ..curvature import evaluating
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 from typing import Mapping, Union
 
 import numpy as np
@@ -17,7 +19,7 @@ def check_examples_per_group(value: ExamplesPerGroup) -> None:
     if value is None or value == "all":
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(
+        raise FairQuantError(
             f"examples_per_group must be a positive int, 'all', or None (all of a group's examples "
             f"up to {DEFAULT_MAX_EXAMPLES}); got {value!r}"
         )
@@ -33,7 +35,7 @@ def examples_to_use(counts: Mapping[str, int], value: ExamplesPerGroup) -> dict[
     short = {g: c for g, c in counts.items() if c < value}
     if short:
         listed = ", ".join(f"'{g}' has {c}" for g, c in short.items())
-        raise ValueError(
+        raise FairQuantError(
             f"examples_per_group={value} but group(s) {listed} example(s) in the dataset; pass at most "
             f"{min(short.values())}, 'all' (every example of each group) or None (all up to {DEFAULT_MAX_EXAMPLES})"
         )

@@ -7,6 +7,8 @@ Trainer logs, callbacks and ``metric_for_best_model`` expect.
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
 
@@ -28,17 +30,17 @@ def _names_by_code(group_names: Optional[GroupNames]) -> Optional[dict[str, str]
     if group_names is None:
         return None
     if isinstance(group_names, str):
-        raise ValueError(f"group_names must be a mapping or a sequence of names, got the string {group_names!r}.")
+        raise FairQuantError(f"group_names must be a mapping or a sequence of names, got the string {group_names!r}.")
     items = group_names.items() if isinstance(group_names, Mapping) else enumerate(group_names)
     mapping: dict[str, str] = {}
     for code, name in items:
         if isinstance(code, bool) or not isinstance(code, (int, np.integer)):
-            raise ValueError(f"group_names keys must be integer group codes, got {code!r}.")
+            raise FairQuantError(f"group_names keys must be integer group codes, got {code!r}.")
         mapping[str(int(code))] = str(name)
     seen: dict[str, str] = {}
     for code, name in mapping.items():
         if name in seen:
-            raise ValueError(
+            raise FairQuantError(
                 f"group_names gives the name {name!r} to groups {seen[name]} and {code}; names must be unique."
             )
         seen[name] = code
@@ -50,7 +52,7 @@ def _unpack(eval_pred: "EvalPrediction") -> tuple[np.ndarray, np.ndarray, np.nda
     label_ids = eval_pred.label_ids
     if not isinstance(label_ids, (tuple, list)) or len(label_ids) != 2:
         got = f"a tuple of {len(label_ids)}" if isinstance(label_ids, (tuple, list)) else type(label_ids).__name__
-        raise ValueError(
+        raise FairQuantError(
             f"EvalPrediction.label_ids must be (labels, groups), got {got}; set "
             "label_names=['labels', 'group'] in TrainingArguments so the Trainer passes the group column."
         )
@@ -66,7 +68,7 @@ def _unpack(eval_pred: "EvalPrediction") -> tuple[np.ndarray, np.ndarray, np.nda
 def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per-example cross-entropy of a plain classification head (no label smoothing, no weights)."""
     if labels.min() < 0 or labels.max() >= logits.shape[-1]:
-        raise ValueError(
+        raise FairQuantError(
             f"labels must lie in [0, {logits.shape[-1]}) to match the logits' last axis, "
             f"got values from {labels.min()} to {labels.max()}."
         )
@@ -155,7 +157,7 @@ def group_compute_metrics(
         if names is not None:
             unknown = sorted(set(result["group_count"]) - set(names))
             if unknown:
-                raise ValueError(
+                raise FairQuantError(
                     f"group codes {unknown} have no entry in group_names (known codes: {sorted(names)})."
                 )
         return _flatten(result, names)

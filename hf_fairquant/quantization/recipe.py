@@ -9,6 +9,8 @@ patterns that match nothing.
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -33,9 +35,9 @@ class LayerQuant:
 
     def __post_init__(self) -> None:
         if self.weight_bits not in SUPPORTED_WEIGHT_BITS:
-            raise ValueError(f"unsupported weight bits {self.weight_bits!r}; allowed: {list(SUPPORTED_WEIGHT_BITS)}")
+            raise FairQuantError(f"unsupported weight bits {self.weight_bits!r}; allowed: {list(SUPPORTED_WEIGHT_BITS)}")
         if self.activation_bits not in SUPPORTED_ACTIVATION_BITS:
-            raise ValueError(
+            raise FairQuantError(
                 f"unsupported activation bits {self.activation_bits!r}; allowed: None (float) or 8"
             )
 
@@ -49,11 +51,11 @@ class LayerQuant:
         if isinstance(value, Mapping):
             unknown = set(value) - {"weight_bits", "activation_bits"}
             if unknown:
-                raise ValueError(f"unknown key(s) {sorted(unknown)}; allowed: weight_bits, activation_bits")
+                raise FairQuantError(f"unknown key(s) {sorted(unknown)}; allowed: weight_bits, activation_bits")
             return cls(int(value["weight_bits"]), value.get("activation_bits"))
         match = _PRESET_RE.match(str(value).strip().lower())
         if not match:
-            raise ValueError(
+            raise FairQuantError(
                 f"unknown quantization preset {value!r}; allowed: {list(PRESETS)} or any "
                 f"'w<bits>[a8]' with bits in {list(SUPPORTED_WEIGHT_BITS)}"
             )
@@ -96,7 +98,7 @@ class QuantRecipe:
             allowed = {"weight_bits", "activation_bits", "overrides", "exclude", "name", "preset"}
             unknown = set(value) - allowed
             if unknown:
-                raise ValueError(f"unknown recipe key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+                raise FairQuantError(f"unknown recipe key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
             data = dict(value)
             if "preset" in data:
                 base = LayerQuant.parse(data.pop("preset"))
@@ -135,21 +137,21 @@ class QuantRecipe:
         for kind, patterns in (("override", [p for p, _ in self.overrides]), ("exclude", list(self.exclude))):
             for pattern in patterns:
                 if not any(fnmatchcase(n, pattern) for n in names):
-                    raise ValueError(
+                    raise FairQuantError(
                         f"{kind} pattern {pattern!r} matches no Conv2d/Linear module of "
                         f"{type(model).__name__}; its modules are: {_preview(names)}"
                     )
         plan = {n: self.layer_quant(n) for n in names}
         if all(q is None for q in plan.values()):
-            raise ValueError(f"recipe {self} excludes every Conv2d/Linear module of {type(model).__name__}")
+            raise FairQuantError(f"recipe {self} excludes every Conv2d/Linear module of {type(model).__name__}")
         return plan
 
     def effective_bits(self, model: torch.nn.Module) -> float:
         """Parameter-weighted mean weight bits this recipe would give ``model`` (see
         :func:`effective_bits`)."""
         plan = self.plan(model)
-        return _weighted_bits(
-            (m.weight.numel(), plan[n].weight_bits if plan[n] else _float_bits(m.weight))
+        return weighted_bits(
+            (m.weight.numel(), plan[n].weight_bits if plan[n] else float_bits(m.weight))
             for n, m in model.named_modules() if n in plan
         )
 
@@ -182,7 +184,7 @@ def parse_recipes(values: RecipeLike | Iterable[RecipeLike]) -> list[QuantRecipe
         values = [values]
     recipes = [QuantRecipe.parse(v) for v in values]
     if not recipes:
-        raise ValueError(f"no quantization recipe given; allowed presets: {list(PRESETS)}")
+        raise FairQuantError(f"no quantization recipe given; allowed presets: {list(PRESETS)}")
     return recipes
 
 
@@ -190,7 +192,7 @@ def quantizable_modules(model: torch.nn.Module) -> list[str]:
     """Names of the Conv2d/Linear modules (what optimum-quanto quantizes here)."""
     names = [n for n, m in model.named_modules() if type(m) in QUANTIZABLE_TYPES]
     if not names:
-        raise ValueError(f"{type(model).__name__} has no Conv2d or Linear module to quantize")
+        raise FairQuantError(f"{type(model).__name__} has no Conv2d or Linear module to quantize")
     return names
 
 
@@ -199,11 +201,11 @@ def _preview(names: list[str], limit: int = 12) -> str:
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _float_bits(tensor: torch.Tensor) -> int:
+def float_bits(tensor: torch.Tensor) -> int:
     return torch.finfo(tensor.dtype).bits if tensor.is_floating_point() else 8 * tensor.element_size()
 
 
-def _weighted_bits(pairs: Iterable[tuple[int, int]]) -> float:
+def weighted_bits(pairs: Iterable[tuple[int, int]]) -> float:
     pairs = list(pairs)
     total = sum(n for n, _ in pairs)
     return sum(n * b for n, b in pairs) / total

@@ -13,6 +13,8 @@ raise, so a truncated or mismatched checkpoint never loads silently.
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from optimum.quanto import quantization_map
 from safetensors.torch import load_file, save_file
 
 from .._atomic import atomic_files
-from .backend import _BITS_BY_QTYPE_NAME, apply_plan, effective_bits, is_quantized
+from .api import apply_plan, effective_bits, is_quantized
+from .backends.quanto import layer_quant_of
 from .recipe import LayerQuant, QuantRecipe
 
 WEIGHTS_NAME = "model.safetensors"
@@ -40,10 +43,10 @@ def save_quantized(
     ``extra`` files (``{name: text}``, e.g. a model card ``README.md``) are written alongside.
     """
     if not is_quantized(model):
-        raise ValueError("save_quantized expects a quantized model (call hf_fairquant.quantize first)")
+        raise FairQuantError("save_quantized expects a quantized model (call hf_fairquant.quantize first)")
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "save_pretrained"):
-        raise ValueError(f"{type(model).__name__} has no transformers config: save_quantized needs a PreTrainedModel")
+        raise FairQuantError(f"{type(model).__name__} has no transformers config: save_quantized needs a PreTrainedModel")
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     meta = {
         "format_version": FORMAT_VERSION,
@@ -89,7 +92,7 @@ def load_quantized(path_or_repo: str | Path, revision: str | None = None, token:
     arch = (config.architectures or [None])[0]
     model_cls = getattr(transformers, arch, None) if arch else None
     if model_cls is None:
-        raise ValueError(f"config.architectures of {folder} names {arch!r}, not a transformers model class")
+        raise FairQuantError(f"config.architectures of {folder} names {arch!r}, not a transformers model class")
     qmap = json.loads((folder / QMAP_NAME).read_text())
     state = load_file(str(folder / WEIGHTS_NAME))
 
@@ -98,12 +101,9 @@ def load_quantized(path_or_repo: str | Path, revision: str | None = None, token:
     for name, q in qmap.items():
         try:
             model.get_submodule(name)
-            plan[name] = LayerQuant(
-                _BITS_BY_QTYPE_NAME[q["weights"]],
-                None if q["activations"] == "none" else _BITS_BY_QTYPE_NAME[q["activations"]],
-            )
-        except (AttributeError, KeyError) as err:
-            raise ValueError(f"quantization map entry {name!r}: {q} does not fit {arch} ({err})") from err
+            plan[name] = layer_quant_of(q)
+        except (AttributeError, KeyError, FairQuantError) as err:
+            raise FairQuantError(f"quantization map entry {name!r}: {q} does not fit {arch} ({err})") from err
     apply_plan(model, plan)
     result = model.load_state_dict(state, strict=False)
     # quanto reports the missing parts of a flattened quantized weight in result.missing_keys;
@@ -112,7 +112,7 @@ def load_quantized(path_or_repo: str | Path, revision: str | None = None, token:
     missing = sorted(set(result.missing_keys)) or sorted(loaded - set(state))
     unexpected = sorted(set(result.unexpected_keys) | (set(state) - loaded) if not result.missing_keys else set(result.unexpected_keys))
     if missing or unexpected:
-        raise ValueError(
+        raise FairQuantError(
             f"state dict of {folder / WEIGHTS_NAME} does not match {arch}: "
             f"missing keys {missing[:8]}{'…' if len(missing) > 8 else ''}, "
             f"unexpected keys {unexpected[:8]}{'…' if len(unexpected) > 8 else ''}"

@@ -9,7 +9,7 @@ import torch
 
 
 def warm_up() -> float:
-    from .backend import freeze, apply_plan
+    from .api import apply_plan, freeze
     from .recipe import LayerQuant
 
     start = time.perf_counter()

@@ -6,6 +6,8 @@ accept a JSON string on the command line (``--group_weighting '{"tail": 4}'``).
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 import json
 import math
 import warnings
@@ -61,9 +63,9 @@ class FairQuantTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.group_sampling not in GROUP_SAMPLING:
-            raise ValueError(f"unknown group_sampling {self.group_sampling!r}; allowed: {list(GROUP_SAMPLING)}")
+            raise FairQuantError(f"unknown group_sampling {self.group_sampling!r}; allowed: {list(GROUP_SAMPLING)}")
         if not (isinstance(self.sampling_power, (int, float)) and 0.0 <= self.sampling_power <= 1.0):
-            raise ValueError(f"sampling_power must be in [0, 1], got {self.sampling_power!r}")
+            raise FairQuantError(f"sampling_power must be in [0, 1], got {self.sampling_power!r}")
         if self.group_weighting is None:
             self.group_weighting = "none"
         if isinstance(self.group_weighting, str) and self.group_weighting.lstrip().startswith("{"):
@@ -72,18 +74,18 @@ class FairQuantTrainingArguments(TrainingArguments):
             bad = {k: v for k, v in self.group_weighting.items()
                    if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0}
             if bad:
-                raise ValueError(f"group_weighting weights must be positive numbers, got {bad}")
+                raise FairQuantError(f"group_weighting weights must be positive numbers, got {bad}")
         elif self.group_weighting not in GROUP_WEIGHTING:
-            raise ValueError(
+            raise FairQuantError(
                 f"unknown group_weighting {self.group_weighting!r}; allowed: {list(GROUP_WEIGHTING)} "
                 "or a mapping {group: weight}"
             )
         if not self.dro_step_size > 0:
-            raise ValueError(f"dro_step_size must be positive, got {self.dro_step_size}")
+            raise FairQuantError(f"dro_step_size must be positive, got {self.dro_step_size}")
         if self.range_update_steps <= 0:
-            raise ValueError(f"range_update_steps must be positive, got {self.range_update_steps}")
+            raise FairQuantError(f"range_update_steps must be positive, got {self.range_update_steps}")
         if self.calibration_size <= 0:
-            raise ValueError(f"calibration_size must be positive, got {self.calibration_size}")
+            raise FairQuantError(f"calibration_size must be positive, got {self.calibration_size}")
         if isinstance(self.quantization, str) and self.quantization.lstrip().startswith("{"):
             self.quantization = json.loads(self.quantization)
         self.quantization_recipe  # parse now: unknown presets fail here
@@ -123,7 +125,7 @@ class FairQuantTrainingArguments(TrainingArguments):
             budget = float("nan")
         low, high = min(SUPPORTED_WEIGHT_BITS), max(SUPPORTED_WEIGHT_BITS)
         if not low <= budget <= high:
-            raise ValueError(
+            raise FairQuantError(
                 f"quantization={self.quantization!r}: 'auto:<budget>' needs a number of mean weight bits "
                 f"between {low} and {high}, e.g. 'auto:4.0'"
             )

@@ -11,6 +11,8 @@ twice in a step — that is what drawing with replacement means.
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 from typing import Iterator
 
 import numpy as np
@@ -29,13 +31,13 @@ def cell_codes(mode: str, groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
         return labels
     if mode == "group_class_balanced":
         return groups * (int(labels.max()) + 1) + labels
-    raise ValueError(f"no cells for group_sampling {mode!r}; allowed: {list(GROUP_SAMPLING[1:])}")
+    raise FairQuantError(f"no cells for group_sampling {mode!r}; allowed: {list(GROUP_SAMPLING[1:])}")
 
 
 def sampling_weights(cells: np.ndarray, power: float) -> np.ndarray:
     """Per-example probabilities: count(cell)^−power, normalised to sum to 1."""
     if not 0.0 <= power <= 1.0:
-        raise ValueError(f"sampling_power must be in [0, 1], got {power}")
+        raise FairQuantError(f"sampling_power must be in [0, 1], got {power}")
     _, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
     weights = counts[inverse].astype(np.float64) ** -power
     return weights / weights.sum()

@@ -16,6 +16,8 @@ A drop-in ``transformers.Trainer``. What it adds, and where:
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 import json
 import os
 from typing import Any
@@ -30,9 +32,9 @@ from .._atomic import atomic_write_text
 from ..batching import LABELS, float_logits
 from ..groups import GroupSpec
 from ..metrics import group_compute_metrics
+from ..allocation import allocate_bits
 from ..quantization import QuantRecipe, apply_plan, calibrate, calibration_batches, freeze, save_quantized
-from ..quantization.allocation import allocate_bits
-from ..quantization.backend import ActivationRangeTracker, is_quantized
+from ..quantization.api import is_quantized
 from .arguments import FairQuantTrainingArguments
 from .sampling import GroupBalancedSampler, cell_codes, sampling_weights
 from .weighting import GroupDROWeights, StaticGroupWeights
@@ -41,9 +43,9 @@ STATE_NAME = "fairquant_state.json"
 
 
 def _is_frozen(model: torch.nn.Module) -> bool:
-    from optimum.quanto import QModuleMixin
+    from ..quantization.backends.quanto import is_frozen
 
-    return any(isinstance(m, QModuleMixin) and m.frozen for m in model.modules())
+    return is_frozen(model)
 
 
 class FairQuantTrainer(Trainer):
@@ -69,10 +71,10 @@ class FairQuantTrainer(Trainer):
         if not isinstance(args, FairQuantTrainingArguments):
             raise TypeError(f"FairQuantTrainer needs FairQuantTrainingArguments, got {type(args).__name__}")
         if model is None:
-            raise ValueError("FairQuantTrainer needs a model")
+            raise FairQuantError("FairQuantTrainer needs a model")
         problem = getattr(getattr(model, "config", None), "problem_type", None)
         if problem not in (None, "single_label_classification"):
-            raise ValueError(f"FairQuantTrainer trains single-label classifiers; the model's problem_type is {problem!r}")
+            raise FairQuantError(f"FairQuantTrainer trains single-label classifiers; the model's problem_type is {problem!r}")
 
         # ---- groups: validate and encode before any heavy work
         spec = GroupSpec(args.group_columns)
@@ -84,7 +86,7 @@ class FairQuantTrainer(Trainer):
             spec.validate(ds, LABELS, num_labels, split=name)
         splits = [d for d in [train_dataset, *evals.values()] if d is not None]
         if not splits:
-            raise ValueError("FairQuantTrainer needs a train_dataset or an eval_dataset with a group column")
+            raise FairQuantError("FairQuantTrainer needs a train_dataset or an eval_dataset with a group column")
         self.group_spec = spec.fit(*splits)
         if train_dataset is not None and evals:
             self.group_spec.check_covered(train_dataset, evals)
@@ -94,7 +96,7 @@ class FairQuantTrainer(Trainer):
             self.quant_recipe = self._allocate_recipe(model, args, train_dataset)
         plan = self.quant_recipe.plan(model) if self.quant_recipe is not None else None
         if plan is not None and self.quant_recipe.uses_activations and train_dataset is None:
-            raise ValueError(f"QAT recipe {self.quant_recipe} quantizes activations: calibration needs a train_dataset")
+            raise FairQuantError(f"QAT recipe {self.quant_recipe} quantizes activations: calibration needs a train_dataset")
 
         train_dataset = self._encode_groups(train_dataset, args)
         if isinstance(eval_dataset, dict):
@@ -120,14 +122,14 @@ class FairQuantTrainer(Trainer):
         if scheme == "dro":
             return GroupDROWeights(self.group_spec.num_groups, args.dro_step_size)
         if train_dataset is None:
-            raise ValueError(f"group_weighting={scheme!r} needs a train_dataset to count groups")
+            raise FairQuantError(f"group_weighting={scheme!r} needs a train_dataset to count groups")
         weights = self.group_spec.weights(train_dataset, scheme)
         return StaticGroupWeights(torch.tensor([weights[n] for n in self.group_spec.names]))
 
     def _allocate_recipe(self, model: torch.nn.Module, args: FairQuantTrainingArguments, train_dataset: Any) -> QuantRecipe:
         """Per-layer weight bits from group sensitivity under the ``auto:<budget>`` budget."""
         if train_dataset is None:
-            raise ValueError(f"quantization={args.quantization!r} allocates bits on the training data: pass a train_dataset")
+            raise FairQuantError(f"quantization={args.quantization!r} allocates bits on the training data: pass a train_dataset")
         self.allocation = allocate_bits(
             model, train_dataset, self.group_spec, budget=args.quantization_budget,
             calibration_size=args.calibration_size, seed=args.seed,
@@ -159,6 +161,8 @@ class FairQuantTrainer(Trainer):
         if batches:
             calibrate(self.model, ({k: v.to(device) for k, v in b.items()} for b in batches))
             # updated every n-th step with momentum 0.9**n: the same time constant as every step
+            from ..quantization.backends.quanto import ActivationRangeTracker
+
             self._range_tracker = ActivationRangeTracker(self.model, momentum=0.9**self.args.range_update_steps)
 
     def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -240,7 +244,7 @@ class FairQuantTrainer(Trainer):
         current = self._fairquant_state()
         for key in ("group_columns", "group_names", "quantization"):
             if saved[key] != current[key]:
-                raise ValueError(
+                raise FairQuantError(
                     f"checkpoint {resume_from_checkpoint} was trained with {key}={saved[key]!r}, "
                     f"this trainer has {current[key]!r}"
                 )

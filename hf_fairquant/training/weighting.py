@@ -8,6 +8,8 @@ q_g ← q_g·exp(η·L_g) / Σ, and the loss is Σ_g q_g·L_g over the groups pr
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 from typing import Callable
 
 import torch
@@ -69,5 +71,5 @@ class GroupDROWeights:
     def load_state_dict(self, state: dict) -> None:
         q = torch.tensor(state["q"], dtype=torch.float64)
         if q.shape != self.q.shape:
-            raise ValueError(f"DRO state has {len(q)} groups, the trainer has {len(self.q)}")
+            raise FairQuantError(f"DRO state has {len(q)} groups, the trainer has {len(self.q)}")
         self.q = q

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from hf_fairquant.diagnostics import GroupObjective, hutchinson_trace, top_eigenvalue
+from hf_fairquant.curvature import GroupObjective, hutchinson_trace, top_eigenvalue
 
-from .conftest import flat_loss, group_tensors
+from tests.diagnostics.conftest import data, flat_loss, group_tensors  # noqa: F401 - data is a fixture
 
 
 @pytest.fixture(scope="module")
 def exact(data):
     """(objective over all parameters of the float32 model, exact float64 Hessian)."""
-    from .conftest import TinyClassifier
+    from tests.diagnostics.conftest import TinyClassifier
 
     model = TinyClassifier().eval()
     x, y = group_tensors(data, "minor")

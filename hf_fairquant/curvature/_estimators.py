@@ -9,6 +9,8 @@ estimator with Rademacher probes and its standard error.
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 import math
 import warnings
 from dataclasses import dataclass
@@ -63,7 +65,7 @@ def check_positive(**values: float) -> None:
     """Raise a ValueError naming every argument that is not > 0."""
     bad = {k: v for k, v in values.items() if not (isinstance(v, (int, float)) and v > 0)}
     if bad:
-        raise ValueError(", ".join(f"{k} must be positive, got {v!r}" for k, v in bad.items()))
+        raise FairQuantError(", ".join(f"{k} must be positive, got {v!r}" for k, v in bad.items()))
 
 
 def top_eigenvalue(
@@ -87,7 +89,7 @@ def top_eigenvalue(
     or after ``max_iterations`` products.
     """
     if method not in METHODS:
-        raise ValueError(f"unknown eigenvalue method {method!r}; allowed: {list(METHODS)}")
+        raise FairQuantError(f"unknown eigenvalue method {method!r}; allowed: {list(METHODS)}")
     check_positive(tol=tol, max_iterations=max_iterations, lanczos_vectors=lanczos_vectors, dim=dim)
     counted = _Counted(hvp, dtype)
     rng = np.random.default_rng(seed)

@@ -9,6 +9,8 @@ optimum-quanto's fake-quantized (straight-through) modules as well.
 
 from __future__ import annotations
 
+from ..errors import FairQuantError
+
 import contextlib
 from typing import Any, Callable, Iterator, Sequence
 
@@ -57,7 +59,7 @@ class GroupObjective:
 
     def __init__(self, model: torch.nn.Module, params: Sequence[torch.nn.Parameter], batches: Sequence[Batch]):
         if not batches:
-            raise ValueError("a group objective needs at least one batch of examples")
+            raise FairQuantError("a group objective needs at least one batch of examples")
         self.model = model
         self.params = list(params)
         self.batches = list(batches)

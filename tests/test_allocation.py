@@ -17,7 +17,8 @@ from hf_fairquant import (
     allocate_bits,
     quantize,
 )
-from hf_fairquant.quantization import layer_bits, solve_allocation
+from hf_fairquant.allocation import solve_allocation
+from hf_fairquant.quantization import layer_bits
 from tests.conftest import image_dataset, tiny_resnet
 
 WIDTH, CLASSES = 16, 4

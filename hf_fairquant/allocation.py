@@ -18,6 +18,8 @@ exact name), plus a table of what was chosen and why, the predicted per-group lo
 
 from __future__ import annotations
 
+from .errors import FairQuantError
+
 import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,17 +29,12 @@ import numpy as np
 import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from ..batching import LABELS, iterate_batches, predict_batches
-from ..groups import GroupSpec, stratified_indices
-from .backend import (
-    _QTYPES,
-    _set_submodule,
-    apply_plan,
-    calibrate,
-    freeze,
-    is_quantized,
-)
-from .recipe import (
+from .batching import LABELS, iterate_batches, predict_batches
+from .curvature import GroupObjective, hutchinson_trace
+from .groups import GroupSpec, stratified_indices
+from .quantization.api import apply_plan, calibrate, freeze, is_quantized
+from .quantization.backends import get_backend
+from .quantization.recipe import (
     SUPPORTED_ACTIVATION_BITS,
     SUPPORTED_WEIGHT_BITS,
     LayerQuant,
@@ -123,19 +120,19 @@ def _check_arguments(
     bits = tuple(sorted({int(b) for b in candidate_bits}))
     bad = [b for b in candidate_bits if b not in SUPPORTED_WEIGHT_BITS]
     if not bits or bad:
-        raise ValueError(f"unsupported candidate bits {bad or list(candidate_bits)}; allowed: a non-empty subset of {list(SUPPORTED_WEIGHT_BITS)}")
+        raise FairQuantError(f"unsupported candidate bits {bad or list(candidate_bits)}; allowed: a non-empty subset of {list(SUPPORTED_WEIGHT_BITS)}")
     if not isinstance(budget, (int, float)) or not bits[0] <= budget <= bits[-1]:
-        raise ValueError(
+        raise FairQuantError(
             f"budget {budget!r} mean weight bits is outside the candidates' range: allowed {bits[0]} ≤ budget ≤ {bits[-1]}"
         )
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; allowed: {list(OBJECTIVES)}")
+        raise FairQuantError(f"unknown objective {objective!r}; allowed: {list(OBJECTIVES)}")
     if sensitivity not in SENSITIVITIES:
-        raise ValueError(f"unknown sensitivity {sensitivity!r}; allowed: {list(SENSITIVITIES)}")
+        raise FairQuantError(f"unknown sensitivity {sensitivity!r}; allowed: {list(SENSITIVITIES)}")
     if activations not in SUPPORTED_ACTIVATION_BITS:
-        raise ValueError(f"unsupported activation bits {activations!r}; allowed: None (float) or 8")
+        raise FairQuantError(f"unsupported activation bits {activations!r}; allowed: None (float) or 8")
     if calibration_size <= 0:
-        raise ValueError(f"calibration_size must be positive, got {calibration_size}")
+        raise FairQuantError(f"calibration_size must be positive, got {calibration_size}")
     return bits
 
 
@@ -157,17 +154,17 @@ def solve_allocation(
     """
     s = np.asarray(sensitivity, dtype=float)
     if s.ndim != 3 or 0 in s.shape or not np.isfinite(s).all():
-        raise ValueError(f"sensitivity must be a finite (layers, widths, groups) array, got shape {s.shape}")
+        raise FairQuantError(f"sensitivity must be a finite (layers, widths, groups) array, got shape {s.shape}")
     n_layers, n_bits, n_groups = s.shape
     params = np.asarray(params, dtype=float)
     bits = np.asarray(candidate_bits, dtype=float)
     if params.shape != (n_layers,) or bits.shape != (n_bits,):
-        raise ValueError(f"params {params.shape} and candidate_bits {bits.shape} do not match sensitivity {s.shape}")
+        raise FairQuantError(f"params {params.shape} and candidate_bits {bits.shape} do not match sensitivity {s.shape}")
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; allowed: {list(OBJECTIVES)}")
+        raise FairQuantError(f"unknown objective {objective!r}; allowed: {list(OBJECTIVES)}")
     weights = np.full(n_groups, 1.0 / n_groups) if group_weights is None else np.asarray(group_weights, float)
     if weights.shape != (n_groups,) or (weights < 0).any() or weights.sum() <= 0:
-        raise ValueError(f"group_weights must be {n_groups} non-negative numbers, not all zero; got {weights.tolist()}")
+        raise FairQuantError(f"group_weights must be {n_groups} non-negative numbers, not all zero; got {weights.tolist()}")
     weights = weights / weights.sum()
     scale = np.abs(s).max() or 1.0
     s = s / scale  # milp's tolerances are absolute: keep the coefficients O(1)
@@ -208,7 +205,7 @@ def _milp(c: np.ndarray, constraints: list, n_x: int, n_free: int, budget: float
         bounds=Bounds(lower, upper), options={"mip_rel_gap": 0.0},
     )
     if result.status == 2:
-        raise ValueError(
+        raise FairQuantError(
             f"bit allocation is infeasible: the budget constraint (mean weight bits ≤ {budget:g}) cannot "
             f"hold with one candidate width per layer; the fewest achievable is {lowest:.4g} mean bits"
         )
@@ -230,11 +227,7 @@ def _group_means(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.nda
 
 
 def _quantize_one(module: torch.nn.Module, bits: int, activations: int | None) -> torch.nn.Module:
-    from optimum.quanto.nn import quantize_module
-
-    return quantize_module(
-        copy.deepcopy(module), weights=_QTYPES[bits], activations=_QTYPES[activations] if activations else None
-    )
+    return get_backend("quanto").quantize_module(copy.deepcopy(module), LayerQuant(bits, activations))
 
 
 def measure_sensitivity(
@@ -259,14 +252,14 @@ def measure_sensitivity(
         original = model.get_submodule(name)
         for j, bits in enumerate(candidate_bits):
             qmodule = _quantize_one(original, bits, activations)
-            _set_submodule(model, name, qmodule)
+            model.set_submodule(name, qmodule)
             try:
                 if activations:
                     calibrate(model, inputs_only)
                 freeze(qmodule)
                 out[i, j] = _group_means(_losses_and_hits(model, batches)[0], codes, n_groups) - fp
             finally:
-                _set_submodule(model, name, original)
+                model.set_submodule(name, original)
     return out
 
 
@@ -305,11 +298,6 @@ def hessian_sensitivity(
     by Hutchinson (``probes`` Rademacher probes). Weights only: activation quantization is
     not part of the proxy. Cost: per group and layer, one gradient and ``probes`` HVPs.
     """
-    from ..diagnostics import (  # lazy: diagnostics imports quantization
-        GroupObjective,
-        hutchinson_trace,
-    )
-
     out = np.zeros((len(layers), len(candidate_bits), len(group_batches)))
     for i, name in enumerate(layers):
         module = model.get_submodule(name)
@@ -352,10 +340,10 @@ def allocate_bits(
     """
     bits = _check_arguments(tuple(candidate_bits), budget, objective, sensitivity, activations, calibration_size)
     if hessian_probes <= 0:
-        raise ValueError(f"hessian_probes must be positive, got {hessian_probes}")
+        raise FairQuantError(f"hessian_probes must be positive, got {hessian_probes}")
     layers = quantizable_modules(model)
     if is_quantized(model):
-        raise ValueError(f"{type(model).__name__} is already quantized: allocate bits on the full-precision model")
+        raise FairQuantError(f"{type(model).__name__} is already quantized: allocate bits on the full-precision model")
     spec = GroupSpec(group_spec) if isinstance(group_spec, str) else group_spec
     num_labels = getattr(getattr(model, "config", None), "num_labels", None)
     spec.validate(dataset, label_column=LABELS, num_labels=num_labels, split="allocation")
@@ -364,7 +352,7 @@ def allocate_bits(
     counts = np.bincount(all_codes, minlength=spec.num_groups)
     if (counts == 0).any():
         missing = [n for n, c in zip(spec.names, counts) if c == 0]
-        raise ValueError(f"group(s) {missing} have no example in the allocation dataset; every group needs some")
+        raise FairQuantError(f"group(s) {missing} have no example in the allocation dataset; every group needs some")
 
     rows = stratified_indices(all_codes, calibration_size, seed)
     subset = dataset.select(rows.tolist())

@@ -1,0 +1,121 @@
+"""The one verb, ``quantize(model, recipe)``, and what can be read off any quantized model.
+
+Every function here dispatches through the backend registry (:mod:`.backends`): a recipe names
+its backend, a quantized model is asked which backend's modules it holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from ..errors import FairQuantError
+from ..groups import GroupSpec
+from .backends import Plan, QuantBackend, backend_of, get_backend
+from .calibration import calibration_batches
+from .recipe import LayerQuant, QuantRecipe, RecipeLike, float_bits, quantizable_modules, weighted_bits
+
+DEFAULT_BACKEND = "quanto"
+
+
+def recipe_backend(recipe: QuantRecipe) -> QuantBackend:
+    """The backend a recipe compiles to."""
+    return get_backend(getattr(recipe, "backend", None) or DEFAULT_BACKEND)
+
+
+def apply_plan(model: torch.nn.Module, plan: Plan, backend: str = DEFAULT_BACKEND) -> torch.nn.Module:
+    """Swap each planned module for ``backend``'s quantized module (not frozen: QAT starts here)."""
+    handler = get_backend(backend)
+    handler.check(model, plan)
+    return handler.apply(model, plan)
+
+
+def _owner(model: torch.nn.Module) -> QuantBackend:
+    backend = backend_of(model)
+    if backend is None:
+        raise FairQuantError(f"{type(model).__name__} holds no quantized module: quantize it first")
+    return backend
+
+
+def calibrate(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> None:
+    """Record activation ranges of a quantized (unfrozen) model over input ``batches``."""
+    _owner(model).calibrate(model, batches)
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """Store integer weights in every quantized module (the end of PTQ or QAT)."""
+    return _owner(model).freeze(model)
+
+
+def quantize(
+    model: torch.nn.Module,
+    recipe: RecipeLike,
+    calibration_dataset: Any = None,
+    *,
+    group_spec: GroupSpec | None = None,
+    calibration_size: int = 512,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """Post-training quantization of every Conv2d/Linear of ``model``, in place (returned too).
+
+    Recipes with 8-bit activations need ``calibration_dataset`` (preprocessed, with the
+    model's input columns); ``calibration_size`` examples are drawn stratified by
+    ``group_spec`` so that rare groups shape the activation ranges too.
+    """
+    recipe = QuantRecipe.parse(recipe)
+    plan = recipe.plan(model)
+    backend = recipe_backend(recipe)
+    backend.check(model, plan)
+    if calibration_size <= 0:
+        raise FairQuantError(f"calibration_size must be positive, got {calibration_size}")
+    needs_calibration = any(q is not None and q.activation_bits for q in plan.values())
+    if needs_calibration and calibration_dataset is None:
+        raise FairQuantError(f"recipe {recipe} quantizes activations: pass a calibration_dataset")
+    batches = (
+        calibration_batches(model, calibration_dataset, calibration_size, group_spec, batch_size, seed)
+        if needs_calibration
+        else []
+    )
+    backend.apply(model, plan)
+    if batches:
+        backend.calibrate(model, batches)
+    return backend.freeze(model)
+
+
+def is_quantized(model: torch.nn.Module) -> bool:
+    return backend_of(model) is not None
+
+
+def layer_bits(model: torch.nn.Module) -> dict[str, LayerQuant | None]:
+    """What each Conv2d/Linear of a (possibly quantized) model holds: LayerQuant or None (float)."""
+    backend = backend_of(model)
+    quantized = backend.layer_bits(model) if backend is not None else {}
+    out: dict[str, LayerQuant | None] = {}
+    for name, module in model.named_modules():
+        if name in quantized:
+            out[name] = quantized[name]
+        elif type(module) in (torch.nn.Conv2d, torch.nn.Linear):
+            out[name] = None
+    if not out:
+        quantizable_modules(model)  # raises the "nothing to quantize" error
+    return out
+
+
+def effective_bits(model: torch.nn.Module) -> float:
+    """Parameter-weighted mean weight bits over the Conv2d/Linear modules of ``model``.
+
+    Quantized modules count their weight bits; float modules their dtype width (32 for
+    float32), so excluding a large layer shows in the number.
+    """
+    bits = layer_bits(model)
+    return weighted_bits(
+        (model.get_submodule(n).weight.numel(), q.weight_bits if q else float_bits(model.get_submodule(n).weight))
+        for n, q in bits.items()
+    )
+
+
+def model_size_bytes(model: torch.nn.Module) -> int:
+    """Bytes of every tensor in the state dict — what ``save_quantized`` writes (± header)."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())

@@ -1,0 +1,96 @@
+"""Quantization backends: one handler per library, registered by name (the torchao style).
+
+A :class:`QuantBackend` compiles a resolved plan (``{module name: LayerQuant | None}``, from
+:meth:`~hf_fairquant.QuantRecipe.plan`) into its library's modules. Every backend offers the same
+steps — ``check`` (what it cannot do, before any work), ``apply`` (swap modules in, weights not
+frozen yet: QAT starts here), ``calibrate``, ``freeze`` — and reads a quantized model back with
+``layer_bits``. Callers never branch on a backend's name: they ask :func:`get_backend` (by name)
+or :func:`backend_of` (for a quantized model). Built-in handlers are imported on first use, so
+``import hf_fairquant`` loads no quantization library.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Iterable, Mapping
+
+import torch
+
+from ...errors import FairQuantError
+from ..recipe import LayerQuant
+
+Plan = Mapping[str, "LayerQuant | None"]
+
+#: Built-in backends and the module that registers each (imported lazily).
+_BUILTIN = {"quanto": f"{__name__}.quanto"}
+_REGISTRY: dict[str, "QuantBackend"] = {}
+
+
+class QuantBackend:
+    """The interface every backend implements (subclass it, then :func:`register_backend`)."""
+
+    #: the name recipes, YAML and the CLI use (``backend: quanto``)
+    name: str = ""
+
+    def check(self, model: torch.nn.Module, plan: Plan) -> None:
+        """Raise :class:`~hf_fairquant.errors.UnsupportedByBackendError` for what this backend cannot
+        do (naming the modules and the backend that can) — before any work."""
+
+    def apply(self, model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
+        """Swap each planned module for this backend's (weights not frozen: fake-quantized)."""
+        raise NotImplementedError
+
+    def quantize_module(self, module: torch.nn.Module, quant: LayerQuant) -> torch.nn.Module:
+        """A quantized copy of one module (unfrozen), for per-layer sensitivity passes."""
+        raise NotImplementedError
+
+    def calibrate(self, model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> None:
+        """Record activation ranges over input ``batches`` (static activation quantization)."""
+        raise NotImplementedError
+
+    def freeze(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Store integer weights (the end of PTQ or QAT)."""
+        raise NotImplementedError
+
+    def owns(self, model: torch.nn.Module) -> bool:
+        """True if ``model`` holds modules quantized by this backend."""
+        raise NotImplementedError
+
+    def layer_bits(self, model: torch.nn.Module) -> dict[str, LayerQuant]:
+        """``{module name: LayerQuant}`` of the modules this backend quantized in ``model``."""
+        raise NotImplementedError
+
+
+def register_backend(backend: QuantBackend) -> QuantBackend:
+    """Make ``backend`` available by ``backend.name`` (returns it, so it can decorate an instance)."""
+    if not backend.name:
+        raise FairQuantError(f"{type(backend).__name__} has no name: set QuantBackend.name")
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def available_backends() -> list[str]:
+    """Names :func:`get_backend` accepts."""
+    return sorted(set(_BUILTIN) | set(_REGISTRY))
+
+
+def get_backend(name: str) -> QuantBackend:
+    """The registered backend called ``name`` (a built-in one is imported on first use)."""
+    if name not in _REGISTRY and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise FairQuantError(f"unknown quantization backend {name!r}; allowed: {available_backends()}") from None
+
+
+def backend_of(model: torch.nn.Module) -> QuantBackend | None:
+    """The backend whose modules ``model`` holds (None for a float model). Only backends already
+    imported are asked: a model cannot hold modules of a library that was never loaded."""
+    for backend in list(_REGISTRY.values()):
+        if backend.owns(model):
+            return backend
+    return None
+
+
+__all__ = ["Plan", "QuantBackend", "available_backends", "backend_of", "get_backend", "register_backend"]

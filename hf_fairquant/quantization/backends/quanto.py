@@ -1,0 +1,146 @@
+"""The optimum-quanto backend: Conv2d and Linear, int2/int4/int8 weights, static int8 activations.
+
+Quanto simulates: an unfrozen module fake-quantizes its weights on every forward with
+straight-through gradients (QAT), ``freeze`` stores the integer weights, and every forward
+dequantizes (no CPU speed-up). It is the research path of this package (2-bit, Conv2d, static
+activation ranges); publish through a transformers-native backend where the model allows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import torch
+from optimum.quanto import Calibration, QModuleMixin, QTensor, qint2, qint4, qint8
+from optimum.quanto import freeze as quanto_freeze
+from optimum.quanto.nn import quantize_module
+
+from ...errors import FairQuantError
+from .. import _quanto_fixes
+from ..recipe import LayerQuant
+from . import Plan, QuantBackend, register_backend
+
+QTYPES = {2: qint2, 4: qint4, 8: qint8}
+BITS_BY_QTYPE_NAME = {q.name: b for b, q in QTYPES.items()}
+
+
+def layer_quant_of(qtype_names: Mapping[str, str]) -> LayerQuant:
+    """``{"weights": "qint4", "activations": "qint8" | "none"}`` (a quantization-map entry) → LayerQuant."""
+    try:
+        weights = BITS_BY_QTYPE_NAME[qtype_names["weights"]]
+        acts = qtype_names.get("activations", "none")
+        return LayerQuant(weights, None if acts in (None, "none") else BITS_BY_QTYPE_NAME[acts])
+    except KeyError as err:
+        raise FairQuantError(
+            f"quantization map entry {dict(qtype_names)} names no supported qtype ({err}); allowed: "
+            f"weights {sorted(BITS_BY_QTYPE_NAME)}, activations {sorted(BITS_BY_QTYPE_NAME)} or 'none'"
+        ) from None
+
+
+class QuantoBackend(QuantBackend):
+    name = "quanto"
+
+    def quantize_module(self, module: torch.nn.Module, quant: LayerQuant) -> torch.nn.Module:
+        _quanto_fixes.apply()  # QAT backward on non-contiguous gradients (version-checked)
+        qmodule = quantize_module(
+            module,
+            weights=QTYPES[quant.weight_bits],
+            activations=QTYPES[quant.activation_bits] if quant.activation_bits else None,
+        )
+        if qmodule is None:  # pragma: no cover - plans only hold Conv2d/Linear
+            raise FairQuantError(f"optimum-quanto cannot quantize a {type(module).__name__}")
+        return qmodule
+
+    def apply(self, model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
+        for name, quant in plan.items():
+            if quant is None:
+                continue
+            qmodule = self.quantize_module(model.get_submodule(name), quant)
+            qmodule.name = name
+            model.set_submodule(name, qmodule)
+        return model
+
+    def calibrate(self, model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> None:
+        """``streamline=False``: with streamlining a save/reload is not exact (optimum-quanto 0.2.7)."""
+        was_training = model.training
+        model.eval()
+        with torch.no_grad(), Calibration(streamline=False):
+            for inputs in batches:
+                model(**inputs)
+        model.train(was_training)
+
+    def freeze(self, model: torch.nn.Module) -> torch.nn.Module:
+        quanto_freeze(model)
+        return model
+
+    def owns(self, model: torch.nn.Module) -> bool:
+        return any(isinstance(m, QModuleMixin) for m in model.modules())
+
+    def layer_bits(self, model: torch.nn.Module) -> dict[str, LayerQuant]:
+        out = {}
+        for name, module in model.named_modules():
+            if isinstance(module, QModuleMixin) and module.weight_qtype is not None:
+                act = module.activation_qtype
+                out[name] = LayerQuant(
+                    BITS_BY_QTYPE_NAME[module.weight_qtype.name], BITS_BY_QTYPE_NAME[act.name] if act else None
+                )
+        return out
+
+
+QUANTO = register_backend(QuantoBackend())
+
+
+def is_frozen(model: torch.nn.Module) -> bool:
+    """True once :meth:`QuantoBackend.freeze` stored integer weights."""
+    return any(isinstance(m, QModuleMixin) and m.frozen for m in model.modules())
+
+
+def dequantized(value: Any) -> Any:
+    """A quanto ``QTensor`` as a float tensor (differentiably); anything else unchanged."""
+    return value.dequantize() if isinstance(value, QTensor) else value
+
+
+class ActivationRangeTracker:
+    """During QAT, keep updating activation scales in training mode (as PyTorch's FakeQuantize
+    observers do): an exponential moving average of a batch's absmax, detached from the graph.
+
+    Without it the ranges stay those calibrated on the untrained model and, as the weights move,
+    activations clip (measured: a W4A8 DistilBERT did not learn). Set ``active`` to choose
+    which forwards update (the trainer updates every ``n``-th optimizer step, which keeps the
+    cost off most steps); eval-mode forwards never do. Start it after calibration.
+    """
+
+    def __init__(self, model: torch.nn.Module, momentum: float = 0.9) -> None:
+        from optimum.quanto.tensor import dtype_info
+
+        self.momentum = momentum
+        self.active = True
+        self._qmax = dtype_info
+        self._handles = []
+        for module in model.modules():
+            if isinstance(module, QModuleMixin) and module.activation_qtype is not None:
+                self._handles.append(module.register_forward_pre_hook(self._before, prepend=True))
+                self._handles.append(module.register_forward_hook(self._after, prepend=True))
+
+    def _update(self, module: torch.nn.Module, name: str, value: Any) -> None:
+        if not (self.active and module.training) or not isinstance(value, torch.Tensor) or isinstance(value, QTensor):
+            return
+        with torch.no_grad():
+            # quanto's absmax_scale (abs, then max) measured ~50x slower than one aminmax pass
+            lo, hi = torch.aminmax(value.detach())
+            new = torch.maximum(-lo, hi) / self._qmax(module.activation_qtype.dtype).max
+            # in place, before this forward's quantize hook reads it: no graph, no host sync
+            scale = getattr(module, name)
+            scale.lerp_(new.to(scale.dtype), 1.0 - self.momentum)
+
+    def _before(self, module: torch.nn.Module, args: tuple) -> None:
+        if args:
+            self._update(module, "input_scale", args[0])
+
+    def _after(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        self._update(module, "output_scale", output)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
