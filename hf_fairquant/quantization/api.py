@@ -124,5 +124,13 @@ def effective_bits(model: torch.nn.Module) -> float:
 
 
 def model_size_bytes(model: torch.nn.Module) -> int:
-    """Bytes of every tensor in the state dict — what ``save_quantized`` writes (± header)."""
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    """Bytes of every tensor in the state dict — what ``save_quantized`` writes (± header).
+    A tensor subclass (torchao's integer weights) counts the plain tensors it holds."""
+    return sum(_tensor_bytes(t) for t in model.state_dict().values())
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> int:
+    if type(tensor) not in (torch.Tensor, torch.nn.Parameter) and hasattr(tensor, "__tensor_flatten__"):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(_tensor_bytes(getattr(tensor, n)) for n in names)
+    return tensor.numel() * tensor.element_size()
