@@ -86,8 +86,11 @@ def _data_config(args: argparse.Namespace):
 def _cmd_audit(args: argparse.Namespace) -> int:
     from .pipeline import AuditSection, ExplainSection, ModelSection, RunRecipe, run
 
+    recipes = _split_list(args.recipes)
+    if args.backend:  # every preset on that backend ("w4a8" → "w4a8@torchao"); the recipe validates the name
+        recipes = [r if "@" in r else f"{r}@{args.backend}" for r in recipes]
     audit_cfg = AuditSection(
-        recipes=_split_list(args.recipes), calibration_size=args.calibration_size,
+        recipes=recipes, calibration_size=args.calibration_size,
         batch_size=args.batch_size, n_boot=args.n_boot, seed=args.seed,
     )
     recipe = RunRecipe(
@@ -188,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_audit = sub.add_parser("audit", help="audit how PTQ recipes change per-group accuracy")
     _add_data_arguments(p_audit, batch_size=256)
     p_audit.add_argument("--recipes", default="w8a8,w4a8,w4,w2a8")
+    p_audit.add_argument("--backend", default=None,
+                         help="quantization backend of the presets: quanto (default; Conv2d and Linear, static a8) or "
+                              "torchao (Linear only, dynamic a8); a preset may also name one, e.g. w4a8@torchao")
     p_audit.add_argument("--n-boot", type=int, default=1000)
     p_audit.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p_audit.set_defaults(func=_cmd_audit)
