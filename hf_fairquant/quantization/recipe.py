@@ -126,7 +126,7 @@ class QuantRecipe:
             preset, _, backend = value.partition("@")
             base = LayerQuant.parse(preset)
             return cls(base.weight_bits, base.activation_bits, name=str(base), backend=backend.strip().lower() or DEFAULT_BACKEND)
-        raise TypeError(f"cannot make a QuantRecipe from {type(value).__name__}: give a preset string or a mapping")
+        raise FairQuantError(f"cannot make a QuantRecipe from {type(value).__name__}: give a preset string or a mapping")
 
     # ------------------------------------------------------------ resolution
     @property

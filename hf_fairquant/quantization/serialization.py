@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from .._atomic import atomic_files
-from ..errors import FairQuantError
+from .._paths import local_folder_or_hub_id
+from ..errors import FairQuantError, MissingFileError
 from .api import effective_bits
 from .backends import backend_for_folder, backend_of, get_backend
 from .recipe import QuantRecipe
@@ -63,14 +64,14 @@ def save_quantized(
 
 
 def _resolve(path_or_repo: str | Path, revision: str | None, token: str | None) -> Path:
-    path = Path(path_or_repo)
-    if path.is_dir():
-        return path
-    if path.exists() or str(path_or_repo).startswith((".", "/")):
-        raise FileNotFoundError(f"{path_or_repo} is not a folder of a quantized model")
+    where = local_folder_or_hub_id(path_or_repo, "quantized model")
+    if isinstance(where, Path):
+        if not where.is_dir():
+            raise MissingFileError(f"{where} is not a folder of a quantized model")
+        return where
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(path_or_repo), revision=revision, token=token))
+    return Path(snapshot_download(where, revision=revision, token=token))
 
 
 def load_quantized(path_or_repo: str | Path, revision: str | None = None, token: str | None = None) -> torch.nn.Module:

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ...errors import FairQuantError
+from ...errors import FairQuantError, MissingFileError
 from ..recipe import LayerQuant, QuantRecipe
 
 Plan = Mapping[str, "LayerQuant | None"]
@@ -133,7 +133,7 @@ def backend_for_folder(folder: Path) -> QuantBackend:
         backend = get_backend(name)
         if backend.can_load(folder):
             return backend
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{folder} holds no quantized model this package wrote (asked backends {available_backends()}): "
         f"expected config.json with a torchao quantization_config, or quantization_map.json + model.safetensors"
     )

@@ -17,7 +17,7 @@ from optimum.quanto import Calibration, QModuleMixin, QTensor, qint2, qint4, qin
 from optimum.quanto import freeze as quanto_freeze
 from optimum.quanto.nn import quantize_module
 
-from ...errors import FairQuantError
+from ...errors import FairQuantError, MissingFileError
 from .. import _quanto_fixes
 from ..recipe import LayerQuant
 from . import Plan, QuantBackend, register_backend
@@ -130,7 +130,7 @@ class QuantoBackend(QuantBackend):
 
         missing_files = [f for f in ("config.json", WEIGHTS_NAME, QMAP_NAME) if not (folder / f).is_file()]
         if missing_files:
-            raise FileNotFoundError(f"{folder} lacks {missing_files}: not a folder written by save_quantized")
+            raise MissingFileError(f"{folder} lacks {missing_files}: not a folder written by save_quantized")
         config = transformers.AutoConfig.from_pretrained(folder)
         if hasattr(config, "quantization_config"):  # PLAIN_LOAD_REFUSAL: for plain transformers only
             del config.quantization_config
