@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 
 from ...errors import FairQuantError, MissingFileError
-from ..recipe import LayerQuant, QuantRecipe
+
+if TYPE_CHECKING:  # the recipe module validates backend names against this registry
+    from ..recipe import LayerQuant, QuantRecipe
 
 Plan = Mapping[str, "LayerQuant | None"]
 
@@ -34,7 +36,7 @@ class QuantBackend:
     #: the name recipes, YAML and the CLI use (``backend: quanto``)
     name: str = ""
 
-    def configure(self, recipe: QuantRecipe) -> "QuantBackend":
+    def configure(self, recipe: "QuantRecipe") -> "QuantBackend":
         """This backend with the recipe's backend options (e.g. ``group_size``); default: itself."""
         return self
 
@@ -46,7 +48,7 @@ class QuantBackend:
         """Swap each planned module for this backend's (weights not frozen: fake-quantized)."""
         raise NotImplementedError
 
-    def quantize_module(self, module: torch.nn.Module, quant: LayerQuant) -> torch.nn.Module:
+    def quantize_module(self, module: torch.nn.Module, quant: "LayerQuant") -> torch.nn.Module:
         """A quantized copy of one module (unfrozen), for per-layer sensitivity passes."""
         raise NotImplementedError
 
@@ -74,7 +76,7 @@ class QuantBackend:
         """After QAT: store the integer weights (the model the trainer saves)."""
         raise NotImplementedError
 
-    def save(self, model: torch.nn.Module, folder: Path, recipe: QuantRecipe | None = None) -> None:
+    def save(self, model: torch.nn.Module, folder: Path, recipe: "QuantRecipe | None" = None) -> None:
         """Write this backend's artifact of ``model`` into the (temporary, empty) ``folder``."""
         raise NotImplementedError
 
@@ -90,7 +92,7 @@ class QuantBackend:
         """True if ``model`` holds modules quantized by this backend."""
         raise NotImplementedError
 
-    def layer_bits(self, model: torch.nn.Module) -> dict[str, LayerQuant]:
+    def layer_bits(self, model: torch.nn.Module) -> "dict[str, LayerQuant]":
         """``{module name: LayerQuant}`` of the modules this backend quantized in ``model``."""
         raise NotImplementedError
 
