@@ -228,3 +228,17 @@ def test_a_quanto_folder_fails_loudly_in_plain_transformers(tmp_path, name):
         assert lines[step].startswith("ValueError") and "load_quantized" in lines[step], lines
     data = make_data()
     assert torch.equal(_logits(load_quantized(tmp_path / "q"), data), _logits(model, data))  # hf_fairquant still loads it
+
+
+def test_audit_compares_the_two_backends_on_one_recipe():
+    from hf_fairquant.audit import AuditConfig, audit
+
+    data = text_dataset(n=48)
+    report = audit(tiny_distilbert(), data, ["w4a8", "w4a8@torchao"], "group", calibration_dataset=data,
+                   config=AuditConfig(n_boot=0, calibration_size=16))
+    names = [r.name for r in report.quantized]
+    assert names == ["W4A8", "W4A8@TORCHAO"]
+    assert report.quantized[1].recipe["backend"] == "torchao" and report.quantized[0].recipe["backend"] == "quanto"
+    assert AuditConfig(recipes=["w8a8", "w4@quanto"], backend="torchao").recipes == ["w8a8@torchao", "w4@quanto"]
+    with pytest.raises(FairQuantError, match="audit backend 'onnx' is not one of"):
+        AuditConfig(backend="onnx")
