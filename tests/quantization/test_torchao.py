@@ -242,3 +242,28 @@ def test_audit_compares_the_two_backends_on_one_recipe():
     assert AuditConfig(recipes=["w8a8", "w4@quanto"], backend="torchao").recipes == ["w8a8@torchao", "w4@quanto"]
     with pytest.raises(FairQuantError, match="audit backend 'onnx' is not one of"):
         AuditConfig(backend="onnx")
+
+
+def test_a_truncated_torchao_folder_does_not_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from hf_fairquant.errors import ArtifactError
+
+    save_quantized(quantize(tiny_distilbert(), _torchao("w4", "distilbert")), tmp_path / "q")
+    weights = tmp_path / "q" / "model.safetensors"
+    with open(weights, "rb") as f:  # keep torchao's metadata, drop one float tensor
+        import struct
+
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    state = load_file(str(weights))
+    del state["distilbert.embeddings.LayerNorm.weight"]
+    save_file(state, str(weights), metadata=header["__metadata__"])
+    with pytest.raises(ArtifactError, match="missing_keys.*LayerNorm"):
+        load_quantized(tmp_path / "q")
+
+
+def test_explain_refuses_a_torchao_recipe_before_any_work():
+    from hf_fairquant.diagnostics import explain
+
+    with pytest.raises(UnsupportedByBackendError, match="explain measures quantization through optimum-quanto"):
+        explain(tiny_distilbert(), "w4a8@torchao", text_dataset(), "group")
