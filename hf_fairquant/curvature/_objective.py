@@ -2,8 +2,10 @@
 
 The loss is the mean per-example cross-entropy over fixed batches (one group's sampled
 examples), the model in eval mode (no dropout, BatchNorm on running statistics), so it is a
-deterministic function of the parameters. HVPs are double backward (autograd), one batch at a
-time, so memory does not grow with the number of examples; this works through
+deterministic function of the parameters. Gradients and HVPs are double backward (autograd)
+accumulated over micro-batches of at most ``chunk_size`` examples, so memory is bounded by the
+chunk, not by the number of examples (the sum of the chunks' contributions is the same
+gradient / product up to float rounding); this works through
 optimum-quanto's fake-quantized (straight-through) modules as well.
 """
 
@@ -54,15 +56,25 @@ class GroupObjective:
     """Mean cross-entropy of ``model`` over ``batches`` w.r.t. ``params`` (flattened in order).
 
     ``hvp(v)`` returns H·v for a flat ``v`` and counts itself in ``hvps``; ``on_hvp`` (if set) is
-    called after each product (a progress bar's ``update``).
+    called after each product (a progress bar's ``update``). ``chunk_size`` (None: the batches
+    as given) splits every batch into micro-batches of at most that many examples.
     """
 
-    def __init__(self, model: torch.nn.Module, params: Sequence[torch.nn.Parameter], batches: Sequence[Batch]):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        params: Sequence[torch.nn.Parameter],
+        batches: Sequence[Batch],
+        chunk_size: int | None = None,
+    ):
         if not batches:
             raise FairQuantError("a group objective needs at least one batch of examples")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0):
+            raise FairQuantError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
         self.model = model
         self.params = list(params)
-        self.batches = list(batches)
+        self.chunk_size = chunk_size
+        self.batches = [piece for batch in batches for piece in _chunks(batch, chunk_size)]
         self.num_examples = sum(int(labels.shape[0]) for _, labels in self.batches)
         self.dim = sum(p.numel() for p in self.params)
         self.dtype = self.params[0].dtype
@@ -114,3 +126,15 @@ class GroupObjective:
             (g if g is not None else torch.zeros_like(p)).reshape(-1).to(self.dtype)
             for g, p in zip(grads, self.params)
         ])
+
+
+def _chunks(batch: Batch, size: int | None) -> list[Batch]:
+    """``batch`` split along its first dimension into pieces of at most ``size`` examples."""
+    inputs, labels = batch
+    n = int(labels.shape[0])
+    if size is None or n <= size:
+        return [batch]
+    return [
+        ({k: v[start : start + size] for k, v in inputs.items()}, labels[start : start + size])
+        for start in range(0, n, size)
+    ]

@@ -37,9 +37,13 @@ from ._explanation import (
 )
 from ..batching import float_logits
 from ._passes import PairedPass, paired_pass
-from ._sampling import ExamplesPerGroup, check_examples_per_group, examples_to_use, sample_rows
+from ._sampling import ExamplesPerGroup, check_examples_per_group, examples_to_use, sample_rows, split_halves
 
 PARAMETER_SETS = ("quantized", "all")
+#: Hessian-vector products per group and model (trace probes + λ_max + the Taylor term). With
+#: equal counts of 16 per group, one HVP on ViT-B/16 at 64² costs ≈ 12 forwards of those 16
+#: examples (issue 18); 24 per group keeps a 4-group explain of 256 examples near 60 FP passes.
+DEFAULT_HVP_BUDGET = 24
 
 
 def explain(
@@ -56,7 +60,9 @@ def explain(
     tol: float = 1e-3,
     max_iterations: int = 100,
     lanczos_vectors: int = 8,
-    probes: int = 32,
+    probes: int = 8,
+    hvp_budget: int | None = DEFAULT_HVP_BUDGET,
+    chunk_size: int | None = 16,
     quantized_curvature: bool = False,
     batch_size: int = 128,
     seed: int = 0,
@@ -70,12 +76,18 @@ def explain(
     ``dataset``: preprocessed (model inputs, ``labels``, group column(s)).
 
     Gradients and curvature use each group's mean cross-entropy on ``examples_per_group``
-    examples (None: all, at most 512; ``"all"``; or an int — an error if a group has fewer),
+    examples (None, the default: every group at the smallest group's count, at most 128 — so
+    groups are compared at equal sample size; ``"all"``; or an int — an error if a group has
+    fewer); beside each ‖∇L‖ its sampling noise floor at that size (split halves, no extra
+    pass). Gradients and HVPs are accumulated over micro-batches of ``chunk_size`` examples
+    (memory bounded by the chunk; None: ``batch_size``),
     over the ``parameters``: ``"quantized"`` (the weights quantization perturbs, default: the
     bound's Δθ lives there) or ``"all"``. λ_max: ``eigen_method`` ``"lanczos"`` (scipy eigsh,
     largest algebraic) or ``"power"`` (largest magnitude), to relative tolerance ``tol``, at most
-    ``max_iterations`` (restarts for Lanczos, products for power iteration); the trace from
-    ``probes`` Rademacher probes. ``quantized_curvature`` adds the straight-through quantized
+    ``max_iterations`` products; the trace from ``probes`` Rademacher probes. ``hvp_budget``
+    caps the products per group and model (None: no cap): the Taylor term takes 1 and the
+    trace ``probes``, λ_max the rest, and stops there with its achieved residual and "not
+    converged" rather than running on. ``quantized_curvature`` adds the straight-through quantized
     model's curvature. Everything is seeded by ``seed``.
     """
     started = time.perf_counter()
@@ -84,6 +96,9 @@ def explain(
         calibration_size=calibration_size, tol=tol, max_iterations=max_iterations,
         lanczos_vectors=lanczos_vectors, probes=probes, batch_size=batch_size,
     )
+    lambda_budget = _lambda_budget(hvp_budget, probes, max_iterations)
+    if chunk_size is not None:
+        check_positive(chunk_size=chunk_size)
     if eigen_method not in METHODS:
         raise FairQuantError(f"unknown eigen_method {eigen_method!r}; allowed: {list(METHODS)}")
     if parameters not in PARAMETER_SETS:
@@ -132,23 +147,26 @@ def explain(
         for n, p in zip(names, fp_params)
     ]).to(fp_params[0].dtype)
     delta_norm = float(delta.double().norm())
-    eig = dict(method=eigen_method, tol=tol, max_iterations=max_iterations, lanczos_vectors=lanczos_vectors, seed=seed)
+    eig = dict(method=eigen_method, tol=tol, max_iterations=lambda_budget, lanczos_vectors=lanczos_vectors, seed=seed)
+    eig_quantized = {**eig, "max_iterations": min(max_iterations, lambda_budget + 1)}  # no Taylor term there
 
     gradients, curvature, taylor = {}, {"fp": {}}, {}
     if quantized_curvature:
         curvature["quantized"] = {}
     for g in tqdm(list(counts), desc="groups", disable=not progress):
         rows = sample_rows(codes, spec.code_of(g), sizes[g], seed)
-        batches = list(iterate_batches(model, dataset.select(rows.tolist()), batch_size))
-        fp_obj = GroupObjective(model, fp_params, batches)
-        q_obj = GroupObjective(qm.straight_through, q_params, batches)
-        grad = fp_obj.gradient()
-        gradients[g] = GroupGradient(len(rows), float(grad.double().norm()), float(q_obj.gradient().double().norm()))
+        batches = list(iterate_batches(model, dataset.select(rows.tolist()), chunk_size or batch_size))
+        fp_obj = GroupObjective(model, fp_params, batches, chunk_size)
+        q_obj = GroupObjective(qm.straight_through, q_params, batches, chunk_size)
+        grad, noise = _gradient_and_noise(model, fp_params, dataset, rows, chunk_size or batch_size, seed)
+        gradients[g] = GroupGradient(
+            len(rows), float(grad.double().norm()), float(q_obj.gradient().double().norm()), noise
+        )
         with tqdm(desc=f"curvature {g}", unit="HVP", disable=not progress, leave=False) as bar:
             fp_obj.on_hvp = q_obj.on_hvp = bar.update
             curvature["fp"][g] = _curvature(fp_obj, eig, probes, seed)
             if quantized_curvature:
-                curvature["quantized"][g] = _curvature(q_obj, eig, probes, seed)
+                curvature["quantized"][g] = _curvature(q_obj, eig_quantized, probes, seed)
             quadratic = float(torch.dot(fp_obj.hvp(delta).double(), delta.double()))
         taylor[g] = float(torch.dot(grad.double(), delta.double())) + 0.5 * quadratic
 
@@ -156,7 +174,9 @@ def explain(
     settings = {
         "parameters": parameters, "dimension": int(delta.numel()), "eigen_method": eigen_method, "tol": tol,
         "max_iterations": max_iterations, "lanczos_vectors": lanczos_vectors, "probes": probes,
+        "hvp_budget": hvp_budget, "chunk_size": chunk_size,
         "examples_per_group": examples_per_group, "examples_cap": max(sizes.values()),
+        "equal_examples": len(set(sizes.values())) == 1,
         "batch_size": batch_size, "seed": seed,
         "calibration_size": calibration_size if needs_calibration else 0,
         "calibrated_on": None if not needs_calibration else ("calibration_dataset" if calibration_dataset is not None else "dataset"),
@@ -178,6 +198,37 @@ def explain(
 
 
 # ---------------------------------------------------------------- validation helpers
+def _lambda_budget(hvp_budget: int | None, probes: int, max_iterations: int) -> int:
+    """Products left for λ_max of the FP model after the trace probes and the Taylor term."""
+    if hvp_budget is None:
+        return max_iterations
+    if isinstance(hvp_budget, bool) or not isinstance(hvp_budget, (int, np.integer)) or hvp_budget < probes + 3:
+        raise FairQuantError(
+            f"hvp_budget={hvp_budget!r} Hessian-vector products per group cannot cover probes={probes} "
+            f"(trace) + 1 (Taylor term) + at least 2 for λ_max: pass an int ≥ {probes + 3}, "
+            "lower probes, or None (no cap)"
+        )
+    return min(max_iterations, int(hvp_budget) - probes - 1)
+
+
+def _gradient_and_noise(
+    model: torch.nn.Module, params: list, dataset: Any, rows: np.ndarray, chunk: int, seed: int
+) -> tuple[torch.Tensor, float | None]:
+    """∇ of the group's mean loss on ``rows`` and its split-half sampling noise floor
+    √(n_A·n_B)/n · ‖∇L_A − ∇L_B‖ (E‖∇L̂ − ∇L‖ at n examples; from the same backward passes)."""
+    if len(rows) < 2:
+        one = GroupObjective(model, params, list(iterate_batches(model, dataset.select(rows.tolist()), chunk)))
+        return one.gradient(), None
+    halves = split_halves(rows, seed)
+    grads = [
+        GroupObjective(model, params, list(iterate_batches(model, dataset.select(h.tolist()), chunk)), chunk).gradient()
+        for h in halves
+    ]
+    n_a, n_b, n = len(halves[0]), len(halves[1]), len(rows)
+    gradient = (grads[0] * n_a + grads[1] * n_b) / n
+    noise = float((grads[0].double() - grads[1].double()).norm()) * (n_a * n_b) ** 0.5 / n
+    return gradient, noise
+
 def _num_labels(model: torch.nn.Module) -> int | None:
     config = getattr(model, "config", None)
     problem = getattr(config, "problem_type", None)
@@ -262,7 +313,8 @@ def _curvature(objective: GroupObjective, eig: dict, probes: int, seed: int) -> 
     top = top_eigenvalue(objective.hvp, objective.dim, dtype=objective.dtype, **eig)
     trace = hutchinson_trace(objective.hvp, objective.dim, probes=probes, seed=seed, dtype=objective.dtype)
     return GroupCurvature(
-        objective.num_examples, top.value, top.hvps, top.converged, trace.value, trace.stderr, trace.probes, trace.exact
+        objective.num_examples, top.value, top.hvps, top.converged, trace.value, trace.stderr, trace.probes, trace.exact,
+        top.residual,
     )
 
 
