@@ -287,9 +287,9 @@ def measure_sensitivity(
             qmodule = _quantize_one(original, bits, activations)
             model.set_submodule(name, qmodule)
             try:
+                freeze(qmodule)
                 if activations:
                     calibrate(model, inputs_only)
-                freeze(qmodule)
                 out[i, j] = _group_means(_losses_and_hits(model, batches)[0], codes, n_groups) - fp
             finally:
                 model.set_submodule(name, original)
@@ -542,10 +542,9 @@ def _measure_after_ptq(
     ``fp`` (per-example loss, correctness) reuses an FP pass already made."""
     n = spec.num_groups
     fp_loss, fp_hits = fp if fp else _losses_and_hits(model, batches)
-    qmodel = apply_plan(copy.deepcopy(model), allocation.recipe.plan(model))
-    if allocation.recipe.uses_activations:
+    qmodel = freeze(apply_plan(copy.deepcopy(model), allocation.recipe.plan(model)))
+    if allocation.recipe.uses_activations:  # after freeze: same ranges, no re-quantizing per forward
         calibrate(qmodel, [inputs for inputs, _ in batches])
-    freeze(qmodel)
     q_loss, q_hits = _losses_and_hits(qmodel.eval(), batches)
     names = spec.names
     allocation.fp_loss = dict(zip(names, _group_means(fp_loss, codes, n).tolist()))
