@@ -296,7 +296,7 @@ def measure_sensitivity(
     return out
 
 
-def _group_batches(batches: list, codes: np.ndarray, n_groups: int, batch_size: int) -> list[list]:
+def group_batches(batches: list, codes: np.ndarray, n_groups: int, batch_size: int) -> list[list]:
     """The prepared batches regrouped: one list of batches per group code."""
     inputs = {k: torch.cat([b[0][k] for b in batches]) for k in batches[0][0]}
     labels = torch.cat([b[1] for b in batches])
@@ -502,7 +502,7 @@ def allocate_bits(
     was_training = model.training
     fp = None
     if sensitivity == "hessian":
-        grouped = _group_batches(batches, codes, spec.num_groups, batch_size)
+        grouped = group_batches(batches, codes, spec.num_groups, batch_size)
         s = hessian_sensitivity(model, grouped, layers, bits, probes=hessian_probes, seed=seed, progress=progress)
     elif sensitivity == "gradient":
         s, *fp = gradient_sensitivity(model, batches, codes, spec.num_groups, layers, bits, progress=progress)

@@ -60,7 +60,7 @@ class _Counted:
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        return self.hvp(v.to(self.dtype)).detach()
+        return self.hvp(v.to(self.dtype)).detach().cpu()  # the solvers' vectors live on the CPU
 
     def numpy(self, x: np.ndarray) -> np.ndarray:
         out = self(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).ravel()))
@@ -132,9 +132,8 @@ def _lanczos(
         w -= alpha * q
         if previous is not None:
             w -= betas[-1] * previous
-        for _ in range(2):  # twice is enough (Kahan–Parlett)
-            for v in kept:
-                w -= torch.dot(w, v) * v
+        for v in kept:  # local reorthogonalisation (one classical Gram–Schmidt sweep)
+            w -= torch.dot(w, v) * v
         beta = float(w.norm())
         alphas.append(alpha)
         tridiagonal = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)

@@ -59,7 +59,7 @@ def explain(
     eigen_method: str = "lanczos",
     tol: float = 1e-3,
     max_iterations: int = 100,
-    lanczos_vectors: int = 8,
+    lanczos_vectors: int = 4,
     probes: int = 8,
     hvp_budget: int | None = DEFAULT_HVP_BUDGET,
     chunk_size: int | None = 16,
@@ -143,7 +143,7 @@ def explain(
     deltas = _models.weight_deltas(model, qm.frozen, plan)
     delta = torch.cat([
         deltas[n.rsplit(".", 1)[0]].reshape(-1) if n.endswith(".weight") and n.rsplit(".", 1)[0] in deltas
-        else torch.zeros(p.numel(), dtype=p.dtype)
+        else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
         for n, p in zip(names, fp_params)
     ]).to(fp_params[0].dtype)
     delta_norm = float(delta.double().norm())
