@@ -23,7 +23,9 @@ from ..data.preprocessing import check_image_size
 from ..groups import GroupSpec
 from ..quantization import RecipeLike, calibration_batches
 from . import _models
-from ..curvature import METHODS, GroupObjective, check_positive, evaluating, hutchinson_trace, top_eigenvalue
+from .._config import resolve_config
+from ..curvature import GroupObjective, evaluating, hutchinson_trace, top_eigenvalue
+from ._config import ExplainConfig, lambda_budget_of
 from ._drift import weight_errors
 from ._explanation import (
     BoundSummary,
@@ -37,13 +39,8 @@ from ._explanation import (
 )
 from ..batching import float_logits
 from ._passes import PairedPass, paired_pass
-from ._sampling import ExamplesPerGroup, check_examples_per_group, examples_to_use, sample_rows, split_halves
+from ._sampling import examples_to_use, sample_rows, split_halves
 
-PARAMETER_SETS = ("quantized", "all")
-#: Hessian-vector products per group and model (trace probes + λ_max + the Taylor term). With
-#: equal counts of 16 per group, one HVP on ViT-B/16 at 64² costs ≈ 12 forwards of those 16
-#: examples (issue 18); 24 per group keeps a 4-group explain of 256 examples near 60 FP passes.
-DEFAULT_HVP_BUDGET = 24
 
 
 def explain(
@@ -53,20 +50,9 @@ def explain(
     group_spec: GroupSpec | str | Sequence[str],
     *,
     calibration_dataset: Any = None,
-    calibration_size: int = 512,
-    examples_per_group: ExamplesPerGroup = None,
-    parameters: str = "quantized",
-    eigen_method: str = "lanczos",
-    tol: float = 1e-3,
-    max_iterations: int = 100,
-    lanczos_vectors: int = 4,
-    probes: int = 8,
-    hvp_budget: int | None = DEFAULT_HVP_BUDGET,
-    chunk_size: int | None = 16,
-    quantized_curvature: bool = False,
-    batch_size: int = 128,
-    seed: int = 0,
+    config: ExplainConfig | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> Explanation:
     """Measure every link of the chain for ``model`` (full precision, not modified).
 
@@ -75,35 +61,30 @@ def explain(
     ``calibration_dataset``, else of ``dataset``) or a model quantized from ``model``.
     ``dataset``: preprocessed (model inputs, ``labels``, group column(s)).
 
-    Gradients and curvature use each group's mean cross-entropy on ``examples_per_group``
-    examples (None, the default: every group at the smallest group's count, at most 128 — so
-    groups are compared at equal sample size; ``"all"``; or an int — an error if a group has
-    fewer); beside each ‖∇L‖ its sampling noise floor at that size (split halves, no extra
-    pass). Gradients and HVPs are accumulated over micro-batches of ``chunk_size`` examples
-    (memory bounded by the chunk; None: ``batch_size``),
-    over the ``parameters``: ``"quantized"`` (the weights quantization perturbs, default: the
-    bound's Δθ lives there) or ``"all"``. λ_max: ``eigen_method`` ``"lanczos"`` (scipy eigsh,
-    largest algebraic) or ``"power"`` (largest magnitude), to relative tolerance ``tol``, at most
-    ``max_iterations`` products; the trace from ``probes`` Rademacher probes. ``hvp_budget``
-    caps the products per group and model (None: no cap): the Taylor term takes 1 and the
-    trace ``probes``, λ_max the rest, and stops there with its achieved residual and "not
-    converged" rather than running on. ``quantized_curvature`` adds the straight-through quantized
-    model's curvature. Everything is seeded by ``seed``.
+    Options come from ``config`` (:class:`ExplainConfig`) and/or keywords naming its fields
+    (``explain(..., probes=8)``; a keyword wins). Gradients and curvature use each group's mean
+    cross-entropy on ``examples_per_group`` examples (None, the default: every group at the
+    smallest group's count, at most 128 — so groups are compared at equal sample size;
+    ``"all"``; or an int — an error if a group has fewer); beside each ‖∇L‖ its sampling noise
+    floor at that size (split halves, no extra pass). Gradients and HVPs are accumulated over
+    micro-batches of ``chunk_size`` examples (memory bounded by the chunk), over the
+    ``parameters``: ``"quantized"`` (the weights quantization perturbs, default: the bound's Δθ
+    lives there) or ``"all"``. λ_max: ``eigen_method`` ``"lanczos"`` (largest algebraic) or
+    ``"power"`` (largest magnitude), to relative tolerance ``tol``, at most ``max_iterations``
+    products; the trace from ``probes`` Rademacher probes. ``hvp_budget`` caps the products per
+    group and model (None: no cap): the Taylor term takes 1 and the trace ``probes``, λ_max the
+    rest, and stops there with its achieved residual and "not converged" rather than running
+    on. ``quantized_curvature`` adds the straight-through quantized model's curvature.
+    Everything is seeded by ``seed``.
     """
     started = time.perf_counter()
+    cfg = resolve_config(ExplainConfig, config, options, "explain")
+    calibration_size, examples_per_group, parameters = cfg.calibration_size, cfg.examples_per_group, cfg.parameters
+    eigen_method, tol, max_iterations, lanczos_vectors = cfg.eigen_method, cfg.tol, cfg.max_iterations, cfg.lanczos_vectors
+    probes, quantized_curvature, batch_size, seed = cfg.probes, cfg.quantized_curvature, cfg.batch_size, cfg.seed
     # ------------------------------------------------------------ validate (no heavy work)
-    check_positive(
-        calibration_size=calibration_size, tol=tol, max_iterations=max_iterations,
-        lanczos_vectors=lanczos_vectors, probes=probes, batch_size=batch_size,
-    )
-    lambda_budget = _lambda_budget(hvp_budget, probes, max_iterations)
-    if chunk_size is not None:
-        check_positive(chunk_size=chunk_size)
-    if eigen_method not in METHODS:
-        raise FairQuantError(f"unknown eigen_method {eigen_method!r}; allowed: {list(METHODS)}")
-    if parameters not in PARAMETER_SETS:
-        raise FairQuantError(f"unknown parameters {parameters!r}; allowed: {list(PARAMETER_SETS)}")
-    check_examples_per_group(examples_per_group)
+    hvp_budget, chunk_size = cfg.hvp_budget, cfg.chunk_size
+    lambda_budget = lambda_budget_of(hvp_budget, probes, max_iterations)
     spec = group_spec if isinstance(group_spec, GroupSpec) else GroupSpec(group_spec)
     num_labels = _num_labels(model)
     spec.validate(dataset, label_column=LABELS, num_labels=num_labels, split="explain")
@@ -198,19 +179,6 @@ def explain(
 
 
 # ---------------------------------------------------------------- validation helpers
-def _lambda_budget(hvp_budget: int | None, probes: int, max_iterations: int) -> int:
-    """Products left for λ_max of the FP model after the trace probes and the Taylor term."""
-    if hvp_budget is None:
-        return max_iterations
-    if isinstance(hvp_budget, bool) or not isinstance(hvp_budget, (int, np.integer)) or hvp_budget < probes + 3:
-        raise FairQuantError(
-            f"hvp_budget={hvp_budget!r} Hessian-vector products per group cannot cover probes={probes} "
-            f"(trace) + 1 (Taylor term) + at least 2 for λ_max: pass an int ≥ {probes + 3}, "
-            "lower probes, or None (no cap)"
-        )
-    return min(max_iterations, int(hvp_budget) - probes - 1)
-
-
 def _gradient_and_noise(
     model: torch.nn.Module, params: list, dataset: Any, rows: np.ndarray, chunk: int, seed: int
 ) -> tuple[torch.Tensor, float | None]:
