@@ -11,6 +11,7 @@ from .errors import FairQuantError
 
 import copy
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -244,7 +245,10 @@ def audit(
     references = np.asarray(eval_dataset.with_format("numpy")[LABELS][:])
     common = dict(references=references, groups=groups, n_boot=n_boot, confidence_level=confidence_level, seed=seed)
 
+    timings: dict[str, dict[str, float]] = {}
+    started = time.perf_counter()
     fp_preds, fp_losses = predict(model, eval_dataset, batch_size, desc="FP" if progress else None)
+    timings["FP"] = {"evaluate_s": time.perf_counter() - started}
     fp = ModelResult(
         name="FP",
         effective_bits=effective_bits(model),
@@ -253,7 +257,9 @@ def audit(
     )
 
     def evaluate(name: str, qmodel: torch.nn.Module, recipe: dict[str, Any] | None) -> ModelResult:
+        started = time.perf_counter()
         preds, losses = predict(qmodel, eval_dataset, batch_size, desc=name if progress else None)
+        timings.setdefault(name, {})["evaluate_s"] = time.perf_counter() - started
         metrics = metric.compute(
             predictions=preds, losses=losses, reference_predictions=fp_preds, reference_losses=fp_losses, **common
         )
@@ -261,16 +267,20 @@ def audit(
 
     results = []
     for recipe in tqdm(recipes, desc="recipes", disable=not progress or not recipes):
+        started = time.perf_counter()
         qmodel = quantize(
             copy.deepcopy(model), recipe, calibration_dataset,
             group_spec=spec, calibration_size=calibration_size, seed=seed,
         )
+        timings[str(recipe).upper()] = {"quantize_s": time.perf_counter() - started}
         results.append(evaluate(str(recipe).upper(), qmodel, recipe.to_dict()))
+        del qmodel  # one quantized copy alive at a time
     for name, qmodel in quantized_models.items():
         results.append(evaluate(name, qmodel, None))
     settings = {
         "n_boot": n_boot, "confidence_level": confidence_level, "seed": seed,
         "calibration_size": calibration_size if calibration_dataset is not None else 0,
         "eval_examples": len(eval_dataset),
+        "timings_s": {k: {t: round(v, 3) for t, v in d.items()} for k, d in timings.items()},
     }
     return AuditReport(list(spec.columns), spec.names, fp, results, settings)
