@@ -59,9 +59,20 @@ class AuditConfig:
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the intervals (0: none)"})
     confidence_level: float = field(default=0.95, metadata={"help": "coverage of the bootstrap intervals, in (0, 1)"})
     seed: int = field(default=0, metadata={"help": "seeds calibration sampling and the bootstrap"})
+    backend: str | None = field(
+        default=None,
+        metadata={"help": "quantization backend of the preset recipes: quanto (the default: Conv2d and Linear, static "
+                          "a8) or torchao (Linear only, dynamic a8); a preset may name its own, e.g. w4a8@torchao"},
+    )
 
     def __post_init__(self) -> None:
         self.recipes = split_commas(self.recipes)
+        if self.backend is not None:  # every preset string on that backend ("w4a8" → "w4a8@torchao")
+            from .quantization import available_backends
+
+            if self.backend not in available_backends():
+                raise FairQuantError(f"audit backend {self.backend!r} is not one of {available_backends()}")
+            self.recipes = [f"{r}@{self.backend}" if isinstance(r, str) and "@" not in r else r for r in self.recipes]
         check_positive_int("audit calibration_size", self.calibration_size)
         check_positive_int("audit batch_size", self.batch_size)
         check_positive_int("audit n_boot", self.n_boot, allow_zero=True)
