@@ -457,7 +457,7 @@ def allocate_bits(
     batch_size: int = 256,
     hessian_probes: int = 16,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool = True,
 ) -> Allocation:
     """Choose weight bits per Conv2d/Linear of ``model`` from group sensitivity under ``budget``.
 

@@ -103,6 +103,9 @@ class AuditReport(JsonRoundTrip):
     fp: ModelResult
     quantized: list[ModelResult]
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the FP model's per-example (predictions, losses) in this process (never serialised): a
+    #: later ``audit(..., reference=report)`` over the same data reuses them instead of a pass
+    fp_outputs: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------ access
     def result(self, name: str) -> ModelResult:
@@ -116,7 +119,9 @@ class AuditReport(JsonRoundTrip):
 
     # ------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        return to_plain(asdict(self))
+        data = asdict(self)
+        data.pop("fp_outputs")
+        return to_plain(data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -205,6 +210,7 @@ def audit(
     config: AuditConfig | None = None,
     progress: bool = True,
     quantized_models: Mapping[str, torch.nn.Module] | None = None,
+    reference: AuditReport | None = None,
     **options: Any,
 ) -> AuditReport:
     """Evaluate ``model`` and its PTQ versions under each recipe, per group.
@@ -215,6 +221,8 @@ def audit(
     ``quantized_models`` ({name: model}): models quantized elsewhere (e.g. by QAT with
     :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference. Options come
     from ``config`` (:class:`AuditConfig`) and/or keywords naming its fields (a keyword wins).
+    ``reference``: an earlier report of this process on the same ``eval_dataset`` and FP
+    ``model``; its FP row and per-example outputs are reused (no second FP pass).
     Everything is validated before the first forward pass.
     """
     cfg = resolve_config(AuditConfig, config, options, "audit")
@@ -240,21 +248,34 @@ def audit(
         if recipe.uses_activations and calibration_dataset is None:
             raise FairQuantError(f"recipe {recipe} quantizes activations: pass a calibration_dataset")
 
+    if reference is not None and (reference.fp_outputs is None or len(reference.fp_outputs[0]) != len(eval_dataset)):
+        raise FairQuantError(
+            "audit(reference=...) needs a report made in this process by audit() on the same eval_dataset "
+            f"({len(eval_dataset)} rows); this one "
+            + ("has no per-example FP outputs (loaded from JSON?)" if reference.fp_outputs is None
+               else f"covers {len(reference.fp_outputs[0])} rows")
+        )
+
     metric = load_group_disparity()
     groups = spec.group_names(eval_dataset)
     references = np.asarray(eval_dataset.with_format("numpy")[LABELS][:])
     common = dict(references=references, groups=groups, n_boot=n_boot, confidence_level=confidence_level, seed=seed)
 
     timings: dict[str, dict[str, float]] = {}
-    started = time.perf_counter()
-    fp_preds, fp_losses = predict(model, eval_dataset, batch_size, desc="FP" if progress else None)
-    timings["FP"] = {"evaluate_s": time.perf_counter() - started}
-    fp = ModelResult(
-        name="FP",
-        effective_bits=effective_bits(model),
-        size_bytes=model_size_bytes(model),
-        metrics=metric.compute(predictions=fp_preds, losses=fp_losses, **common),
-    )
+    if reference is not None:
+        fp_preds, fp_losses = reference.fp_outputs
+        fp = reference.fp
+        timings["FP"] = {**reference.settings.get("timings_s", {}).get("FP", {}), "reused": 1}
+    else:
+        started = time.perf_counter()
+        fp_preds, fp_losses = predict(model, eval_dataset, batch_size, desc="FP" if progress else None)
+        timings["FP"] = {"evaluate_s": time.perf_counter() - started}
+        fp = ModelResult(
+            name="FP",
+            effective_bits=effective_bits(model),
+            size_bytes=model_size_bytes(model),
+            metrics=metric.compute(predictions=fp_preds, losses=fp_losses, **common),
+        )
 
     def evaluate(name: str, qmodel: torch.nn.Module, recipe: dict[str, Any] | None) -> ModelResult:
         started = time.perf_counter()
@@ -283,4 +304,4 @@ def audit(
         "eval_examples": len(eval_dataset),
         "timings_s": {k: {t: round(v, 3) for t, v in d.items()} for k, d in timings.items()},
     }
-    return AuditReport(list(spec.columns), spec.names, fp, results, settings)
+    return AuditReport(list(spec.columns), spec.names, fp, results, settings, fp_outputs=(fp_preds, fp_losses))

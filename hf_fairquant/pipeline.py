@@ -390,11 +390,13 @@ def run(
         t = lap("mitigation", t)
         name = f"FAIR-QAT {str(trainer.quant_recipe).upper()}"
         mitigated = audit(
-            model, evaluation, [], spec, calibration_dataset=train, config=recipe.audit, quantized_models={name: quantized}
+            model, evaluation, [], spec, calibration_dataset=train, config=recipe.audit, quantized_models={name: quantized},
+            reference=report,  # the FP pass of the first audit, not a second one
         )
         result = mitigated.quantized[0]
         result.recipe = trainer.quant_recipe.to_dict()
         report.quantized.append(result)
+        report.settings.setdefault("timings_s", {})[name] = mitigated.settings["timings_s"][name]
         t = lap("mitigated_audit", t)
 
     # ---------------------------------------------------------------- write, push

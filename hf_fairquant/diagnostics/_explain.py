@@ -101,6 +101,15 @@ def explain(
     _check_classifier(model, dataset, num_labels)
 
     # ------------------------------------------------------------ quantize
+    laps = dict.fromkeys(("validate", "quantize", "paired_pass", "gradients", "curvature"), 0.0)
+    lap = [started]
+
+    def clock(stage: str) -> None:  # seconds since the last call go to ``stage``
+        now = time.perf_counter()
+        laps[stage] += now - lap[0]
+        lap[0] = now
+
+    clock("validate")
     calibration = None
     needs_calibration = recipe is not None and any(q.activation_bits for q in plan.values())
     if needs_calibration:
@@ -108,6 +117,7 @@ def explain(
         calibration = calibration_batches(model, source, calibration_size, GroupSpec(spec.columns), batch_size, seed)
     qm = _models.build(model, recipe_or_quantized_model, recipe, plan, calibration)
     layers = list(plan)
+    clock("quantize")
 
     # ------------------------------------------------------------ links 1 and 2
     w_errors = weight_errors(model, qm.frozen, layers)
@@ -116,6 +126,7 @@ def explain(
     drift_layers = _layer_drift(passed, masks, w_errors, plan)
     logits = {g: _group_logits(passed, m) for g, m in masks.items()}
     overall = _group_logits(passed, np.ones(len(codes), dtype=bool))
+    clock("paired_pass")
 
     # ------------------------------------------------------------ links 3, 4, 5 per group
     names = _parameter_names(model, layers, parameters)
@@ -143,6 +154,7 @@ def explain(
         gradients[g] = GroupGradient(
             len(rows), float(grad.double().norm()), float(q_obj.gradient().double().norm()), noise
         )
+        clock("gradients")
         with tqdm(desc=f"curvature {g}", unit="HVP", disable=not progress, leave=False) as bar:
             fp_obj.on_hvp = q_obj.on_hvp = bar.update
             curvature["fp"][g] = _curvature(fp_obj, eig, probes, seed)
@@ -150,6 +162,7 @@ def explain(
                 curvature["quantized"][g] = _curvature(q_obj, eig_quantized, probes, seed)
             quadratic = float(torch.dot(fp_obj.hvp(delta).double(), delta.double()))
         taylor[g] = float(torch.dot(grad.double(), delta.double())) + 0.5 * quadratic
+        clock("curvature")
 
     bound = _bound(delta_norm, gradients, curvature["fp"], taylor, logits)
     settings = {
@@ -163,6 +176,7 @@ def explain(
         "calibrated_on": None if not needs_calibration else ("calibration_dataset" if calibration_dataset is not None else "dataset"),
         "eval_examples": len(dataset),
         "wall_time_s": round(time.perf_counter() - started, 1),
+        "timings_s": {k: round(v, 2) for k, v in laps.items()},
     }
     return Explanation(
         group_columns=list(spec.columns),
