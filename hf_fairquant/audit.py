@@ -128,7 +128,19 @@ class AuditReport:
                 f" Brackets: {self.settings['confidence_level']:.0%} bootstrap intervals "
                 f"({self.settings['n_boot']} resamples, stratified by group)."
             )
-        return "\n".join(lines) + "\n" + note + "\n"
+        per_group = "" if groups else "\nPer group (one row each, too many groups for columns above):\n\n" + self.group_markdown()
+        return "\n".join(lines) + "\n" + note + "\n" + per_group
+
+    def group_markdown(self) -> str:
+        """One row per group (its test count, then each model's accuracy with its bootstrap
+        interval): every group's CI stays visible when there are too many groups for columns."""
+        models = [self.fp, *self.quantized]
+        counts = self.fp.metrics["group_count"]
+        rows = [["group", "n"] + [r.name for r in models]]
+        rows.append(["---"] * len(rows[0]))
+        for g in self.group_names:
+            rows.append([g, str(counts[g])] + [_pct(r.metrics["group_accuracy"][g], _ci(r.metrics, "group_accuracy_ci", g)) for r in models])
+        return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
 
 
 def _pct(value: float, ci: list[float] | None = None) -> str:
