@@ -548,7 +548,7 @@ def with_adult_groups(part: dict) -> dict:
 
 
 def adult_setting_text(part: dict) -> str:
-    s, cfg = part["meta"]["settings"], None
+    s = part["meta"]["settings"]
     d, fp, mit = s["data"], s["fp_training"], s["mitigation"]
     counts = "; ".join(f"{split} " + ", ".join(f"{g} {n:,}" for g, n in s[f"{split}_counts"].items()) for split in ("train", "test"))
     chain_counts = ", ".join(f"{g} {n}" for g, n in part["chain_test_counts"]["test"].items())
@@ -564,8 +564,8 @@ def adult_setting_text(part: dict) -> str:
         f"(everything combined)**; **fair FP fine-tune** = the same without quantization): quantization `{q}`, group_sampling "
         f"{mit['group_sampling']} (power {mit['sampling_power']:g}), group_weighting {mit['group_weighting']}, "
         f"{mit['num_train_epochs']:g} epoch(s), lr {mit['learning_rate']:g}. Every QAT row's Δgap is against the plain FP "
-        f"fine-tune (no FP twin per sampling/weighting variant, to keep the run bounded). The chain (`explain`) runs on a "
-        f"group-stratified test subset ({chain_counts})."
+        f"fine-tune (no FP twin per sampling/weighting variant, to keep the run bounded). The chain (`explain` under "
+        f"{', '.join(part['seeds'][seeds_of(part)[0]]['chain'])}) runs on a group-stratified test subset ({chain_counts})."
     )
 
 
