@@ -551,7 +551,7 @@ def adult_setting_text(part: dict) -> str:
     s = part["meta"]["settings"]
     d, fp, mit = s["data"], s["fp_training"], s["mitigation"]
     counts = "; ".join(f"{split} " + ", ".join(f"{g} {n:,}" for g, n in s[f"{split}_counts"].items()) for split in ("train", "test"))
-    chain_counts = ", ".join(f"{g} {n}" for g, n in part["chain_test_counts"]["test"].items())
+    chain_counts = ", ".join(f"{g} {n}" for g, n in part["chain_test_counts"].items())
     q = mit["quantization"]
     q = json.dumps(q) if isinstance(q, dict) else q
     cfg = part["meta"]["recipe"]

@@ -142,7 +142,7 @@ def test_a_changed_number_changes_the_document_and_the_bar(baseline, tmp_path):
 def _adult(resnet: dict) -> dict:
     adult = copy.deepcopy(resnet)
     adult["meta"] = {**adult["meta"], "recipe": "recipes/adult_sex_race_bert.yaml"}
-    adult["chain_test_counts"] = {"test": {"head": 50, "tail": 50}}
+    adult["chain_test_counts"] = {"head": 50, "tail": 50}
     for s, seed in adult["seeds"].items():
         seed["chain"] = {"W2A8": explanation(int(s), 8.0)}
     return adult
