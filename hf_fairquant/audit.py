@@ -181,7 +181,17 @@ class AuditReport(JsonRoundTrip):
                 f" Brackets: {self.settings['confidence_level']:.0%} bootstrap intervals "
                 f"({self.settings['n_boot']} resamples, stratified by group)."
             )
-        return markdown_table(head, rows) + "\n" + note + "\n"
+        per_group = "" if groups else "\nPer group (one row each, too many groups for columns above):\n\n" + self.group_markdown()
+        return markdown_table(head, rows) + "\n" + note + "\n" + per_group
+
+    def group_markdown(self) -> str:
+        """One row per group (its test count, then each model's accuracy with its bootstrap
+        interval): every group's CI stays visible when there are too many groups for columns."""
+        models = [self.fp, *self.quantized]
+        counts = self.fp.metrics["group_count"]
+        rows = [[g, str(counts.get(g, 0))] + [pct(r.metrics["group_accuracy"].get(g), _ci(r.metrics, "group_accuracy_ci", g))
+                                              for r in models] for g in self.group_names]
+        return markdown_table(["group", "n"] + [r.name for r in models], rows) + "\n"
 
 
 def _ci(metrics: dict, key: str, group: str | None = None) -> list[float] | None:

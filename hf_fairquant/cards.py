@@ -17,7 +17,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ._format import ci_text, pct
-from .summary import summary_table
+from .summary import SUMMARY_GROUP_COLUMNS, summary_table
 
 TEMPLATE = "model_card.md"
 
@@ -132,7 +132,7 @@ def _template_values(results: dict[str, Any]) -> dict[str, Any]:
         "eval_split": data["eval_split"],
         "eval_counts": _counts(data["group_counts"][data["eval_split"]]),
         "train_counts": _counts(data["group_counts"][data["train_split"]]),
-        "summary_table": summary_table(results, markdown=True),
+        "summary_table": summary_table(results, markdown=True) + _group_table(results),
         "published_name": p["name"],
         "effective_bits": f"{p['effective_bits']:.2f}",
         "gap": pct(q["accuracy_gap"]),
@@ -147,6 +147,18 @@ def _template_values(results: dict[str, Any]) -> dict[str, Any]:
         "limitations": _limitations(results),
         "command": results["command"],
     }
+
+
+def _group_table(results: dict[str, Any]) -> str:
+    """With more groups than the summary's columns show: one row per group, accuracy with its CI."""
+    from .audit import AuditReport
+
+    audit = results["audit"]
+    if len(audit["group_names"]) <= SUMMARY_GROUP_COLUMNS:
+        return ""
+    confidence = audit["settings"].get("confidence_level", 0.95)
+    return (f"\n\nPer group, accuracy in % with its {confidence:.0%} bootstrap interval (small groups have wide "
+            f"intervals):\n\n" + AuditReport.from_dict(audit).group_markdown().rstrip("\n"))
 
 
 def _quantization_text(p: dict[str, Any]) -> str:

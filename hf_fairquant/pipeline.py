@@ -24,7 +24,10 @@ from ._atomic import atomic_directory, atomic_write_text
 from ._config import field_names
 from ._paths import local_folder_or_hub_id
 from .audit import AuditConfig
-from .data import DataConfig, check_image_size, check_subset, load_grouped_dataset
+from .data import (
+    WORDLEVEL, DataConfig, check_image_size, check_subset, load_grouped_dataset, load_raw_grouped_dataset,
+    preprocess_grouped_dataset, train_wordlevel_tokenizer,
+)
 from .diagnostics import ExplainConfig
 from .groups import GroupSpec
 
@@ -36,6 +39,10 @@ class ModelSection:
 
     name_or_path: str | None = field(default=None, metadata={"help": "Hub model id or local folder"})
     config: dict[str, Any] | None = field(default=None, metadata={"help": "transformers config kwargs incl. model_type"})
+    tokenizer: str | None = field(
+        default=None, metadata={"help": f"a text model from `config`: '{WORDLEVEL}' trains a WordLevel tokenizer on the "
+                                        "training split's text (saved with the model), or a tokenizer folder / Hub id"}
+    )
 
 
 @dataclass
@@ -128,7 +135,8 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
     if raw.get("mitigation") is not None:
         from .training import FairQuantTrainingArguments
 
-        cfg = {"output_dir": str(Path(out) / "mitigation_checkpoints"), "report_to": "none", **raw["mitigation"]}
+        cfg = {"output_dir": str(Path(out) / "mitigation_checkpoints"), "report_to": "none",
+               "group_column": ",".join(sections["data"].group_columns), **raw["mitigation"]}  # the data's groups
         if isinstance(cfg.get("quantization"), dict):  # HfArgumentParser takes dict fields as JSON
             cfg["quantization"] = json.dumps(cfg["quantization"])
         if isinstance(cfg.get("group_weighting"), dict):
@@ -142,7 +150,7 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
     return recipe
 
 
-def _build_model(section: ModelSection, spec_labels: list[str], is_text: bool) -> Any:
+def _build_model(section: ModelSection, spec_labels: list[str], is_text: bool, tokenizer: Any = None) -> Any:
     import transformers
     from transformers import AutoConfig
 
@@ -154,6 +162,11 @@ def _build_model(section: ModelSection, spec_labels: list[str], is_text: bool) -
     model_type = cfg.pop("model_type", None)
     if model_type is None:
         raise FairQuantError("model.config needs a `model_type` (e.g. resnet, vit, distilbert)")
+    if tokenizer is not None:  # a model from scratch gets its embedding size from the tokenizer
+        if cfg.get("vocab_size", len(tokenizer)) < len(tokenizer):
+            raise FairQuantError(f"model.config vocab_size {cfg['vocab_size']} < the tokenizer's {len(tokenizer)} tokens")
+        cfg.setdefault("vocab_size", len(tokenizer))
+        cfg.setdefault("pad_token_id", tokenizer.pad_token_id)
     config = AutoConfig.for_model(model_type, num_labels=len(spec_labels), id2label=id2label,
                                   label2id={v: k for k, v in id2label.items()}, **cfg)
     return auto.from_config(config)
@@ -161,9 +174,12 @@ def _build_model(section: ModelSection, spec_labels: list[str], is_text: bool) -
 
 def _processors(section: ModelSection, data: DataConfig) -> tuple[Any, Any]:
     """(image_processor, tokenizer) from the model's folder/Hub repo; None when it has none."""
-    if section.name_or_path is None:
-        return None, None
     from transformers import AutoImageProcessor, AutoTokenizer
+
+    if section.tokenizer not in (None, WORDLEVEL) and data.text_column:
+        return None, AutoTokenizer.from_pretrained(section.tokenizer)
+    if section.name_or_path is None:
+        return None, None  # a WordLevel tokenizer is trained once the data is loaded (load_recipe_data)
 
     if data.text_column:
         return None, AutoTokenizer.from_pretrained(section.name_or_path)
@@ -171,6 +187,18 @@ def _processors(section: ModelSection, data: DataConfig) -> tuple[Any, Any]:
         return AutoImageProcessor.from_pretrained(section.name_or_path), None
     except (OSError, ValueError):
         return None, None  # no preprocessor_config.json: the documented default transform
+
+
+def load_recipe_data(section: ModelSection, data: DataConfig) -> tuple[Any, GroupSpec, Any, Any]:
+    """The model-ready splits, the fitted GroupSpec, and the image processor / tokenizer used:
+    the model's own, or (``model.tokenizer: wordlevel``) a WordLevel tokenizer trained on the
+    raw training split's text — saved with the model by the run."""
+    image_processor, tokenizer = _processors(section, data)
+    raw, spec = load_raw_grouped_dataset(data)
+    if tokenizer is None and section.tokenizer == WORDLEVEL and data.text_column:
+        tokenizer = train_wordlevel_tokenizer(raw[data.train_split][data.text_column][:], model_max_length=data.max_length)
+    prepared = preprocess_grouped_dataset(raw, data, image_processor=image_processor, tokenizer=tokenizer)
+    return prepared, spec, image_processor, tokenizer
 
 
 def train_fp_model(model: Any, args: Any, train_dataset: Any) -> Any:
@@ -260,6 +288,11 @@ def _check_recipe(recipe: RunRecipe, overwrite: bool) -> list[Any]:
     _check_output_dir(Path(recipe.output_dir), overwrite)
     _check_model_path(recipe.model)
     check_subset(recipe.data)
+    if recipe.model.tokenizer is not None and not recipe.data.text_column:
+        raise FairQuantError("model.tokenizer applies to text data: set data.text_column (or drop model.tokenizer)")
+    if recipe.data.text_column and recipe.model.name_or_path is None and recipe.model.tokenizer is None:
+        raise FairQuantError(f"a text model from `config` needs a tokenizer: model.tokenizer: {WORDLEVEL} (trained on the "
+                             "training split) or a tokenizer folder / Hub id")
     explained = recipe.explain.recipe
     if recipe.explain.enabled and explained and explained.upper() not in {str(r).upper() for r in audited}:
         raise FairQuantError(f"explain.recipe {explained!r} is not among audit.recipes {recipe.audit.recipes}")
@@ -340,15 +373,14 @@ def run(
     # ---------------------------------------------------------------- data and FP model
     echo("[1/5] data and full-precision model")
     t = time.perf_counter()
-    image_processor, tokenizer = _processors(recipe.model, recipe.data)
-    data, spec = load_grouped_dataset(recipe.data, image_processor=image_processor, tokenizer=tokenizer)
+    data, spec, image_processor, tokenizer = load_recipe_data(recipe.model, recipe.data)
     # published beside the model: the model's own, else the fitted default transform as an image processor
     processor = image_processor or tokenizer or getattr(data, "image_processor", None)
     train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
     class_names = _class_names(train)
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)
-    model = _build_model(recipe.model, class_names, is_text=bool(recipe.data.text_column))
+    model = _build_model(recipe.model, class_names, is_text=bool(recipe.data.text_column), tokenizer=tokenizer)
     for split, ds in ((recipe.data.train_split, train), (recipe.data.eval_split, evaluation)):
         spec.validate(ds, label_column="labels", num_labels=model.config.num_labels, split=split)
     check_image_size(model.config, evaluation)

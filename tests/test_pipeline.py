@@ -64,6 +64,7 @@ def test_bad_output_folder_and_model_path_fail_before_any_work(tmp_path, monkeyp
     import hf_fairquant.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "load_grouped_dataset", lambda *a, **k: pytest.fail("loaded data before checking"))
+    monkeypatch.setattr(pipeline, "load_raw_grouped_dataset", lambda *a, **k: pytest.fail("loaded data before checking"))
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")

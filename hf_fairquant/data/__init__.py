@@ -18,6 +18,7 @@ from .preprocessing import (
     prepare_image_dataset,
     prepare_text_dataset,
 )
+from .adult import load_adult
 from .sources import (
     FASHION_MNIST_CLASSES,
     OFFLINE_SOURCES,
@@ -25,6 +26,7 @@ from .sources import (
     load_fashion_mnist,
     load_source,
 )
+from .tokenizer import WORDLEVEL, train_wordlevel_tokenizer
 
 __all__ = [
     "DataConfig",
@@ -35,13 +37,18 @@ __all__ = [
     "OFFLINE_SOURCES",
     "check_image_size",
     "check_subset",
+    "WORDLEVEL",
+    "load_adult",
     "load_digits_dataset",
     "load_fashion_mnist",
     "load_grouped_dataset",
+    "load_raw_grouped_dataset",
     "load_source",
     "make_long_tailed",
     "prepare_image_dataset",
     "prepare_text_dataset",
+    "preprocess_grouped_dataset",
+    "train_wordlevel_tokenizer",
 ]
 
 
@@ -99,6 +106,14 @@ def load_grouped_dataset(
 
     Everything that can be wrong with columns or groups is checked before preprocessing.
     """
+    raw, spec = load_raw_grouped_dataset(config)
+    return preprocess_grouped_dataset(raw, config, image_processor=image_processor, tokenizer=tokenizer), spec
+
+
+def load_raw_grouped_dataset(config: DataConfig) -> tuple[DatasetDict, GroupSpec]:
+    """The first half of :func:`load_grouped_dataset`: the train/eval splits as loaded (groups
+    derived and validated, nothing preprocessed) and the fitted GroupSpec — e.g. to train a
+    tokenizer on the raw training text before tokenising."""
     check_subset(config)
     raw = load_source(config.source, **({"name": config.subset} if config.subset else {}))
     for split in (config.train_split, config.eval_split):
@@ -115,15 +130,19 @@ def load_grouped_dataset(
         spec.validate(ds, label_column=config.label_column, split=split)
     spec = spec.fit(*raw.values())
     spec.check_covered(raw[config.train_split], {config.eval_split: raw[config.eval_split]})
+    return raw, spec
 
+
+def preprocess_grouped_dataset(
+    raw: DatasetDict, config: DataConfig, image_processor: Any = None, tokenizer: Any = None
+) -> DatasetDict:
+    """The second half of :func:`load_grouped_dataset`: tokenise or transform into model inputs."""
     if config.text_column:
         if tokenizer is None:
             raise FairQuantError(f"text column '{config.text_column}' needs a tokenizer")
-        prepared = prepare_text_dataset(raw, tokenizer, config.text_column, config.label_column, config.max_length)
-    elif config.image_column:
-        prepared = prepare_image_dataset(
+        return prepare_text_dataset(raw, tokenizer, config.text_column, config.label_column, config.max_length)
+    if config.image_column:
+        return prepare_image_dataset(
             raw, config.image_column, config.label_column, image_processor, train_split=config.train_split
         )
-    else:
-        raise FairQuantError("DataConfig needs an image_column or a text_column")
-    return prepared, spec
+    raise FairQuantError("DataConfig needs an image_column or a text_column")

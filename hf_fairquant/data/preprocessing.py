@@ -113,7 +113,8 @@ def prepare_text_dataset(
     label_column: str = "label",
     max_length: int = 128,
 ) -> DatasetDict:
-    """Tokenise ``text_column`` (padded to ``max_length``) and rename the label to ``labels``."""
+    """Tokenise ``text_column`` (padded to ``max_length``) and rename the label to ``labels``
+    (a ``ClassLabel`` stays one, as in :func:`prepare_image_dataset`)."""
     first = next(iter(dataset.values()))
     for col in (text_column, label_column):
         if col not in first.column_names:
@@ -124,9 +125,13 @@ def prepare_text_dataset(
         return {**enc, LABELS: batch[label_column]}
 
     remove = [text_column] + ([label_column] if label_column != LABELS else [])
-    return DatasetDict(
-        {split: ds.map(convert, batched=True, remove_columns=remove, desc=f"tokenize {split}") for split, ds in dataset.items()}
-    )
+    out = {}
+    for split, ds in dataset.items():
+        tokenized = ds.map(convert, batched=True, remove_columns=remove, desc=f"tokenize {split}")
+        if isinstance(ds.features[label_column], ClassLabel):  # its names become the model's id2label
+            tokenized = tokenized.cast_column(LABELS, ds.features[label_column])
+        out[split] = tokenized
+    return DatasetDict(out)
 
 
 def check_image_size(model_config: Any, dataset: Any) -> None:
