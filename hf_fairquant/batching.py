@@ -46,7 +46,7 @@ def _is_image(value: Any) -> bool:
     return "PIL.Image" in sys.modules and isinstance(value, sys.modules["PIL.Image"].Image)
 
 
-def _image_processor(processing_class: Any) -> Any:
+def image_processor_of(processing_class: Any) -> Any:
     """The image processor inside ``processing_class`` (itself, or a processor's ``image_processor``)."""
     if processing_class is None:
         return None
@@ -60,9 +60,11 @@ def _image_processor(processing_class: Any) -> Any:
 def _tokenizer(processing_class: Any) -> Any:
     if processing_class is None:
         return None
+    from transformers import PreTrainedTokenizerBase
+
     inner = getattr(processing_class, "tokenizer", None)
     candidate = inner if inner is not None else processing_class
-    return candidate if hasattr(candidate, "pad") and hasattr(candidate, "model_input_names") else None
+    return candidate if isinstance(candidate, PreTrainedTokenizerBase) else None
 
 
 def default_collator(processing_class: Any = None) -> DataCollator | None:
@@ -99,7 +101,7 @@ class ModelInputs:
         self.image_column: str | None = None
         if PIXEL_VALUES in params and PIXEL_VALUES not in example:
             self.image_column = next((k for k, v in example.items() if _is_image(v)), None)
-            if self.image_column is not None and _image_processor(processing_class) is None:
+            if self.image_column is not None and image_processor_of(processing_class) is None:
                 raise FairQuantError(
                     f"column '{self.image_column}' holds PIL images and no image processor was given: pass "
                     "processing_class=AutoImageProcessor.from_pretrained(...) or preprocess, e.g. "
@@ -145,7 +147,7 @@ class ModelInputs:
         """Model inputs (tensors) from a column batch: image processor, collator or stacking."""
         batch = dict(batch)
         if self.image_column is not None:
-            processor = _image_processor(self.processing_class)
+            processor = image_processor_of(self.processing_class)
             batch[PIXEL_VALUES] = processor(list(batch.pop(self.image_column)), return_tensors="pt")[PIXEL_VALUES]
         names = self.input_names
         if self.data_collator is not None:
@@ -242,6 +244,6 @@ def predict_batches(
 
 
 __all__: Sequence[str] = [
-    "LABELS", "ModelInputs", "dataset_labels", "default_collator", "first_example", "float_logits",
-    "has_transform", "iterate_batches", "model_input_names", "predict_batches",
+    "LABELS", "ModelInputs", "PIXEL_VALUES", "dataset_labels", "default_collator", "first_example",
+    "float_logits", "has_transform", "image_processor_of", "iterate_batches", "model_input_names", "predict_batches",
 ]
