@@ -166,11 +166,34 @@ def _processors(section: ModelSection, data: DataConfig) -> tuple[Any, Any]:
         return None, None  # no preprocessor_config.json: the documented default transform
 
 
-def train_fp_model(model: Any, args: Any, train_dataset: Any) -> Any:
+def _model_config(section: ModelSection) -> Any:
+    """The model's transformers config before the model is built (for the text length limit)."""
+    from transformers import AutoConfig
+
+    if section.name_or_path is not None:
+        return AutoConfig.from_pretrained(section.name_or_path)
+    cfg = dict(section.config or {})
+    model_type = cfg.pop("model_type", None)
+    return AutoConfig.for_model(model_type, **cfg) if model_type else None
+
+
+def _check_text_length(data: DataConfig, model: Any) -> None:
+    """An explicit ``max_length`` beyond the model's position embeddings fails before any work."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if data.text_column and data.max_length is not None and isinstance(limit, int) and data.max_length > limit:
+        raise FairQuantError(
+            f"data.max_length={data.max_length} exceeds the model's max_position_embeddings={limit}; "
+            f"use --max-length {limit} or less (default: the smaller of the tokenizer's and the model's limit)"
+        )
+
+
+def train_fp_model(model: Any, args: Any, train_dataset: Any, processing_class: Any = None) -> Any:
     """Plain full-precision fine-tune with ``transformers.Trainer``."""
     from transformers import Trainer
 
-    trainer = Trainer(model=model, args=args, train_dataset=train_dataset.with_format("torch"))
+    trainer = Trainer(  # a tokenizer gives DataCollatorWithPadding: batches padded dynamically
+        model=model, args=args, train_dataset=train_dataset.with_format("torch"), processing_class=processing_class
+    )
     trainer.train()
     return trainer.model
 
@@ -303,7 +326,10 @@ def run(
     echo("[1/5] data and full-precision model")
     t = time.perf_counter()
     image_processor, tokenizer = _processors(recipe.model, recipe.data)
-    data, spec = load_grouped_dataset(recipe.data, image_processor=image_processor, tokenizer=tokenizer)
+    model_config = _model_config(recipe.model) if recipe.data.text_column else None
+    data, spec = load_grouped_dataset(
+        recipe.data, image_processor=image_processor, tokenizer=tokenizer, model_config=model_config
+    )
     train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
     class_names = _class_names(train)
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
@@ -312,19 +338,22 @@ def run(
     for split, ds in ((recipe.data.train_split, train), (recipe.data.eval_split, evaluation)):
         spec.validate(ds, label_column="labels", num_labels=model.config.num_labels, split=split)
     check_image_size(model.config, evaluation)
+    _check_text_length(recipe.data, model)
     if recipe.mitigation is not None and recipe.mitigation.quantization_recipe is not None:
         recipe.mitigation.quantization_recipe.plan(model)  # a pattern matching no module fails here
     counts = spec.counts(data)
     echo(f"groups by {spec.name}: " + "; ".join(f"{s}: {c}" for s, c in counts.items()))
     t = lap("data", t)
     if recipe.training is not None:
-        model = train_fp_model(model, recipe.training, train)
+        model = train_fp_model(model, recipe.training, train, processing_class=tokenizer)
         t = lap("fp_training", t)
     model.eval()
 
     # ---------------------------------------------------------------- audit PTQ
     echo(f"[2/5] audit: {', '.join(map(str, recipe.audit.recipes)) or 'FP only'}")
-    report = audit(model, evaluation, None, spec, calibration_dataset=train, config=recipe.audit)
+    report = audit(
+        model, evaluation, None, spec, calibration_dataset=train, config=recipe.audit, processing_class=tokenizer
+    )
     t = lap("audit", t)
 
     # ---------------------------------------------------------------- explain the worst
@@ -336,7 +365,8 @@ def run(
         echo(f"[3/5] explain {explained}")
         options = {f: getattr(recipe.explain, f) for f in field_names(ExplainConfig)}
         explanation = explain(
-            model, explained.lower(), evaluation, spec, calibration_dataset=train, config=ExplainConfig(**options)
+            model, explained.lower(), evaluation, spec, calibration_dataset=train, config=ExplainConfig(**options),
+            processing_class=tokenizer,
         )
         t = lap("explain", t)
 
@@ -344,11 +374,12 @@ def run(
     quantized = trainer = None
     if recipe.mitigation is not None:
         echo("[4/5] mitigate with FairQuantTrainer")
-        trainer, quantized = _mitigate(model, recipe.mitigation, train)
+        trainer, quantized = _mitigate(model, recipe.mitigation, train, processing_class=tokenizer)
         t = lap("mitigation", t)
         name = f"FAIR-QAT {str(trainer.quant_recipe).upper()}"
         mitigated = audit(
-            model, evaluation, [], spec, calibration_dataset=train, config=recipe.audit, quantized_models={name: quantized}
+            model, evaluation, [], spec, calibration_dataset=train, config=recipe.audit, quantized_models={name: quantized},
+            processing_class=tokenizer,
         )
         result = mitigated.quantized[0]
         result.recipe = trainer.quant_recipe.to_dict()
@@ -378,13 +409,15 @@ def run(
     return RunResult(results, out, model, quantized, pushed)
 
 
-def _mitigate(model: Any, args: Any, train: Any) -> tuple[Any, Any]:
+def _mitigate(model: Any, args: Any, train: Any, processing_class: Any = None) -> tuple[Any, Any]:
     """Fair QAT of a copy of ``model`` with :class:`FairQuantTrainer`; returns (trainer, frozen model)."""
     import copy
 
     from .training import FairQuantTrainer
 
-    trainer = FairQuantTrainer(model=copy.deepcopy(model).train(), args=args, train_dataset=train)
+    trainer = FairQuantTrainer(
+        model=copy.deepcopy(model).train(), args=args, train_dataset=train, processing_class=processing_class
+    )
     trainer.train()
     return trainer, trainer.model.eval()
 
@@ -403,6 +436,8 @@ def load_pretrained(name_or_path: str, data: DataConfig) -> tuple[Any, Any, Grou
     loaded as :func:`run` loads them (with the model's image processor/tokenizer if it has one)."""
     section = ModelSection(name_or_path=name_or_path)
     image_processor, tokenizer = _processors(section, data)
-    splits, spec = load_grouped_dataset(data, image_processor=image_processor, tokenizer=tokenizer)
+    model_config = _model_config(section) if data.text_column else None
+    splits, spec = load_grouped_dataset(data, image_processor=image_processor, tokenizer=tokenizer, model_config=model_config)
     model = _build_model(section, _class_names(splits[data.train_split]), is_text=bool(data.text_column))
+    _check_text_length(data, model)
     return model.eval(), splits, spec
