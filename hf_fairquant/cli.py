@@ -55,6 +55,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
     url = push_folder(args.folder, args.repo_id, token=args.token, private=args.private, revision=args.revision)
     print(f"pushed {args.folder} to {args.repo_id}: {url}")
+    print(f'load it: from hf_fairquant import load_quantized; model = load_quantized("{args.repo_id}")')
     return 0
 
 

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Files a pushed folder must hold: what ``load_quantized`` reads, and the model card.
 REQUIRED_FILES = ("config.json", WEIGHTS_NAME, QMAP_NAME, "README.md")
+#: A full-precision folder (``FairQuantTrainer.save_model`` without QAT): transformers' files and the card.
+PLAIN_FILES = ("config.json", WEIGHTS_NAME, "README.md")
 
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _REPO_ID_RE = re.compile(f"{_NAME}/{_NAME}")
@@ -75,11 +77,13 @@ def check_folder(folder: str | Path) -> Path:
         raise FairQuantError(f"cannot push {path}: it does not exist (give the output folder of a run)")
     if not path.is_dir():
         raise FairQuantError(f"cannot push {path}: it is not a folder (give the output folder of a run)")
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    required = REQUIRED_FILES if (path / META_NAME).is_file() or (path / QMAP_NAME).is_file() else PLAIN_FILES
+    missing = [name for name in required if not (path / name).is_file()]
     if missing:
         raise FairQuantError(
-            f"cannot push {path}: it lacks {', '.join(missing)}; a pushed folder needs {', '.join(REQUIRED_FILES)} "
-            "(written by save_quantized plus a model card, as `hf-fairquant run` does)"
+            f"cannot push {path}: it lacks {', '.join(missing)}; a pushed folder needs {', '.join(required)} "
+            "(written by save_quantized plus a model card, as `hf-fairquant run` and "
+            "`FairQuantTrainer.save_model` do)"
         )
     return path
 

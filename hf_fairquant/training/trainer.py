@@ -270,15 +270,33 @@ class FairQuantTrainer(Trainer):
         return output
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """A frozen QAT model is written by :func:`save_quantized` (reload: ``load_quantized``)."""
+        """A frozen QAT model is written by :func:`save_quantized` (reload: ``load_quantized``).
+
+        A user's call (not a checkpoint) also writes ``README.md``: the fairness model card
+        (:func:`hf_fairquant.cards.trainer_card`), so the folder is what ``hf-fairquant push`` takes."""
         if self.quant_recipe is not None and _is_frozen(self.model):
             output_dir = output_dir or self.args.output_dir
             if self.args.should_save:
                 save_quantized(self.model, output_dir, recipe=self.quant_recipe)
                 if self.processing_class is not None:
                     self.processing_class.save_pretrained(output_dir)
+        else:
+            super().save_model(output_dir, _internal_call)
+        if not _internal_call:
+            self._write_card(output_dir or self.args.output_dir)
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """The fairness card instead of transformers' generic one (``push_to_hub`` calls this);
+        takes ``Trainer.create_model_card``'s keywords (``dataset_tags``, ``license``, …)."""
+        self._write_card(self.args.output_dir, **kwargs)
+
+    def _write_card(self, output_dir: str, **kwargs: Any) -> None:
+        if not self.is_world_process_zero():
             return
-        super().save_model(output_dir, _internal_call)
+        from ..cards import trainer_card
+
+        card = trainer_card(self, **kwargs)
+        atomic_write_text(os.path.join(output_dir, "README.md"), str(card))
 
     def _fairquant_state(self) -> dict[str, Any]:
         return {
