@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ..errors import FairQuantError
 
+import os
 from typing import Any
 
 import numpy as np
