@@ -307,7 +307,7 @@ class FairQuantTrainer(Trainer):
         """A frozen QAT model is written by :func:`save_quantized` (reload: ``load_quantized``).
 
         A user's call (not a checkpoint) also writes ``README.md``: the fairness model card
-        (:func:`hf_fairquant.cards.trainer_card`), so the folder is what ``hf-fairquant push`` takes."""
+        (:func:`hf_fairquant.training.card.trainer_card`), so the folder is what ``hf-fairquant push`` takes."""
         if self.quant_recipe is not None and _is_frozen(self.model):
             output_dir = output_dir or self.args.output_dir
             if self.args.should_save:
@@ -327,7 +327,7 @@ class FairQuantTrainer(Trainer):
     def _write_card(self, output_dir: str, **kwargs: Any) -> None:
         if not self.is_world_process_zero():
             return
-        from ..cards import trainer_card
+        from .card import trainer_card
 
         card = trainer_card(self, **kwargs)
         atomic_write_text(os.path.join(output_dir, "README.md"), str(card))
