@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 from datasets import Dataset, DatasetDict
 
-from hf_fairquant.cli import main
 from hf_fairquant.data import DataConfig, text_length_limit
-from hf_fairquant.pipeline import load_pretrained
 from tests.conftest import tiny_tokenizer
+
+# hf_fairquant.cli / .pipeline are imported inside the tests: importing hf_fairquant.pipeline at
+# collection time binds the *submodule* hf_fairquant.audit over the lazily exported function
+# `hf_fairquant.audit` for every later `from hf_fairquant import audit` (reported to the lead).
 
 POSITIONS = 32
 
@@ -50,6 +52,8 @@ def test_the_limit_is_the_smaller_of_tokenizer_and_model():
 
 @pytest.mark.parametrize("max_length, longest", [(None, POSITIONS), (12, 12)])
 def test_truncated_not_padded(text_setup, max_length, longest):
+    from hf_fairquant.pipeline import load_pretrained
+
     data = DataConfig(source=str(text_setup / "data"), text_column="text", max_length=max_length)
     _, splits, _ = load_pretrained(str(text_setup / "model"), data)
     lengths = [len(ids) for ids in splits["test"]["input_ids"][:]]
@@ -57,6 +61,8 @@ def test_truncated_not_padded(text_setup, max_length, longest):
 
 
 def test_cli_audit_max_length(text_setup, tmp_path, capsys):
+    from hf_fairquant.cli import main
+
     common = ["audit", "--model", str(text_setup / "model"), "--dataset", str(text_setup / "data"),
               "--text-column", "text", "--recipes", "w8a8", "--n-boot", "0"]
     assert main([*common, "--output-dir", str(tmp_path / "default")]) == 0  # was: a raw RuntimeError (128 > 32)
