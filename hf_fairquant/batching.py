@@ -118,6 +118,7 @@ class ModelInputs:
             )
         self._model_config = getattr(model, "config", None)
         self._labels: np.ndarray | None = None
+        self.device = model_device(model)
 
     # ------------------------------------------------------------ labels
     @property
@@ -164,9 +165,12 @@ class ModelInputs:
         if batch_size <= 0:
             raise FairQuantError(f"batch_size must be positive, got {batch_size}")
         labels = torch.from_numpy(self.labels()) if with_labels else None
+        cpu = self.device.type == "cpu"
+        move = (lambda t: t) if cpu else (lambda t: t.to(self.device))  # noqa: E731
         for start in range(0, len(self.dataset), batch_size):
             stop = min(start + batch_size, len(self.dataset))
-            yield self.collate(self._read(start, stop)), (labels[start:stop] if labels is not None else None)
+            inputs = {k: move(v) for k, v in self.collate(self._read(start, stop)).items()}
+            yield inputs, (move(labels[start:stop]) if labels is not None else None)
 
 
 def _stack(name: str, values: Any) -> torch.Tensor:
@@ -207,7 +211,8 @@ def iterate_batches(
     data_collator: DataCollator | None = None,
     processing_class: Any = None,
 ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor | None]]:
-    """Yield ``(inputs, labels)`` tensor batches in row order (see :class:`ModelInputs`)."""
+    """Yield ``(inputs, labels)`` tensor batches in row order (see :class:`ModelInputs`), on the
+    device of the model's parameters."""
     return ModelInputs(model, dataset, data_collator, processing_class).batches(batch_size, with_labels)
 
 
@@ -216,6 +221,12 @@ def dataset_labels(dataset: Any, model: torch.nn.Module | None = None) -> np.nda
     column = resolve_label_column(dataset)
     label2id = getattr(getattr(model, "config", None), "label2id", None)
     return label_codes(label_values(dataset, column), column, "dataset", label2id)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def float_logits(output: Any) -> torch.Tensor:
@@ -245,5 +256,5 @@ def predict_batches(
 
 __all__: Sequence[str] = [
     "LABELS", "ModelInputs", "PIXEL_VALUES", "dataset_labels", "default_collator", "first_example",
-    "float_logits", "has_transform", "image_processor_of", "iterate_batches", "model_input_names", "predict_batches",
+    "float_logits", "has_transform", "image_processor_of", "model_device", "iterate_batches", "model_input_names", "predict_batches",
 ]

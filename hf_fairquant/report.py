@@ -45,7 +45,7 @@ def build_results(
 ) -> dict[str, Any]:
     """Everything a run measured, as plain JSON types."""
     from . import __version__
-    from .quantization import layer_bits
+    from .quantization import backend_of, layer_bits
 
     counts = spec.counts(data)
     results: dict[str, Any] = {
@@ -92,6 +92,7 @@ def build_results(
         }
         results["published"] = {
             "name": mitigated.name,
+            "backend": backend_of(quantized).name,
             "effective_bits": mitigated.effective_bits,
             "size_bytes": mitigated.size_bytes,
             "fp_size_bytes": report.fp.size_bytes,
@@ -141,6 +142,8 @@ def summary_screen(results: dict[str, Any], output_dir: Path, pushed: str | None
     if published:  # after a push, the Hub id anyone can load; else the local folder
         target = repo_id if pushed and repo_id else str(out)
         lines.append(f"load it: hf_fairquant.load_quantized({target!r})")
+        if published.get("backend") == "torchao":
+            lines.append(f"or with plain transformers (+ torchao): AutoModelFor*.from_pretrained({target!r})")
     return "\n".join(lines)
 
 
