@@ -88,7 +88,7 @@ class DataConfig:
         default=None,
         metadata={"help": "text: truncate to this many tokens (default: the smaller of the tokenizer's "
                           "model_max_length and the model's max_position_embeddings); batches are padded "
-                          "dynamically", "aliases": ["--max-length"]},
+                          "dynamically"},
     )
 
     def __post_init__(self) -> None:
