@@ -84,7 +84,8 @@ def check_folder(folder: str | Path) -> Path:
     if missing:
         raise FairQuantError(
             f"cannot push {path}: it lacks {', '.join(missing)}; a pushed folder needs {', '.join(REQUIRED_FILES)} "
-            "(written by save_quantized plus a model card, as `hf-fairquant run` does)"
+            "(written by save_quantized plus a model card, as `hf-fairquant run` and "
+            "`FairQuantTrainer.save_model` do)"
         )
     try:
         backend_for_folder(path)

@@ -136,12 +136,14 @@ def summary_screen(results: dict[str, Any], output_dir: Path, pushed: str | None
     out = Path(output_dir)
     names = ["README.md", "report.md", "results.json", PLOTS_DIR + "/"]
     lines.append(f"outputs in {out}/: " + ", ".join(n for n in names if (out / n.rstrip('/')).exists()))
-    if published:
-        lines.append(f"load it: hf_fairquant.load_quantized({str(out)!r})")
-        if published.get("backend") == "torchao":
-            lines.append(f"or with plain transformers (+ torchao): AutoModelFor*.from_pretrained({str(out)!r})")
+    repo_id = (results.get("card") or {}).get("repo_id")
     if pushed:
         lines.append(f"pushed: {pushed}")
+    if published:  # after a push, the Hub id anyone can load; else the local folder
+        target = repo_id if pushed and repo_id else str(out)
+        lines.append(f"load it: hf_fairquant.load_quantized({target!r})")
+        if published.get("backend") == "torchao":
+            lines.append(f"or with plain transformers (+ torchao): AutoModelFor*.from_pretrained({target!r})")
     return "\n".join(lines)
 
 

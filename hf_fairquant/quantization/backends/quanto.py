@@ -56,6 +56,10 @@ class QuantoBackend(QuantBackend):
 
     def quantize_module(self, module: torch.nn.Module, quant: LayerQuant) -> torch.nn.Module:
         _quanto_fixes.apply()  # QAT backward on non-contiguous gradients (version-checked)
+        if quant.weight_bits in (2, 4):  # packed weights need quanto's C++ extension: built once, under a lock
+            from ..warmup import ensure_extension
+
+            ensure_extension()
         qmodule = quantize_module(
             module,
             weights=QTYPES[quant.weight_bits],
