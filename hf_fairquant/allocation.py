@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from ._text import md_row
 from .batching import LABELS, iterate_batches, predict_batches
 from .curvature import GroupObjective, hutchinson_trace
 from .groups import GroupSpec, stratified_indices
@@ -108,7 +109,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _table(rows: list[list[str]]) -> str:
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    return "\n".join(md_row(row) for row in rows)
 
 
 # ---------------------------------------------------------------- validation

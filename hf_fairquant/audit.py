@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_write_text
+from ._text import md_row
 from .batching import LABELS, iterate_batches, predict_batches
 from .data.preprocessing import check_image_size
 from .groups import GroupSpec
@@ -100,7 +101,7 @@ class AuditReport:
         for r in [self.fp, *self.quantized]:
             m = r.metrics
             row = [r.name, f"{r.effective_bits:.2f}", _pct(m["accuracy"])]
-            row += [_pct(m["group_accuracy"][g], _ci(m, "group_accuracy_ci", g)) for g in groups]
+            row += [_pct(m["group_accuracy"].get(g), _ci(m, "group_accuracy_ci", g)) for g in groups]
             row += [f"{m['worst_group']} {_pct(m['worst_group_accuracy'])}", _pct(m["accuracy_gap"], _ci(m, "accuracy_gap_ci"))]
             if r is self.fp:
                 row += ["—"] * 4
@@ -109,20 +110,23 @@ class AuditReport:
                 shown = groups or [m["worst_group"]]
                 row += [
                     _signed_pct(m["gap_change"]),
-                    ", ".join(f"{g} {_signed_pct(drops[g])}" for g in shown),
+                    ", ".join(f"{g} {_signed_pct(drops.get(g))}" for g in shown),
                     _pct(m["disparate_drop"], _ci(m, "disparate_drop_ci")),
                     _pct(m["flip_rate"]),
                 ]
             rows.append(row)
-        lines = ["| " + " | ".join(row) + " |" for row in rows]
+        lines = [md_row(row) for row in rows]
         counts = self.fp.metrics["group_count"]
         note = (
             f"\nGroups by {'×'.join(self.group_columns)}; test examples per group: "
-            + ", ".join(f"{g} {counts[g]}" for g in self.group_names)
+            + ", ".join(f"{g} {counts.get(g, 0)}" for g in self.group_names)
             + ". Accuracy in %. gap = max − min group accuracy; Δgap = gap − FP gap (points); "
             "drop = FP − quantized accuracy (points; negative: the group gained); disparate drop = "
             "max − min of the per-group drops; flip rate = share of predictions that changed vs FP."
         )
+        absent = [g for g in self.group_names if not counts.get(g)]
+        if absent:
+            note += f" n/a: no test examples of group(s) {', '.join(absent)} (seen in the calibration/training data only)."
         if self.settings.get("n_boot"):
             note += (
                 f" Brackets: {self.settings['confidence_level']:.0%} bootstrap intervals "
@@ -131,12 +135,16 @@ class AuditReport:
         return "\n".join(lines) + "\n" + note + "\n"
 
 
-def _pct(value: float, ci: list[float] | None = None) -> str:
+def _pct(value: float | None, ci: list[float] | None = None) -> str:
+    if value is None:
+        return "n/a"  # a group with no test examples
     text = f"{100 * value:.1f}"
     return text + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci is not None else "")
 
 
-def _signed_pct(value: float) -> str:
+def _signed_pct(value: float | None) -> str:
+    if value is None:
+        return "n/a"
     return f"{round(100 * value, 1) + 0.0:+.1f}"  # + 0.0: a rounded -0.0 prints as +0.0
 
 

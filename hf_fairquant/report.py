@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ._atomic import atomic_directory
+from ._text import md_row
 
 RESULTS_FORMAT = "hf_fairquant.results/1"
 PLOTS_DIR = "plots"
@@ -136,11 +137,15 @@ def model_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "name": r["name"],
             "bits": r["effective_bits"],
             "overall": 100 * m["accuracy"],
-            "groups": {g: 100 * m["group_accuracy"][g] for g in groups},
+            "groups": {g: _percent(m["group_accuracy"].get(g)) for g in groups},  # None: no test examples
             "gap": 100 * m["accuracy_gap"],
             "gap_change": 100 * m["gap_change"] if "gap_change" in m else None,
         })
     return rows
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100 * value
 
 
 def summary_table(results: dict[str, Any], markdown: bool = False) -> str:
@@ -152,11 +157,11 @@ def summary_table(results: dict[str, Any], markdown: bool = False) -> str:
     for row in model_rows(results):
         body.append([
             row["name"], f"{row['bits']:.2f}", f"{row['overall']:.1f}",
-            *[f"{row['groups'][g]:.1f}" for g in shown],
+            *["n/a" if row["groups"][g] is None else f"{row['groups'][g]:.1f}" for g in shown],
             f"{row['gap']:.1f}", "—" if row["gap_change"] is None else f"{row['gap_change']:+.1f}",
         ])
     if markdown:
-        return "\n".join("| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *body])
+        return "\n".join(md_row(r) for r in [head, ["---"] * len(head), *body])
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
                      for r in [head, *body])
@@ -235,7 +240,8 @@ def save_group_accuracy_plot(results: dict[str, Any], path: Path) -> Path:
     width = 0.8 / max(len(groups), 1)
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.4), layout="constrained")
     for i, g in enumerate(groups):
-        ax.bar(x + (i - (len(groups) - 1) / 2) * width, [r["groups"][g] for r in rows], width, label=g)
+        heights = [np.nan if r["groups"][g] is None else r["groups"][g] for r in rows]  # no test examples: no bar
+        ax.bar(x + (i - (len(groups) - 1) / 2) * width, heights, width, label=g)
     ax.set_xticks(x, [r["name"] for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
@@ -280,6 +286,6 @@ def render_report(results: dict[str, Any], explanation: Any = None) -> str:
             + ", ".join(f"{k}={json.dumps(v)}" for k, v in m["arguments"].items() if v is not None)
             + f". Mean weight bits {p['effective_bits']:.2f}; final training loss "
             + (f"{m['train_loss']:.4f}." if m["train_loss"] is not None else "—."),
-            "| layer | bits |\n| --- | --- |\n" + "\n".join(f"| `{n}` | {b} |" for n, b in p["layer_bits"].items()),
+            "| layer | bits |\n| --- | --- |\n" + "\n".join(md_row([f"`{n}`", b]) for n, b in p["layer_bits"].items()),
         ]
     return "\n\n".join(parts) + "\n"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
+from .._text import md_row
+
 if TYPE_CHECKING:  # pragma: no cover
     from ._explanation import Explanation
 
@@ -17,8 +19,8 @@ def _pct(value: float) -> str:
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = [md_row(head), "|" + " --- |" * len(head)]
+    lines += [md_row(row) for row in rows]
     return "\n".join(lines)
 
 
