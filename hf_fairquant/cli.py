@@ -103,7 +103,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from .pipeline import load_pretrained
     from .quantization import QuantRecipe, load_quantized
 
+    from ._atomic import atomic_directory
+    from .pipeline import check_output_dir
+
     started = time.perf_counter()
+    check_output_dir(args.output_dir, args.overwrite)  # before any data or model is loaded
     if args.quantized_model is None:
         QuantRecipe.parse(args.recipe)  # an unknown preset fails before the data is loaded
     model, splits, spec = load_pretrained(args.model, _data_config(args))
@@ -115,7 +119,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         probes=args.probes, quantized_curvature=args.quantized_curvature, batch_size=args.batch_size, seed=args.seed,
     )
     result.settings["total_wall_time_s"] = round(time.perf_counter() - started, 1)
-    out = result.save(args.output_dir)
+    out = Path(args.output_dir)
+    with atomic_directory(out) as tmp:  # the folder appears whole, or not at all
+        result.save(tmp)
     print(result.to_markdown())
     print(f"wrote {out / 'explain.json'}, {out / 'explain.md'} and {out / 'explain_plots'} "
           f"in {result.settings['total_wall_time_s']} s (explain itself: {result.settings['wall_time_s']} s)")
@@ -210,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_explain.add_argument("--probes", type=_positive_int, default=32, help="Hutchinson probes for the Hessian trace")
     p_explain.add_argument("--quantized-curvature", action="store_true",
                            help="also the curvature of the quantized (straight-through) model")
+    p_explain.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p_explain.set_defaults(func=_cmd_explain)
     return parser
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ._atomic import atomic_directory, atomic_write_text
+from ._atomic import contains_cwd, scratch_directory, sweep_stale
 from .data import DataConfig, check_image_size, check_subset, load_grouped_dataset
 from .groups import GroupSpec
 
@@ -201,13 +201,38 @@ class RunResult:
     pushed_to: str | None = None
 
 
-def _check_output_dir(out: Path, overwrite: bool) -> None:
+def check_output_dir(out: str | Path, overwrite: bool, option: str = "--output-dir") -> None:
+    """The output folder can be written whole: not a file, not the working folder (or one
+    above it: replacing it fails with EBUSY after all the work), empty unless ``overwrite``."""
+    out = Path(out)
+    if contains_cwd(out):
+        raise FairQuantError(
+            f"output folder {out} is the working folder or contains it: it is replaced whole at the end, "
+            f"so choose a new subfolder for {option} (e.g. {option} outputs/run)"
+        )
     if out.exists() and not out.is_dir():
         raise FairQuantError(f"output folder {out} exists and is a file; choose another --output-dir")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FairQuantError(
             f"output folder {out} exists and is not empty; pass --overwrite to replace it, or choose another --output-dir"
         )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or below it (resolved)."""
+    path, folder = path.expanduser().resolve(), folder.expanduser().resolve()
+    return path == folder or folder in path.parents
+
+
+def _checkpoints_outside(recipe: RunRecipe, scratch: Path) -> None:
+    """Trainer checkpoints never go into the final output folder (it is replaced whole at the
+    end, and an empty ``checkpoints/`` there would make a rerun refuse the folder): a default or
+    inside-the-output ``output_dir`` becomes a subfolder of the run's scratch folder."""
+    out = Path(recipe.output_dir)
+    for section, name in (("training", "checkpoints"), ("mitigation", "mitigation_checkpoints")):
+        args = getattr(recipe, section)
+        if args is not None and _inside(Path(args.output_dir), out):
+            args.output_dir = str(scratch / name)
 
 
 def _check_model_path(section: ModelSection) -> None:
@@ -236,7 +261,7 @@ def _check_recipe(recipe: RunRecipe, overwrite: bool) -> list[Any]:
     from .quantization import parse_recipes
 
     audited = parse_recipes(recipe.audit.recipes) if recipe.audit.recipes else []
-    _check_output_dir(Path(recipe.output_dir), overwrite)
+    check_output_dir(recipe.output_dir, overwrite)
     _check_model_path(recipe.model)
     check_subset(recipe.data)
     explained = recipe.explain.recipe
@@ -277,6 +302,31 @@ def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
 
 
 def run(
+    recipe: RunRecipe,
+    *,
+    overwrite: bool = False,
+    push_to_hub: str | None = None,
+    token: str | None = None,
+    command: str | None = None,
+    echo: Any = print,
+) -> RunResult:
+    """Execute a recipe (see :func:`_run`) with its trainer checkpoints in a scratch folder
+    beside the output folder, removed on success, failure, exit and SIGTERM; temporaries of
+    an earlier interrupted run of the same output folder are removed first."""
+    _check_recipe(recipe, overwrite)  # before any folder is touched
+    out = Path(recipe.output_dir)
+    sweep_stale(out)
+    saved = {s: getattr(recipe, s).output_dir for s in ("training", "mitigation") if getattr(recipe, s) is not None}
+    try:
+        with scratch_directory(out, "checkpoints") as scratch:
+            _checkpoints_outside(recipe, scratch)
+            return _run(recipe, overwrite=overwrite, push_to_hub=push_to_hub, token=token, command=command, echo=echo)
+    finally:
+        for section, folder in saved.items():
+            getattr(recipe, section).output_dir = folder
+
+
+def _run(
     recipe: RunRecipe,
     *,
     overwrite: bool = False,

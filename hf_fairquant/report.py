@@ -8,7 +8,6 @@ from that dict, so their numbers are the numbers in ``results.json``.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -19,8 +18,6 @@ from ._text import md_row
 
 RESULTS_FORMAT = "hf_fairquant.results/1"
 PLOTS_DIR = "plots"
-#: Checkpoint folders a run's trainers may have written into the output folder; kept.
-CHECKPOINT_DIRS = ("checkpoints", "mitigation_checkpoints")
 _MITIGATION_FIELDS = (
     "quantization", "group_column", "group_sampling", "sampling_power", "group_weighting", "dro_step_size",
     "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "lr_scheduler_type",
@@ -196,15 +193,13 @@ def write_outputs(
     processor: Any = None,
     explanation: Any = None,
 ) -> Path:
-    """Write the whole output folder under a temporary name, then rename it into place."""
+    """Write the whole output folder under a temporary name, then rename it into place
+    (an earlier folder is replaced whole; see :func:`~hf_fairquant._atomic.atomic_directory`)."""
     from .cards import render_card
     from .quantization import QuantRecipe, save_quantized
 
     out = Path(out)
-    with atomic_directory(out) as tmp:
-        for name in CHECKPOINT_DIRS:  # a trainer's checkpoints (save_strategy) survive the swap
-            if (out / name).is_dir() and any((out / name).iterdir()):
-                os.replace(out / name, tmp / name)
+    with atomic_directory(out) as tmp:  # trainer checkpoints live outside (pipeline's scratch folder)
         plots = tmp / PLOTS_DIR
         plots.mkdir()
         save_group_accuracy_plot(results, plots / "group_accuracy.png")

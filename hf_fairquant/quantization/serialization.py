@@ -4,17 +4,24 @@ Folder layout (loadable from a local path or a Hub repo id)::
 
     config.json               the transformers config (architectures names the class)
     model.safetensors         the state dict, quantized tensors flattened by optimum-quanto
-    quantization_map.json     {module name: {"weights": "qint4", "activations": "qint8"|"none"}}
+    quantization_map.json     {module name: {"weights": "qint4", "activations": "qint8"|"none"},
+                               "__hf_fairquant__": {"weights_sha256": <content hash of the tensors>}}
     hf_fairquant.json         format version, recipe, effective bits
 
+The folder is self-checking: the map carries a content hash of the weights and the weights'
+safetensors metadata a hash of the map, so an edited map (int4→int2, activations→none) or
+weights from another save fail to load (:class:`~hf_fairquant.errors.ArtifactError` naming the
+file); every stored tensor's dtype and shape must be those the declared bits produce.
 optimum-quanto's ``requantize`` loads with ``strict=False``; here missing or unexpected keys
-raise, so a truncated or mismatched checkpoint never loads silently.
+raise, so a truncated or mismatched checkpoint never loads silently. Saving over an existing
+folder replaces it whole (other files in it are carried over).
 """
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
+from ..errors import ArtifactError, FairQuantError
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,22 +30,104 @@ import torch
 from optimum.quanto import quantization_map
 from safetensors.torch import load_file, save_file
 
-from .._atomic import atomic_files
-from .api import apply_plan, effective_bits, is_quantized
+from .._atomic import atomic_directory
+from .api import apply_plan, effective_bits, freeze, is_quantized
 from .backends.quanto import layer_quant_of
 from .recipe import LayerQuant, QuantRecipe
 
 WEIGHTS_NAME = "model.safetensors"
 QMAP_NAME = "quantization_map.json"
 META_NAME = "hf_fairquant.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The reserved quantization-map key holding the weights' content hash (not a module name).
+QMAP_CHECK_KEY = "__hf_fairquant__"
+#: The safetensors metadata key holding the quantization map's hash.
+WEIGHTS_QMAP_HASH_KEY = "hf_fairquant_qmap_sha256"
+#: The files save_quantized owns in its folder; anything else there is carried over on a re-save.
+ARTIFACT_FILES = ("config.json", WEIGHTS_NAME, QMAP_NAME, META_NAME)
+
+
+# ---------------------------------------------------------------------------- self-checks
+def weights_hash(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes (key order independent)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def qmap_hash(qmap: dict[str, Any]) -> str:
+    """sha256 of the quantization map's module entries in canonical JSON."""
+    modules = {k: v for k, v in qmap.items() if k != QMAP_CHECK_KEY}
+    return hashlib.sha256(json.dumps(modules, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path} is not valid JSON ({err}): the folder is damaged; save the model again") from None
+
+
+def _verify_hashes(folder: Path, qmap: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Check the map ↔ weights hashes; return the module entries of the map."""
+    from safetensors import safe_open
+
+    qmap_file, weights_file = folder / QMAP_NAME, folder / WEIGHTS_NAME
+    if not isinstance(qmap, dict):
+        raise ArtifactError(f"{qmap_file} must hold a JSON object {{module: {{weights, activations}}}}, got {type(qmap).__name__}")
+    check = qmap.get(QMAP_CHECK_KEY)
+    if not isinstance(check, dict) or not isinstance(check.get("weights_sha256"), str):
+        raise ArtifactError(
+            f"{qmap_file} has no {QMAP_CHECK_KEY}.weights_sha256 (written by an older hf_fairquant, or edited): "
+            "the weights cannot be verified; save the model again with save_quantized"
+        )
+    with safe_open(str(weights_file), framework="pt") as fh:
+        stored_map_hash = (fh.metadata() or {}).get(WEIGHTS_QMAP_HASH_KEY)
+    if stored_map_hash != qmap_hash(qmap):
+        raise ArtifactError(
+            f"{qmap_file} does not match {weights_file} (the weights record another quantization map: "
+            "the map was edited, or the files come from different saves)"
+        )
+    if check["weights_sha256"] != weights_hash(state):
+        raise ArtifactError(
+            f"{weights_file} does not match {qmap_file} (its tensors differ from the ones saved with this map: "
+            "the weights were edited, or the files come from different saves)"
+        )
+    return {k: v for k, v in qmap.items() if k != QMAP_CHECK_KEY}
+
+
+def _check_layout(model: torch.nn.Module, state: dict[str, torch.Tensor], weights_file: Path) -> None:
+    """Every stored tensor has the dtype and shape the declared bits give (``model`` is the
+    freshly built, quantized and frozen model); missing or extra keys are errors too."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ArtifactError(
+            f"state dict of {weights_file} does not match {type(model).__name__}: "
+            f"missing keys {missing[:8]}{'…' if len(missing) > 8 else ''}, "
+            f"unexpected keys {unexpected[:8]}{'…' if len(unexpected) > 8 else ''}"
+        )
+    wrong = [
+        f"{k}: stored {state[k].dtype} {tuple(state[k].shape)}, declared {expected[k].dtype} {tuple(expected[k].shape)}"
+        for k in sorted(state) if state[k].dtype != expected[k].dtype or state[k].shape != expected[k].shape
+    ]
+    if wrong:
+        raise ArtifactError(
+            f"{len(wrong)} tensor(s) of {weights_file} do not have the dtype/shape the quantization map's bits give: "
+            + "; ".join(wrong[:4]) + ("…" if len(wrong) > 4 else "")
+        )
 
 
 def save_quantized(
     model: torch.nn.Module, directory: str | Path, recipe: QuantRecipe | None = None, extra: dict | None = None
 ) -> Path:
-    """Write a quantized transformers model to ``directory`` (each file via a temp name, renamed;
-    other files in ``directory`` are kept).
+    """Write a quantized transformers model to ``directory``: the folder is written under a
+    temporary name and swapped in whole (other files already in ``directory`` are carried over),
+    so an interrupted save leaves the previous folder intact.
 
     ``extra`` files (``{name: text}``, e.g. a model card ``README.md``) are written alongside.
     """
@@ -53,11 +142,16 @@ def save_quantized(
         "recipe": recipe.to_dict() if recipe is not None else None,
         "effective_bits": effective_bits(model),
     }
-    with atomic_files(directory) as tmp:
+    qmap = quantization_map(model)
+    qmap[QMAP_CHECK_KEY] = {"weights_sha256": weights_hash(state)}
+    directory = Path(directory)
+    carried = [p.name for p in directory.iterdir() if p.name not in ARTIFACT_FILES] if directory.is_dir() else []
+    with atomic_directory(directory, keep=carried) as tmp:  # the whole folder is swapped
         config.architectures = [type(model).__name__]
         config.save_pretrained(tmp)
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "quantizer": "optimum-quanto"})
-        (tmp / QMAP_NAME).write_text(json.dumps(quantization_map(model), indent=2, sort_keys=True))
+        metadata = {"format": "pt", "quantizer": "optimum-quanto", WEIGHTS_QMAP_HASH_KEY: qmap_hash(qmap)}
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata=metadata)
+        (tmp / QMAP_NAME).write_text(json.dumps(qmap, indent=2, sort_keys=True))
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2))
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text)
@@ -65,14 +159,36 @@ def save_quantized(
 
 
 def _resolve(path_or_repo: str | Path, revision: str | None, token: str | None) -> Path:
-    path = Path(path_or_repo)
+    """A local folder, else a Hub repo snapshot; a path that is clearly local (exists as a
+    file, starts with ``.``/``/``/``~``, is not a valid repo id, or its parent folder exists
+    here) is an :class:`ArtifactError` without any network access."""
+    path = Path(path_or_repo).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or str(path_or_repo).startswith((".", "/")):
-        raise FileNotFoundError(f"{path_or_repo} is not a folder of a quantized model")
+    text = str(path_or_repo)
+    if path.exists():
+        raise ArtifactError(f"{text} is a file, not a folder written by save_quantized")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+        valid_repo_id = True
+    except HFValidationError:
+        valid_repo_id = False
+    parent_here = "/" in text and path.parent.is_dir() and str(path.parent) not in ("", ".")
+    if not valid_repo_id or text.startswith((".", "/", "~")) or parent_here:
+        raise ArtifactError(
+            f"quantized model folder {text} does not exist (give a folder written by save_quantized, "
+            "or a Hub repo id like user/model)"
+        )
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(path_or_repo), revision=revision, token=token))
+    try:
+        return Path(snapshot_download(text, revision=revision, token=token))
+    except Exception as err:  # offline, not found, gated: one error that says both readings
+        raise ArtifactError(
+            f"{text} is not a local folder, and loading it as a Hub repo failed ({type(err).__name__}: {err})"
+        ) from err
 
 
 def load_quantized(path_or_repo: str | Path, revision: str | None = None, token: str | None = None) -> torch.nn.Module:
@@ -87,14 +203,17 @@ def load_quantized(path_or_repo: str | Path, revision: str | None = None, token:
     folder = _resolve(path_or_repo, revision, token)
     missing_files = [f for f in ("config.json", WEIGHTS_NAME, QMAP_NAME) if not (folder / f).is_file()]
     if missing_files:
-        raise FileNotFoundError(f"{folder} lacks {missing_files}: not a folder written by save_quantized")
+        raise ArtifactError(f"{folder} lacks {missing_files}: not a folder written by save_quantized")
     config = AutoConfig.from_pretrained(folder)
     arch = (config.architectures or [None])[0]
     model_cls = getattr(transformers, arch, None) if arch else None
     if model_cls is None:
-        raise FairQuantError(f"config.architectures of {folder} names {arch!r}, not a transformers model class")
-    qmap = json.loads((folder / QMAP_NAME).read_text())
-    state = load_file(str(folder / WEIGHTS_NAME))
+        raise ArtifactError(f"config.architectures of {folder / 'config.json'} names {arch!r}, not a transformers model class")
+    try:
+        state = load_file(str(folder / WEIGHTS_NAME))
+    except Exception as err:  # safetensors' own error for a truncated/garbled file
+        raise ArtifactError(f"{folder / WEIGHTS_NAME} is not a readable safetensors file ({err})") from err
+    qmap = _verify_hashes(folder, _read_json(folder / QMAP_NAME), state)
 
     model = model_cls(config)
     plan = {}
@@ -103,23 +222,22 @@ def load_quantized(path_or_repo: str | Path, revision: str | None = None, token:
             model.get_submodule(name)
             plan[name] = layer_quant_of(q)
         except (AttributeError, KeyError, FairQuantError) as err:
-            raise FairQuantError(f"quantization map entry {name!r}: {q} does not fit {arch} ({err})") from err
+            raise ArtifactError(f"{folder / QMAP_NAME}: entry {name!r}: {q} does not fit {arch} ({err})") from err
     apply_plan(model, plan)
+    freeze(model)  # the frozen layout is what the declared bits store: compare before loading
+    _check_layout(model, state, folder / WEIGHTS_NAME)
     result = model.load_state_dict(state, strict=False)
-    # quanto reports the missing parts of a flattened quantized weight in result.missing_keys;
-    # anything else shows as a difference between the saved keys and the model's keys.
-    loaded = set(model.state_dict())
-    missing = sorted(set(result.missing_keys)) or sorted(loaded - set(state))
-    unexpected = sorted(set(result.unexpected_keys) | (set(state) - loaded) if not result.missing_keys else set(result.unexpected_keys))
-    if missing or unexpected:
-        raise FairQuantError(
-            f"state dict of {folder / WEIGHTS_NAME} does not match {arch}: "
-            f"missing keys {missing[:8]}{'…' if len(missing) > 8 else ''}, "
-            f"unexpected keys {unexpected[:8]}{'…' if len(unexpected) > 8 else ''}"
+    if result.missing_keys or result.unexpected_keys:
+        raise ArtifactError(
+            f"state dict of {folder / WEIGHTS_NAME} does not load into {arch}: missing keys "
+            f"{sorted(result.missing_keys)[:8]}, unexpected keys {sorted(result.unexpected_keys)[:8]}"
         )
     return model.eval()
 
 
 def load_metadata(path: str | Path) -> dict[str, Any]:
     """The ``hf_fairquant.json`` of a saved folder (recipe, effective bits)."""
-    return json.loads((Path(path) / META_NAME).read_text())
+    file = Path(path) / META_NAME
+    if not file.is_file():
+        raise ArtifactError(f"{file} not found: not a folder written by save_quantized")
+    return _read_json(file)
