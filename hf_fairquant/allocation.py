@@ -32,7 +32,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from ._text import md_row
 from .batching import LABELS, iterate_batches, predict_batches
 from .curvature import GroupObjective, hutchinson_trace
-from .groups import GroupSpec, stratified_indices
+from .groups import GroupSpec, as_group_spec, check_enough_for_groups, stratified_indices
 from .quantization.api import apply_plan, calibrate, freeze, is_quantized
 from .quantization.backends import get_backend
 from .quantization.recipe import (
@@ -345,7 +345,9 @@ def allocate_bits(
     layers = quantizable_modules(model)
     if is_quantized(model):
         raise FairQuantError(f"{type(model).__name__} is already quantized: allocate bits on the full-precision model")
-    spec = GroupSpec(group_spec) if isinstance(group_spec, str) else group_spec
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise FairQuantError(f"batch_size must be a positive integer, got {batch_size!r}")
+    spec = as_group_spec(group_spec)
     num_labels = getattr(getattr(model, "config", None), "num_labels", None)
     spec.validate(dataset, label_column=LABELS, num_labels=num_labels, split="allocation")
     spec = spec if spec.is_fitted else spec.fit(dataset)
@@ -354,6 +356,7 @@ def allocate_bits(
     if (counts == 0).any():
         missing = [n for n, c in zip(spec.names, counts) if c == 0]
         raise FairQuantError(f"group(s) {missing} have no example in the allocation dataset; every group needs some")
+    check_enough_for_groups(calibration_size, spec.num_groups, "calibration_size", spec.names)  # before any pass
 
     rows = stratified_indices(all_codes, calibration_size, seed)
     subset = dataset.select(rows.tolist())

@@ -23,10 +23,11 @@ from ._atomic import atomic_write_text
 from ._text import md_row
 from .batching import LABELS, iterate_batches, predict_batches
 from .data.preprocessing import check_image_size
-from .groups import GroupSpec
+from .groups import GroupSpec, as_group_spec
 from .metrics import load_group_disparity
 from .quantization import (
     RecipeLike,
+    check_unique_names,
     effective_bits,
     is_quantized,
     model_size_bytes,
@@ -168,6 +169,25 @@ def _jsonable(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------- evaluation
+def check_audit_arguments(*, calibration_size: Any, batch_size: Any, n_boot: Any, confidence_level: Any, seed: Any) -> None:
+    """Types and ranges of audit's numeric options (before any data or model is touched)."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    problems = []
+    for name, value in (("calibration_size", calibration_size), ("batch_size", batch_size)):
+        if not is_int(value) or value <= 0:
+            problems.append(f"{name} must be a positive integer, got {value!r}")
+    if not is_int(n_boot) or n_boot < 0:
+        problems.append(f"n_boot must be an integer >= 0 (0: no bootstrap intervals), got {n_boot!r}")
+    if isinstance(confidence_level, bool) or not isinstance(confidence_level, (int, float)) or not 0 < confidence_level < 1:
+        problems.append(f"confidence_level must be a number strictly between 0 and 1 (e.g. 0.95), got {confidence_level!r}")
+    if not is_int(seed) or seed < 0:
+        problems.append(f"seed must be an integer >= 0, got {seed!r}")
+    if problems:
+        raise FairQuantError("; ".join(problems))
+
+
 def predict(model: torch.nn.Module, dataset: Any, batch_size: int = 256, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One pass: (predicted class, per-example cross-entropy loss) for every row."""
     model.eval()
@@ -199,9 +219,12 @@ def audit(
     with :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference.
     Everything is validated before the first forward pass.
     """
-    spec = GroupSpec(group_spec) if isinstance(group_spec, str) else group_spec
+    check_audit_arguments(calibration_size=calibration_size, batch_size=batch_size, n_boot=n_boot,
+                          confidence_level=confidence_level, seed=seed)
+    spec = as_group_spec(group_spec)
     recipes = parse_recipes(recipes) if recipes else []
     quantized_models = dict(quantized_models or {})
+    check_unique_names([str(r).upper() for r in recipes] + list(quantized_models), "audited models")
     for name, qmodel in quantized_models.items():
         if not is_quantized(qmodel):
             raise FairQuantError(f"quantized_models[{name!r}] holds no quantized module: quantize or train it with QAT first")

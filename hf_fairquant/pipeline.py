@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from ._atomic import contains_cwd, scratch_directory, sweep_stale
+from ._coerce import coerce_fields
 from .data import DataConfig, check_image_size, check_subset, load_grouped_dataset
 from .groups import GroupSpec
 
@@ -54,7 +55,7 @@ class ExplainSection:
     recipe: str | None = field(
         default=None, metadata={"help": "an audited recipe; default: the one that lowers the worst group's accuracy most"}
     )
-    examples_per_group: int | None = 256
+    examples_per_group: int | str | None = 256
     eigen_method: str = "lanczos"
     tol: float = 1e-3
     probes: int = 32
@@ -101,7 +102,13 @@ def _parse_section(name: str, cls: type, values: Any) -> Any:
     unknown = sorted(set(values) - allowed)
     if unknown:
         raise FairQuantError(f"unknown key(s) {unknown} in recipe section '{name}'; allowed: {sorted(allowed)}")
-    (parsed,) = HfArgumentParser(cls).parse_dict(values, allow_extra_keys=False)
+    values = coerce_fields(name, cls, values)  # YAML's "5e-4" and quoted numbers → the field's type
+    try:
+        (parsed,) = HfArgumentParser(cls).parse_dict(values, allow_extra_keys=False)
+    except FairQuantError:
+        raise
+    except (ValueError, TypeError) as err:  # TrainingArguments' own checks (enums, combinations)
+        raise FairQuantError(f"recipe section '{name}': {err}") from None
     return parsed
 
 
@@ -111,7 +118,7 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} not found")
+        raise FairQuantError(f"recipe {path} not found (give the path of a YAML recipe, e.g. recipes/digits_vit.yaml)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -238,11 +245,15 @@ def _checkpoints_outside(recipe: RunRecipe, scratch: Path) -> None:
 def _check_model_path(section: ModelSection) -> None:
     """A local-looking path that does not exist is an error (not a Hub id to try)."""
     name = section.name_or_path
+    if name is not None and not isinstance(name, str):
+        raise FairQuantError(f"model.name_or_path must be a Hub model id or a local folder, got {name!r}")
+    if section.config is not None and not isinstance(section.config, dict):
+        raise FairQuantError(f"model.config must be a mapping of transformers config fields incl. model_type, got {section.config!r}")
     if name is None or Path(name).exists():
         return
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1  # "user/Model-2.5" is a Hub id
     if looks_local:
-        raise FileNotFoundError(f"model path {name} does not exist (give a local folder or a Hub id like user/model)")
+        raise FairQuantError(f"model path {name} does not exist (give a local folder or a Hub id like user/model)")
 
 
 def _worst_recipe(report: Any) -> str | None:
@@ -256,21 +267,151 @@ def _worst_recipe(report: Any) -> str | None:
     return worst.name
 
 
-def _check_recipe(recipe: RunRecipe, overwrite: bool) -> list[Any]:
-    """What can be checked without data or models; returns the audited PTQ recipes."""
+def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
+    """The one static check of a run, before any data or model is loaded: every option's type
+    and range, the quantization recipes (presets, bits, unique names that match their bits),
+    the explained recipe, the mitigation's recipe and columns, the output folder, a local model
+    path, the data source. Returns the audited PTQ recipes. :func:`run`, :func:`dry_run` and the
+    CLI's ``audit``/``train`` call it; :func:`check_data` does the checks that need the data."""
+    from .audit import check_audit_arguments
     from .quantization import parse_recipes
 
+    if recipe.audit.recipes is not None and not isinstance(recipe.audit.recipes, (list, tuple, str)):
+        raise FairQuantError(f"audit.recipes must be a list of presets or recipe mappings, got {recipe.audit.recipes!r}")
     audited = parse_recipes(recipe.audit.recipes) if recipe.audit.recipes else []
+    reserved = [str(r) for r in audited if str(r).upper().startswith("FAIR-QAT")]
+    if reserved:
+        raise FairQuantError(f"audit.recipes names {reserved} start with FAIR-QAT, the mitigated model's row; rename them")
+    a = recipe.audit
+    check_audit_arguments(calibration_size=a.calibration_size, batch_size=a.batch_size, n_boot=a.n_boot,
+                          confidence_level=a.confidence_level, seed=a.seed)
+    if recipe.explain.enabled:
+        _check_explain_options(recipe.explain)
     check_output_dir(recipe.output_dir, overwrite)
     _check_model_path(recipe.model)
-    check_subset(recipe.data)
+    _check_data_config(recipe.data)
     explained = recipe.explain.recipe
-    if recipe.explain.enabled and explained and explained.upper() not in {str(r).upper() for r in audited}:
-        raise FairQuantError(f"explain.recipe {explained!r} is not among audit.recipes {recipe.audit.recipes}")
+    if recipe.explain.enabled and explained and _audited_recipe(audited, explained) is None:
+        raise FairQuantError(
+            f"explain.recipe {explained!r} is not among audit.recipes {[str(r) for r in audited]}"
+        )
     mitigation = recipe.mitigation
     if mitigation is not None and mitigation.quantization_recipe is None and mitigation.quantization_budget is None:
         raise FairQuantError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
     return audited
+
+
+def _audited_recipe(audited: list[Any], name: str) -> Any:
+    """The audited recipe named ``name`` (case-insensitive), or None."""
+    return next((r for r in audited if str(r).upper() == str(name).upper()), None)
+
+
+def _check_explain_options(e: Any) -> None:
+    from .curvature import METHODS
+    from .diagnostics._explain import PARAMETER_SETS
+    from .diagnostics._sampling import check_examples_per_group
+
+    if e.eigen_method not in METHODS:
+        raise FairQuantError(f"explain.eigen_method {e.eigen_method!r} is unknown; allowed: {list(METHODS)}")
+    if e.parameters not in PARAMETER_SETS:
+        raise FairQuantError(f"explain.parameters {e.parameters!r} is unknown; allowed: {list(PARAMETER_SETS)}")
+    check_examples_per_group(e.examples_per_group)
+    for key in ("probes", "batch_size"):
+        value = getattr(e, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise FairQuantError(f"explain.{key} must be a positive integer, got {value!r}")
+    if not (isinstance(e.tol, (int, float)) and not isinstance(e.tol, bool) and e.tol > 0):
+        raise FairQuantError(f"explain.tol must be a positive number (relative tolerance of λ_max), got {e.tol!r}")
+
+
+def _check_data_config(data: DataConfig) -> None:
+    """The data section: a known offline source or something that can be a path or a Hub id."""
+    from .data import OFFLINE_SOURCES
+
+    check_subset(data)
+    source = data.source
+    if not isinstance(source, str) or not source.strip():
+        raise FairQuantError(f"data.source must be an offline source {sorted(OFFLINE_SOURCES)}, a local path or a Hub id; got {source!r}")
+    if source in OFFLINE_SOURCES or Path(source).exists():
+        pass
+    else:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        looks_local = source.startswith((".", "/", "~")) or source.count("/") > 1 or Path(source).suffix.lower() in (
+            ".csv", ".tsv", ".json", ".jsonl", ".parquet")
+        try:
+            validate_repo_id(source)
+            valid = True
+        except HFValidationError:
+            valid = False
+        close = [s for s in OFFLINE_SOURCES if _similar(s, source)]
+        if looks_local or not valid or ("/" not in source and close):
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise FairQuantError(
+                f"data.source {source!r} is not an offline source{hint}, not an existing local file or folder"
+                + ("" if looks_local else ", and not a Hub dataset id (namespace/name)")
+                + f"; offline sources: {sorted(OFFLINE_SOURCES)}"
+            )
+    if not data.group_columns:
+        raise FairQuantError("data.group_columns must name at least one column")
+    if not (isinstance(data.long_tail_fraction, float) and 0 < data.long_tail_fraction <= 1):
+        raise FairQuantError(f"data.long_tail_fraction must be in (0, 1], got {data.long_tail_fraction!r}")
+    if data.train_split == data.eval_split:
+        raise FairQuantError(
+            f"data.train_split and data.eval_split are both {data.train_split!r}: evaluating on the training split "
+            "hides what quantization does to unseen examples; name two splits"
+        )
+
+
+def _similar(a: str, b: str) -> bool:
+    import difflib
+
+    return difflib.SequenceMatcher(None, a.lower().replace("-", "_"), b.lower().replace("-", "_")).ratio() >= 0.75
+
+
+def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any]) -> None:
+    """The checks that need the loaded splits (no model yet, no forward pass): the mitigation's
+    group columns, calibration sizes against the number of groups, the explain sample against
+    the smallest test group, group weights against the training groups."""
+    from .groups import check_enough_for_groups
+
+    train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
+    counts = spec.counts(data)
+    train_groups = [g for g, c in counts[recipe.data.train_split].items() if c > 0]
+    if any(r.uses_activations for r in audited) or (recipe.explain.enabled and audited):
+        check_enough_for_groups(recipe.audit.calibration_size, len(train_groups), "audit.calibration_size", train_groups)
+    m = recipe.mitigation
+    if m is not None:
+        missing = [c for c in m.group_columns if c not in train.column_names]
+        if missing:
+            raise FairQuantError(
+                f"mitigation.group_column {m.group_column!r}: column(s) {missing} not in split "
+                f"'{recipe.data.train_split}'; data.group_columns is {recipe.data.group_columns} "
+                f"(columns: {train.column_names})"
+            )
+        quant = m.quantization_recipe
+        if m.quantization_budget is not None or (quant is not None and quant.uses_activations):
+            mspec = GroupSpec(m.group_columns).fit(train)
+            check_enough_for_groups(m.calibration_size, mspec.num_groups, "mitigation.calibration_size", mspec.names)
+        if isinstance(m.group_weighting, dict) and m.group_columns == list(spec.columns):
+            named = {str(k) for k in m.group_weighting}
+            if named != set(train_groups):
+                raise FairQuantError(
+                    f"mitigation.group_weighting must name every training group exactly: unknown "
+                    f"{sorted(named - set(train_groups))}, missing {sorted(set(train_groups) - named)}; "
+                    f"the groups are {train_groups}"
+                )
+    e = recipe.explain
+    if e.enabled and audited and isinstance(e.examples_per_group, int) and not isinstance(e.examples_per_group, bool):
+        test_counts = {g: c for g, c in counts[recipe.data.eval_split].items() if c > 0}
+        small = {g: c for g, c in test_counts.items() if c < e.examples_per_group}
+        if small:
+            g, c = min(small.items(), key=lambda kv: kv[1])
+            raise FairQuantError(
+                f"explain.examples_per_group={e.examples_per_group} but the smallest group of split "
+                f"'{recipe.data.eval_split}', {g!r}, has {c} example(s); use at most {c}, 'all' or null "
+                "(every example up to 512)"
+            )
 
 
 def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
@@ -279,7 +420,7 @@ def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
     Checks the quantization presets and recipes, the output folder, a local model path, and —
     for a model built from ``config`` — that the mitigation recipe's patterns match its modules.
     """
-    audited = _check_recipe(recipe, overwrite)
+    audited = check_recipe(recipe, overwrite)
     mitigation = recipe.mitigation
     steps = []
     model = recipe.model.name_or_path or f"a new {recipe.model.config.get('model_type')} from config"
@@ -313,7 +454,7 @@ def run(
     """Execute a recipe (see :func:`_run`) with its trainer checkpoints in a scratch folder
     beside the output folder, removed on success, failure, exit and SIGTERM; temporaries of
     an earlier interrupted run of the same output folder are removed first."""
-    _check_recipe(recipe, overwrite)  # before any folder is touched
+    check_recipe(recipe, overwrite)  # before any folder is touched
     out = Path(recipe.output_dir)
     sweep_stale(out)
     saved = {s: getattr(recipe, s).output_dir for s in ("training", "mitigation") if getattr(recipe, s) is not None}
@@ -350,7 +491,7 @@ def _run(
 
     started = time.perf_counter()
     # ---------------------------------------------------------------- validate before heavy work
-    _check_recipe(recipe, overwrite)
+    audited = check_recipe(recipe, overwrite)
     out = Path(recipe.output_dir)
     if push_to_hub is not None:
         from .hub import check_push_arguments
@@ -370,6 +511,7 @@ def _run(
     image_processor, tokenizer = _processors(recipe.model, recipe.data)
     data, spec = load_grouped_dataset(recipe.data, image_processor=image_processor, tokenizer=tokenizer)
     train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
+    check_data(recipe, data, spec, audited)  # before the model is built or trained
     class_names = _class_names(train)
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)
@@ -392,8 +534,8 @@ def _run(
         calibration_dataset=train, calibration_size=recipe.audit.calibration_size, batch_size=recipe.audit.batch_size,
         n_boot=recipe.audit.n_boot, confidence_level=recipe.audit.confidence_level, seed=recipe.audit.seed,
     )
-    echo(f"[2/5] audit: {', '.join(recipe.audit.recipes) or 'FP only'}")
-    report = audit(model, evaluation, recipe.audit.recipes, spec, **audit_kwargs)
+    echo(f"[2/5] audit: {', '.join(str(r) for r in audited) or 'FP only'}")
+    report = audit(model, evaluation, audited, spec, **audit_kwargs)
     t = lap("audit", t)
 
     # ---------------------------------------------------------------- explain the worst
@@ -404,8 +546,8 @@ def _run(
 
         echo(f"[3/5] explain {explained}")
         e = recipe.explain
-        explanation = explain(
-            model, explained.lower(), evaluation, spec, calibration_dataset=train,
+        explanation = explain(  # the parsed recipe: a mapping-form recipe's name is no preset
+            model, _audited_recipe(audited, explained) or explained.lower(), evaluation, spec, calibration_dataset=train,
             calibration_size=recipe.audit.calibration_size, examples_per_group=e.examples_per_group,
             parameters=e.parameters, eigen_method=e.eigen_method, tol=e.tol, probes=e.probes,
             batch_size=e.batch_size, seed=e.seed,

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..batching import LABELS, iterate_batches
 from ..data.preprocessing import check_image_size
-from ..groups import GroupSpec
+from ..groups import GroupSpec, as_group_spec
 from ..quantization import RecipeLike, calibration_batches
 from . import _models
 from ..curvature import METHODS, GroupObjective, check_positive, evaluating, hutchinson_trace, top_eigenvalue
@@ -89,7 +89,7 @@ def explain(
     if parameters not in PARAMETER_SETS:
         raise FairQuantError(f"unknown parameters {parameters!r}; allowed: {list(PARAMETER_SETS)}")
     check_examples_per_group(examples_per_group)
-    spec = group_spec if isinstance(group_spec, GroupSpec) else GroupSpec(group_spec)
+    spec = as_group_spec(group_spec)
     num_labels = _num_labels(model)
     spec.validate(dataset, label_column=LABELS, num_labels=num_labels, split="explain")
     spec = spec if spec.is_fitted else spec.fit(dataset)

@@ -48,6 +48,21 @@ def _is_frozen(model: torch.nn.Module) -> bool:
     return is_frozen(model)
 
 
+def read_state_file(path: str, fields: tuple[str, ...]) -> dict[str, Any]:
+    """A JSON state file whose errors name the file and the field."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FairQuantError(f"{path} is not valid JSON ({err}); the checkpoint is damaged") from None
+    if not isinstance(data, dict):
+        raise FairQuantError(f"{path} must hold a JSON object with fields {list(fields)}, got {type(data).__name__}")
+    missing = [f for f in fields if f not in data]
+    if missing:
+        raise FairQuantError(f"{path} lacks field(s) {missing} (has {sorted(data)}); the checkpoint is damaged or from another tool")
+    return data
+
+
 class FairQuantTrainer(Trainer):
     """``Trainer`` with group-aware sampling, group-weighted loss and QAT (see module doc).
 
@@ -72,6 +87,11 @@ class FairQuantTrainer(Trainer):
             raise TypeError(f"FairQuantTrainer needs FairQuantTrainingArguments, got {type(args).__name__}")
         if model is None:
             raise FairQuantError("FairQuantTrainer needs a model")
+        if getattr(model, "config", None) is None or getattr(model.config, "num_labels", None) is None:
+            raise FairQuantError(
+                f"FairQuantTrainer needs a transformers classification model with a `config` (num_labels); "
+                f"{type(model).__name__} has none: wrap it in a PreTrainedModel or use an AutoModelFor*Classification"
+            )
         problem = getattr(getattr(model, "config", None), "problem_type", None)
         if problem not in (None, "single_label_classification"):
             raise FairQuantError(f"FairQuantTrainer trains single-label classifiers; the model's problem_type is {problem!r}")
@@ -239,8 +259,8 @@ class FairQuantTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         path = os.path.join(resume_from_checkpoint, STATE_NAME)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{resume_from_checkpoint} has no {STATE_NAME}: not a FairQuantTrainer checkpoint")
-        saved = json.loads(open(path, encoding="utf-8").read())
+            raise FairQuantError(f"{resume_from_checkpoint} has no {STATE_NAME}: not a FairQuantTrainer checkpoint")
+        saved = read_state_file(path, ("group_columns", "group_names", "quantization", "dro"))
         current = self._fairquant_state()
         for key in ("group_columns", "group_names", "quantization"):
             if saved[key] != current[key]:
@@ -250,4 +270,9 @@ class FairQuantTrainer(Trainer):
                 )
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if isinstance(self.loss_weighting, GroupDROWeights) and saved["dro"] is not None:
-            self.loss_weighting.load_state_dict(saved["dro"])
+            if not isinstance(saved["dro"], dict) or "q" not in saved["dro"]:
+                raise FairQuantError(f"{path}: field 'dro' must be an object with the group weights 'q', got {saved['dro']!r}")
+            try:
+                self.loss_weighting.load_state_dict(saved["dro"])
+            except (TypeError, ValueError) as err:
+                raise FairQuantError(f"{path}: field 'dro': {err}") from None
