@@ -26,10 +26,10 @@ def save_data(folder: Path, train_groups: list, test_groups: list, n_train: int 
     return folder
 
 
-def tiny_recipe(data: Path, **sections) -> dict:
+def tiny_recipe(data_dir: Path, **sections) -> dict:
     """A recipe that trains a ~20k-parameter ResNet for 2 steps and audits W8: a few seconds."""
     recipe = {
-        "data": {"source": str(data), "group_columns": ["group"]},
+        "data": {"source": str(data_dir), "group_columns": ["group"]},
         "model": {"config": {"model_type": "resnet", "num_channels": 1, "embedding_size": 8, "hidden_sizes": [8, 16],
                              "depths": [1, 1], "layer_type": "basic", "downsample_in_first_stage": False}},
         "training": {"max_steps": 2, "per_device_train_batch_size": 16, "save_strategy": "no", "use_cpu": True,

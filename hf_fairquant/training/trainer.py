@@ -268,10 +268,11 @@ class FairQuantTrainer(Trainer):
                     f"checkpoint {resume_from_checkpoint} was trained with {key}={saved[key]!r}, "
                     f"this trainer has {current[key]!r}"
                 )
+        dro = isinstance(self.loss_weighting, GroupDROWeights) and saved["dro"] is not None
+        if dro and (not isinstance(saved["dro"], dict) or "q" not in saved["dro"]):
+            raise FairQuantError(f"{path}: field 'dro' must be an object with the group weights 'q', got {saved['dro']!r}")
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if isinstance(self.loss_weighting, GroupDROWeights) and saved["dro"] is not None:
-            if not isinstance(saved["dro"], dict) or "q" not in saved["dro"]:
-                raise FairQuantError(f"{path}: field 'dro' must be an object with the group weights 'q', got {saved['dro']!r}")
+        if dro:
             try:
                 self.loss_weighting.load_state_dict(saved["dro"])
             except (TypeError, ValueError) as err:
