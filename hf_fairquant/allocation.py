@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from ._text import md_row
+from ._format import escape_cell
 from .batching import LABELS, iterate_batches, predict_batches
 from .curvature import GroupObjective, hutchinson_trace
 from .groups import GroupSpec, as_group_spec, check_enough_for_groups, stratified_indices
@@ -109,7 +109,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _table(rows: list[list[str]]) -> str:
-    return "\n".join(md_row(row) for row in rows)
+    return "\n".join("| " + " | ".join(escape_cell(c) for c in row) + " |" for row in rows)
 
 
 # ---------------------------------------------------------------- validation

@@ -2,13 +2,14 @@
 
 A recipe has the sections ``data`` (:class:`~hf_fairquant.data.DataConfig`), ``model``
 (:class:`ModelSection`), ``training`` (``transformers.TrainingArguments`` fields; omit it to
-audit a model as it is) and ``audit`` (:class:`AuditSection`). Each section is parsed with
+audit a model as it is), ``audit`` (:class:`~hf_fairquant.audit.AuditConfig`), ``explain``
+(:class:`ExplainSection`), ``mitigation`` and ``card``. Each section is parsed with
 ``HfArgumentParser``; an unknown key is an error naming the key and its section.
 """
 
 from __future__ import annotations
 
-from .errors import FairQuantError
+from .errors import FairQuantError, MissingFileError
 
 import dataclasses
 import json
@@ -21,10 +22,13 @@ import yaml
 
 from ._atomic import contains_cwd, scratch_directory, sweep_stale
 from ._coerce import coerce_fields
+from ._config import field_names
+from ._paths import local_folder_or_hub_id
+from .audit import AuditConfig
 from .data import DataConfig, check_image_size, check_subset, load_grouped_dataset
+from .diagnostics import ExplainConfig
 from .groups import GroupSpec
 
-DEFAULT_RECIPES = ["w8a8", "w4a8", "w4", "w2a8"]
 
 
 @dataclass
@@ -36,32 +40,14 @@ class ModelSection:
 
 
 @dataclass
-class AuditSection:
-    """Which PTQ recipes to audit, and how."""
+class ExplainSection(ExplainConfig):
+    """The run's ``explain`` section: every :class:`~hf_fairquant.diagnostics.ExplainConfig` option,
+    plus whether to explain and which audited recipe."""
 
-    recipes: list[str] = field(default_factory=lambda: list(DEFAULT_RECIPES))
-    calibration_size: int = 512
-    batch_size: int = 256
-    n_boot: int = 1000
-    confidence_level: float = 0.95
-    seed: int = 0
-
-
-@dataclass
-class ExplainSection:
-    """Explain one audited recipe (default: the one that lowers the worst group's accuracy most)."""
-
-    enabled: bool = True
+    enabled: bool = field(default=True, metadata={"help": "explain one audited recipe"})
     recipe: str | None = field(
         default=None, metadata={"help": "an audited recipe; default: the one that lowers the worst group's accuracy most"}
     )
-    examples_per_group: int | str | None = 256
-    eigen_method: str = "lanczos"
-    tol: float = 1e-3
-    probes: int = 32
-    parameters: str = "quantized"
-    batch_size: int = 128
-    seed: int = 0
 
 
 @dataclass
@@ -81,7 +67,7 @@ class CardSection:
 class RunRecipe:
     data: DataConfig
     model: ModelSection
-    audit: AuditSection
+    audit: AuditConfig
     explain: ExplainSection = field(default_factory=ExplainSection)
     card: CardSection = field(default_factory=CardSection)
     training: Any = None  # transformers.TrainingArguments (full-precision fine-tune) or None
@@ -89,7 +75,7 @@ class RunRecipe:
     output_dir: str = "outputs/run"
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelSection, "audit": AuditSection, "explain": ExplainSection, "card": CardSection}
+_SECTIONS = {"data": DataConfig, "model": ModelSection, "audit": AuditConfig, "explain": ExplainSection, "card": CardSection}
 
 
 def _parse_section(name: str, cls: type, values: Any) -> Any:
@@ -118,7 +104,7 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
 
     path = Path(path)
     if not path.is_file():
-        raise FairQuantError(f"recipe {path} not found (give the path of a YAML recipe, e.g. recipes/digits_vit.yaml)")
+        raise MissingFileError(f"recipe {path} not found (give the path of a YAML recipe, e.g. recipes/digits_vit.yaml)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -249,11 +235,8 @@ def _check_model_path(section: ModelSection) -> None:
         raise FairQuantError(f"model.name_or_path must be a Hub model id or a local folder, got {name!r}")
     if section.config is not None and not isinstance(section.config, dict):
         raise FairQuantError(f"model.config must be a mapping of transformers config fields incl. model_type, got {section.config!r}")
-    if name is None or Path(name).exists():
-        return
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1  # "user/Model-2.5" is a Hub id
-    if looks_local:
-        raise FairQuantError(f"model path {name} does not exist (give a local folder or a Hub id like user/model)")
+    if name is not None:
+        local_folder_or_hub_id(name)
 
 
 def _worst_recipe(report: Any) -> str | None:
@@ -268,12 +251,11 @@ def _worst_recipe(report: Any) -> str | None:
 
 
 def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
-    """The one static check of a run, before any data or model is loaded: every option's type
-    and range, the quantization recipes (presets, bits, unique names that match their bits),
+    """The one static check of a run, before any data or model is loaded (the section
+    dataclasses have already checked each option's type and range as they were built): the quantization recipes (presets, bits, unique names that match their bits),
     the explained recipe, the mitigation's recipe and columns, the output folder, a local model
     path, the data source. Returns the audited PTQ recipes. :func:`run`, :func:`dry_run` and the
     CLI's ``audit``/``train`` call it; :func:`check_data` does the checks that need the data."""
-    from .audit import check_audit_arguments
     from .quantization import parse_recipes
 
     if recipe.audit.recipes is not None and not isinstance(recipe.audit.recipes, (list, tuple, str)):
@@ -282,11 +264,6 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
     reserved = [str(r) for r in audited if str(r).upper().startswith("FAIR-QAT")]
     if reserved:
         raise FairQuantError(f"audit.recipes names {reserved} start with FAIR-QAT, the mitigated model's row; rename them")
-    a = recipe.audit
-    check_audit_arguments(calibration_size=a.calibration_size, batch_size=a.batch_size, n_boot=a.n_boot,
-                          confidence_level=a.confidence_level, seed=a.seed)
-    if recipe.explain.enabled:
-        _check_explain_options(recipe.explain)
     check_output_dir(recipe.output_dir, overwrite)
     _check_model_path(recipe.model)
     _check_data_config(recipe.data)
@@ -304,24 +281,6 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
 def _audited_recipe(audited: list[Any], name: str) -> Any:
     """The audited recipe named ``name`` (case-insensitive), or None."""
     return next((r for r in audited if str(r).upper() == str(name).upper()), None)
-
-
-def _check_explain_options(e: Any) -> None:
-    from .curvature import METHODS
-    from .diagnostics._explain import PARAMETER_SETS
-    from .diagnostics._sampling import check_examples_per_group
-
-    if e.eigen_method not in METHODS:
-        raise FairQuantError(f"explain.eigen_method {e.eigen_method!r} is unknown; allowed: {list(METHODS)}")
-    if e.parameters not in PARAMETER_SETS:
-        raise FairQuantError(f"explain.parameters {e.parameters!r} is unknown; allowed: {list(PARAMETER_SETS)}")
-    check_examples_per_group(e.examples_per_group)
-    for key in ("probes", "batch_size"):
-        value = getattr(e, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise FairQuantError(f"explain.{key} must be a positive integer, got {value!r}")
-    if not (isinstance(e.tol, (int, float)) and not isinstance(e.tol, bool) and e.tol > 0):
-        raise FairQuantError(f"explain.tol must be a positive number (relative tolerance of λ_max), got {e.tol!r}")
 
 
 def _check_data_config(data: DataConfig) -> None:
@@ -378,8 +337,10 @@ def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any]
     train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
     counts = spec.counts(data)
     train_groups = [g for g, c in counts[recipe.data.train_split].items() if c > 0]
-    if any(r.uses_activations for r in audited) or (recipe.explain.enabled and audited):
+    if any(r.uses_activations for r in audited):
         check_enough_for_groups(recipe.audit.calibration_size, len(train_groups), "audit.calibration_size", train_groups)
+    if recipe.explain.enabled and any(r.uses_activations for r in audited):
+        check_enough_for_groups(recipe.explain.calibration_size, len(train_groups), "explain.calibration_size", train_groups)
     m = recipe.mitigation
     if m is not None:
         missing = [c for c in m.group_columns if c not in train.column_names]
@@ -530,12 +491,8 @@ def _run(
     model.eval()
 
     # ---------------------------------------------------------------- audit PTQ
-    audit_kwargs = dict(
-        calibration_dataset=train, calibration_size=recipe.audit.calibration_size, batch_size=recipe.audit.batch_size,
-        n_boot=recipe.audit.n_boot, confidence_level=recipe.audit.confidence_level, seed=recipe.audit.seed,
-    )
     echo(f"[2/5] audit: {', '.join(str(r) for r in audited) or 'FP only'}")
-    report = audit(model, evaluation, audited, spec, **audit_kwargs)
+    report = audit(model, evaluation, audited, spec, calibration_dataset=train, config=recipe.audit)
     t = lap("audit", t)
 
     # ---------------------------------------------------------------- explain the worst
@@ -545,12 +502,10 @@ def _run(
         from .diagnostics import explain
 
         echo(f"[3/5] explain {explained}")
-        e = recipe.explain
+        options = {f: getattr(recipe.explain, f) for f in field_names(ExplainConfig)}
         explanation = explain(  # the parsed recipe: a mapping-form recipe's name is no preset
             model, _audited_recipe(audited, explained) or explained.lower(), evaluation, spec, calibration_dataset=train,
-            calibration_size=recipe.audit.calibration_size, examples_per_group=e.examples_per_group,
-            parameters=e.parameters, eigen_method=e.eigen_method, tol=e.tol, probes=e.probes,
-            batch_size=e.batch_size, seed=e.seed,
+            config=ExplainConfig(**options)
         )
         t = lap("explain", t)
 
@@ -558,10 +513,12 @@ def _run(
     quantized = trainer = None
     if recipe.mitigation is not None:
         echo("[4/5] mitigate with FairQuantTrainer")
-        trainer, quantized = _mitigate(model, recipe.mitigation, train, image_processor or tokenizer)
+        trainer, quantized = _mitigate(model, recipe.mitigation, train)
         t = lap("mitigation", t)
         name = f"FAIR-QAT {str(trainer.quant_recipe).upper()}"
-        mitigated = audit(model, evaluation, [], spec, quantized_models={name: quantized}, **audit_kwargs)
+        mitigated = audit(
+            model, evaluation, [], spec, calibration_dataset=train, config=recipe.audit, quantized_models={name: quantized}
+        )
         result = mitigated.quantized[0]
         result.recipe = trainer.quant_recipe.to_dict()
         report.quantized.append(result)
@@ -590,7 +547,7 @@ def _run(
     return RunResult(results, out, model, quantized, pushed)
 
 
-def _mitigate(model: Any, args: Any, train: Any, processor: Any) -> tuple[Any, Any]:
+def _mitigate(model: Any, args: Any, train: Any) -> tuple[Any, Any]:
     """Fair QAT of a copy of ``model`` with :class:`FairQuantTrainer`; returns (trainer, frozen model)."""
     import copy
 

@@ -19,7 +19,7 @@ folder replaces it whole (other files in it are carried over).
 
 from __future__ import annotations
 
-from ..errors import ArtifactError, FairQuantError
+from ..errors import ArtifactError, FairQuantError, MissingFileError
 
 import hashlib
 import json
@@ -31,6 +31,7 @@ from optimum.quanto import quantization_map
 from safetensors.torch import load_file, save_file
 
 from .._atomic import atomic_directory
+from .._paths import local_folder_or_hub_id
 from .api import apply_plan, effective_bits, freeze, is_quantized
 from .backends.quanto import layer_quant_of
 from .recipe import LayerQuant, QuantRecipe
@@ -159,35 +160,35 @@ def save_quantized(
 
 
 def _resolve(path_or_repo: str | Path, revision: str | None, token: str | None) -> Path:
-    """A local folder, else a Hub repo snapshot; a path that is clearly local (exists as a
-    file, starts with ``.``/``/``/``~``, is not a valid repo id, or its parent folder exists
-    here) is an :class:`ArtifactError` without any network access."""
-    path = Path(path_or_repo).expanduser()
-    if path.is_dir():
-        return path
-    text = str(path_or_repo)
-    if path.exists():
-        raise ArtifactError(f"{text} is a file, not a folder written by save_quantized")
+    """A local folder, else a Hub repo snapshot. A name that is clearly local (see
+    :func:`~hf_fairquant._paths.local_folder_or_hub_id`; also one that is no valid repo id, or
+    whose parent folder exists here) is a :class:`MissingFileError` without any network access;
+    a Hub failure is an :class:`ArtifactError` that says both readings."""
+    where = local_folder_or_hub_id(path_or_repo, "quantized model")
+    if isinstance(where, Path):
+        if not where.is_dir():
+            raise MissingFileError(f"{where} is a file, not a folder written by save_quantized")
+        return where
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
-        validate_repo_id(text)
+        validate_repo_id(where)
         valid_repo_id = True
     except HFValidationError:
         valid_repo_id = False
-    parent_here = "/" in text and path.parent.is_dir() and str(path.parent) not in ("", ".")
-    if not valid_repo_id or text.startswith((".", "/", "~")) or parent_here:
-        raise ArtifactError(
-            f"quantized model folder {text} does not exist (give a folder written by save_quantized, "
+    parent = Path(where).parent
+    if not valid_repo_id or ("/" in where and str(parent) not in ("", ".") and parent.is_dir()):
+        raise MissingFileError(
+            f"quantized model folder {where} does not exist (give a folder written by save_quantized, "
             "or a Hub repo id like user/model)"
         )
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(text, revision=revision, token=token))
+        return Path(snapshot_download(where, revision=revision, token=token))
     except Exception as err:  # offline, not found, gated: one error that says both readings
         raise ArtifactError(
-            f"{text} is not a local folder, and loading it as a Hub repo failed ({type(err).__name__}: {err})"
+            f"{where} is not a local folder, and loading it as a Hub repo failed ({type(err).__name__}: {err})"
         ) from err
 
 
@@ -203,7 +204,7 @@ def load_quantized(path_or_repo: str | Path, revision: str | None = None, token:
     folder = _resolve(path_or_repo, revision, token)
     missing_files = [f for f in ("config.json", WEIGHTS_NAME, QMAP_NAME) if not (folder / f).is_file()]
     if missing_files:
-        raise ArtifactError(f"{folder} lacks {missing_files}: not a folder written by save_quantized")
+        raise MissingFileError(f"{folder} lacks {missing_files}: not a folder written by save_quantized")
     config = AutoConfig.from_pretrained(folder)
     arch = (config.architectures or [None])[0]
     model_cls = getattr(transformers, arch, None) if arch else None

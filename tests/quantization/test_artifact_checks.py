@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hf_fairquant import load_quantized, quantize, save_quantized
-from hf_fairquant.errors import ArtifactError
+from hf_fairquant.errors import ArtifactError, FairQuantError
 from hf_fairquant.quantization import serialization as ser
 from tests.conftest import image_dataset, tiny_resnet
 from tests.quantization.test_serialization import _logits, resign
@@ -91,7 +91,7 @@ def test_a_missing_local_folder_is_an_artifact_error_without_the_hub(tmp_path, m
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("asked the Hub"))
-    with pytest.raises(ArtifactError, match="does not exist"):
+    with pytest.raises(FairQuantError, match="does not exist"):
         load_quantized(where.format(tmp=tmp_path))
 
 

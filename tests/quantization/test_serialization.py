@@ -82,7 +82,7 @@ def test_quantization_map_must_fit_the_model(tmp_path):
 
 def test_not_a_quantized_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ArtifactError, match="model.safetensors"):
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_quantized(tmp_path / "empty")
 
 

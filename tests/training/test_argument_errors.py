@@ -47,29 +47,33 @@ def test_a_model_without_config_is_refused(tmp_path):
         FairQuantTrainer(model=Plain(), args=_args(tmp_path), train_dataset=image_dataset(n=16))
 
 
-@pytest.mark.parametrize(
-    "state, message",
-    [
-        ("{broken", r"fairquant_state\.json is not valid JSON"),
-        (json.dumps({"group_columns": ["group"]}), r"fairquant_state\.json lacks field\(s\) \['group_names', 'quantization', 'dro'\]"),
-        (json.dumps([1, 2]), r"fairquant_state\.json must hold a JSON object"),
-    ],
-)
-def test_damaged_state_files_name_the_file_and_field(tmp_path, state, message):
-    trainer = FairQuantTrainer(model=tiny_resnet(), args=_args(tmp_path / "out"), train_dataset=image_dataset(n=16))
+def _checkpoint(tmp_path, text):
     checkpoint = tmp_path / "checkpoint-1"
     checkpoint.mkdir()
-    (checkpoint / "fairquant_state.json").write_text(state)
+    (checkpoint / "trainer_state.json").write_text(text)
+    return str(checkpoint)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{broken", r"trainer_state\.json is not a readable TrainerState"),
+        (json.dumps({"global_step": 1}), r"trainer_state\.json has no stateful_callbacks\['FairQuantState'\] with 'args'"),
+    ],
+)
+def test_damaged_state_files_name_the_file_and_field(tmp_path, text, message):
+    from hf_fairquant.training.state import saved_state
+
     with pytest.raises(FairQuantError, match=message):
-        trainer._load_from_checkpoint(str(checkpoint))
+        saved_state(_checkpoint(tmp_path, text))
 
 
 def test_a_bad_dro_field_names_the_file_and_field(tmp_path):
-    trainer = FairQuantTrainer(model=tiny_resnet(), args=_args(tmp_path / "out", group_weighting="dro"),
-                               train_dataset=image_dataset(n=16))
-    state = {**trainer._fairquant_state(), "dro": {"weights": [0.5, 0.5]}}
-    checkpoint = tmp_path / "checkpoint-1"
-    checkpoint.mkdir()
-    (checkpoint / "fairquant_state.json").write_text(json.dumps(state))
-    with pytest.raises(FairQuantError, match=r"fairquant_state\.json: field 'dro' must be an object with the group weights 'q'"):
-        trainer._load_from_checkpoint(str(checkpoint))
+    from hf_fairquant.training.state import FairQuantState
+
+    state = FairQuantState(None, ["group"], ["a", "b"], dro_step_size=0.01)
+    saved = state.state()
+    saved["attributes"]["dro_q"] = [1.0, 0.0, 0.0]  # three groups' weights for two groups
+    checkpoint = _checkpoint(tmp_path, json.dumps({"stateful_callbacks": {"FairQuantState": saved}}))
+    with pytest.raises(FairQuantError, match=r"trainer_state\.json: stateful_callbacks\['FairQuantState'\]: field attributes\.dro_q"):
+        state.restore(checkpoint)
