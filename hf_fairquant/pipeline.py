@@ -239,6 +239,38 @@ def _check_model_path(section: ModelSection) -> None:
         local_folder_or_hub_id(name)
 
 
+def _check_model_config(section: ModelSection, is_text: bool) -> None:
+    """A ``model.config`` builds a transformers config of a classification model for this data
+    (the config only: no weights), so an unknown ``model_type`` or field fails here."""
+    if section.name_or_path is not None or section.config is None:
+        return
+    import difflib
+
+    from transformers import CONFIG_MAPPING, AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
+    cfg = dict(section.config)
+    model_type = cfg.pop("model_type", None)
+    if not isinstance(model_type, str):
+        raise FairQuantError(f"model.config needs a `model_type` string (e.g. resnet, vit, distilbert), got {model_type!r}")
+    task, allowed = (("text", MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES) if is_text
+                     else ("image", MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES))
+    if model_type not in CONFIG_MAPPING or model_type not in allowed:
+        close = difflib.get_close_matches(model_type, list(allowed), n=3)
+        raise FairQuantError(
+            f"model.config.model_type {model_type!r} is not a transformers {task}-classification model type"
+            + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+            + f"; e.g. {', '.join(sorted(allowed)[:8])}, …"
+        )
+    try:
+        AutoConfig.for_model(model_type, **cfg)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise FairQuantError(f"model.config for {model_type!r} is not a valid config: {err}") from None
+
+
 def _worst_recipe(report: Any) -> str | None:
     """The audited PTQ recipe that costs the worst-off group most: the largest fall of the
     minimum group accuracy (ties: the fewest bits). Not the gap change — a recipe that wrecks
@@ -266,16 +298,42 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
         raise FairQuantError(f"audit.recipes names {reserved} start with FAIR-QAT, the mitigated model's row; rename them")
     check_output_dir(recipe.output_dir, overwrite)
     _check_model_path(recipe.model)
+    _check_model_config(recipe.model, is_text=bool(recipe.data.text_column))
     _check_data_config(recipe.data)
     explained = recipe.explain.recipe
     if recipe.explain.enabled and explained and _audited_recipe(audited, explained) is None:
         raise FairQuantError(
             f"explain.recipe {explained!r} is not among audit.recipes {[str(r) for r in audited]}"
         )
+    for section in ("training", "mitigation"):
+        if getattr(recipe, section) is not None:
+            _check_training_arguments(section, getattr(recipe, section))
     mitigation = recipe.mitigation
     if mitigation is not None and mitigation.quantization_recipe is None and mitigation.quantization_budget is None:
         raise FairQuantError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
     return audited
+
+
+def _check_training_arguments(section: str, args: Any) -> None:
+    """Ranges TrainingArguments leaves to torch or to the first step (a negative learning rate,
+    zero batch size, no steps to take, a seed numpy refuses)."""
+    problems = []
+    if not args.learning_rate >= 0:
+        problems.append(f"learning_rate must be >= 0, got {args.learning_rate}")
+    if not args.weight_decay >= 0:
+        problems.append(f"weight_decay must be >= 0, got {args.weight_decay}")
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, key) < 1:
+            problems.append(f"{key} must be >= 1, got {getattr(args, key)}")
+    if args.max_steps == 0 or args.max_steps < -1 or (args.max_steps == -1 and not args.num_train_epochs > 0):
+        problems.append(
+            f"there is nothing to train: max_steps={args.max_steps}, num_train_epochs={args.num_train_epochs} "
+            "(set max_steps > 0, or num_train_epochs > 0 with max_steps unset)"
+        )
+    if not 0 <= args.seed < 2**32:
+        problems.append(f"seed must be in 0..2**32-1, got {args.seed}")
+    if problems:
+        raise FairQuantError(f"recipe section '{section}': " + "; ".join(problems))
 
 
 def _audited_recipe(audited: list[Any], name: str) -> Any:
