@@ -180,7 +180,7 @@ def _split(n: int, groups: list, seed: int) -> Dataset:
     )
 
 
-@settings(max_examples=20, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(shape=dataset_shapes())
 def test_fuzzed_dataset_shapes_fail_before_the_first_forward_or_reach_it(shape):
     kind, train_groups, test_groups, _ = shape

@@ -76,6 +76,10 @@ def _text(tmp_path, text):
         ("data", {"eval_split": "train"}, r"train_split and data.eval_split are both 'train'"),
         ("mitigation", {"quantization": "w4", "group_column": "labels"}, "group_column 'labels' is the label column"),
         ("mitigation", {"quantization": "w4", "label_names": ["labels"]}, r"must include \['labels', 'group'\]"),
+        ("model", {"config": {"model_type": "resnett"}}, r"model_type 'resnett' is not a transformers image-classification model type \(did you mean 'resnet'"),
+        ("model", {"config": {"model_type": "bert"}}, r"'bert' is not a transformers image-classification model type"),
+        ("training", {"learning_rate": -1}, r"recipe section 'training': learning_rate must be >= 0, got -1"),
+        ("training", {"max_steps": 0}, r"there is nothing to train: max_steps=0"),
         ("model", {"name_or_path": ["a", "b"]}, r"model\.name_or_path must be a string or null, got \[.a., .b.\]"),
     ],
 )
@@ -107,6 +111,11 @@ def test_data_dependent_checks_fail_before_any_model(tmp_path, data, no_work, se
     with pytest.raises(FairQuantError, match=message):
         run(_load(tmp_path, data, **sections), echo=lambda *_: None)
     assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_hub_dataset_that_cannot_be_loaded_is_a_fair_quant_error(tmp_path, data, no_work):
+    with pytest.raises(FairQuantError, match=r"data source 'nobody-h14/none' is not an offline source .* as a Hub dataset failed"):
+        run(_load(tmp_path, data, data={"source": "nobody-h14/none"}), echo=lambda *_: None)  # HF_DATASETS_OFFLINE=1
 
 
 def test_the_readme_mapping_form_of_audit_recipes_runs_through_audit_and_explain(tmp_path, data):
