@@ -116,3 +116,15 @@ def test_scratch_directory_is_removed_on_success_and_failure(tmp_path):
         with scratch_directory(tmp_path / "out") as scratch:
             raise ValueError
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_readme_errors_example_prints_what_the_readme_shows(monkeypatch, capsys):
+    import re
+    import shlex
+
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = readme.split("## Errors: fail early, lose nothing", 1)[1]
+    command, shown = re.search(r"\$ (hf-fairquant [^\n]+)\n\s*(hf-fairquant [^\n]+)", section).groups()
+    monkeypatch.chdir(ROOT)
+    assert main(shlex.split(command)[1:]) == 2
+    assert capsys.readouterr().err.strip() == shown.strip()
