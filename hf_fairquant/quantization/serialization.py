@@ -30,7 +30,7 @@ import torch
 from optimum.quanto import quantization_map
 from safetensors.torch import load_file, save_file
 
-from .._atomic import atomic_directory
+from .._atomic import atomic_directory, contains_cwd
 from .._paths import local_folder_or_hub_id
 from .api import apply_plan, effective_bits, freeze, is_quantized
 from .backends.quanto import layer_quant_of
@@ -143,9 +143,12 @@ def save_quantized(
         "recipe": recipe.to_dict() if recipe is not None else None,
         "effective_bits": effective_bits(model),
     }
+    directory = Path(directory)
+    if contains_cwd(directory):
+        raise FairQuantError(f"save_quantized replaces {directory} whole, and it is (or contains) the working folder; "
+                             "save into a subfolder")
     qmap = quantization_map(model)
     qmap[QMAP_CHECK_KEY] = {"weights_sha256": weights_hash(state)}
-    directory = Path(directory)
     carried = [p.name for p in directory.iterdir() if p.name not in ARTIFACT_FILES] if directory.is_dir() else []
     with atomic_directory(directory, keep=carried) as tmp:  # the whole folder is swapped
         config.architectures = [type(model).__name__]

@@ -98,3 +98,10 @@ def test_a_missing_local_folder_is_an_artifact_error_without_the_hub(tmp_path, m
 def test_an_unreachable_hub_id_says_both_readings(monkeypatch):
     with pytest.raises(ArtifactError, match="is not a local folder, and loading it as a Hub repo failed"):
         load_quantized("nobody-h14/no-such-model")  # HF_HUB_OFFLINE=1 in tests
+
+
+def test_saving_over_the_working_folder_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FairQuantError, match="is \\(or contains\\) the working folder"):
+        save_quantized(quantize(tiny_resnet(), "w8"), ".")
+    assert list(tmp_path.iterdir()) == []
