@@ -151,7 +151,9 @@ def test_audit_accepts_a_column_list_and_refuses_other_group_specs():
 
 
 def test_allocate_bits_refuses_a_calibration_set_smaller_than_the_groups_before_any_pass(monkeypatch):
-    import hf_fairquant.allocation as allocation
+    import importlib
+
+    allocation = importlib.import_module("hf_fairquant.allocation")
 
     monkeypatch.setattr(allocation, "measure_sensitivity", lambda *a, **k: pytest.fail("ran a sensitivity pass"))
     ds = image_dataset(n=30, groups=("a", "b", "c"))
