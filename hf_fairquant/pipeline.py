@@ -61,6 +61,12 @@ class CardSection:
     dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset id for model-index (default: data.source)"})
     group_description: str | None = field(default=None, metadata={"help": "how the groups are defined (say if derived)"})
     tags: list[str] = field(default_factory=list)
+    publish_backend: str = field(
+        default="auto",
+        metadata={"help": "backend the mitigated model is trained and published with: auto (torchao — loads with plain "
+                          "transformers — when it can quantize every planned module, i.e. all are Linear; else the "
+                          "recipe's), quanto or torchao"},
+    )
 
 
 @dataclass
@@ -282,6 +288,35 @@ def _worst_recipe(report: Any) -> str | None:
     return worst.name
 
 
+def publish_backend(choice: str, quant: Any, model: Any) -> str:
+    """The backend the mitigated model is trained and published with (see ``CardSection``):
+    ``auto`` picks torchao — transformers-native artifacts — when it can quantize every planned
+    module (all Linear, group size fits) and the recipe names no other backend."""
+    from .errors import UnsupportedByBackendError
+    from .quantization import DEFAULT_BACKEND, available_backends, get_backend
+
+    allowed = ["auto", *available_backends()]
+    if choice not in allowed:
+        raise FairQuantError(f"card.publish_backend {choice!r} is not one of {allowed}")
+    if choice != "auto":
+        return choice
+    if quant.backend != DEFAULT_BACKEND:
+        return quant.backend
+    torchao = get_backend("torchao").configure(quant)
+    try:
+        torchao.check(model, quant.plan(model))
+    except UnsupportedByBackendError:
+        return quant.backend
+    return torchao.name
+
+
+def _with_backend(args: Any, backend: str) -> None:
+    """Compile the mitigation recipe (``args.quantization``) to ``backend``."""
+    quant = args.quantization_recipe
+    if quant is not None and quant.backend != backend:
+        args.quantization = dataclasses.replace(quant, backend=backend).to_dict()
+
+
 def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
     """The one static check of a run, before any data or model is loaded (the section
     dataclasses have already checked each option's type and range as they were built): the quantization recipes (presets, bits, unique names that match their bits),
@@ -296,6 +331,10 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
     reserved = [str(r) for r in audited if str(r).upper().startswith("FAIR-QAT")]
     if reserved:
         raise FairQuantError(f"audit.recipes names {reserved} start with FAIR-QAT, the mitigated model's row; rename them")
+    from .quantization import available_backends
+
+    if recipe.card.publish_backend not in ["auto", *available_backends()]:
+        raise FairQuantError(f"card.publish_backend {recipe.card.publish_backend!r} is not one of {['auto', *available_backends()]}")
     check_output_dir(recipe.output_dir, overwrite)
     _check_model_path(recipe.model)
     _check_model_config(recipe.model, is_text=bool(recipe.data.text_column))
@@ -453,7 +492,9 @@ def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
     if mitigation is not None:
         quant = mitigation.quantization_recipe
         if quant is not None and recipe.model.config is not None:
-            quant.plan(_build_model(recipe.model, ["0", "1"], is_text=bool(recipe.data.text_column)))  # patterns match?
+            built = _build_model(recipe.model, ["0", "1"], is_text=bool(recipe.data.text_column))
+            quant.plan(built)  # patterns match?
+            quant = dataclasses.replace(quant, backend=publish_backend(recipe.card.publish_backend, quant, built))
         what = str(quant) if quant is not None else f"bits allocated under a {mitigation.quantization_budget:g}-bit budget"
         steps.append(f"mitigate: FairQuantTrainer, {what}, sampling {mitigation.group_sampling} "
                      f"(power {mitigation.sampling_power:g}), weighting {mitigation.group_weighting}")
@@ -529,6 +570,8 @@ def _run(
     t = time.perf_counter()
     image_processor, tokenizer = _processors(recipe.model, recipe.data)
     data, spec = load_grouped_dataset(recipe.data, image_processor=image_processor, tokenizer=tokenizer)
+    # published beside the model: the model's own, else the fitted default transform as an image processor
+    processor = image_processor or tokenizer or getattr(data, "image_processor", None)
     train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
     check_data(recipe, data, spec, audited)  # before the model is built or trained
     class_names = _class_names(train)
@@ -539,7 +582,9 @@ def _run(
         spec.validate(ds, label_column="labels", num_labels=model.config.num_labels, split=split)
     check_image_size(model.config, evaluation)
     if recipe.mitigation is not None and recipe.mitigation.quantization_recipe is not None:
-        recipe.mitigation.quantization_recipe.plan(model)  # a pattern matching no module fails here
+        quant = recipe.mitigation.quantization_recipe
+        quant.plan(model)  # a pattern matching no module fails here
+        _with_backend(recipe.mitigation, publish_backend(recipe.card.publish_backend, quant, model))
     counts = spec.counts(data)
     echo(f"groups by {spec.name}: " + "; ".join(f"{s}: {c}" for s, c in counts.items()))
     t = lap("data", t)
@@ -591,7 +636,7 @@ def _run(
     )
     write_outputs(
         out, results, fp_model=model if recipe.training is not None else None, quantized=quantized,
-        processor=image_processor or tokenizer, explanation=explanation,
+        processor=processor, explanation=explanation,
     )
     pushed = None
     if push_to_hub is not None:

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from hf_fairquant import load_quantized, quantize, save_quantized
 from hf_fairquant.errors import ArtifactError, FairQuantError
-from hf_fairquant.quantization import serialization as ser
+from hf_fairquant.quantization import artifact_checks as checks, serialization as ser
 from tests.conftest import image_dataset, tiny_resnet
 from tests.quantization.test_serialization import _logits, resign
 
@@ -22,7 +22,7 @@ def saved(tmp_path):
 
 def _edit_map(folder, change):
     qmap = json.loads((folder / ser.QMAP_NAME).read_text())
-    name = next(k for k in qmap if k != ser.QMAP_CHECK_KEY)
+    name = next(k for k in qmap if k != checks.QMAP_CHECK_KEY)
     qmap[name].update(change)
     return qmap
 
@@ -40,7 +40,7 @@ def test_edited_weights_are_refused(saved):
     state = load_file(str(folder / ser.WEIGHTS_NAME))
     key = next(k for k in state if k.endswith("._scale"))
     state[key] = state[key] * 2
-    metadata = {ser.WEIGHTS_QMAP_HASH_KEY: ser.qmap_hash(json.loads((folder / ser.QMAP_NAME).read_text()))}
+    metadata = {checks.WEIGHTS_QMAP_HASH_KEY: checks.qmap_hash(json.loads((folder / ser.QMAP_NAME).read_text()))}
     save_file(state, str(folder / ser.WEIGHTS_NAME), metadata=metadata)
     with pytest.raises(ArtifactError, match=r"model\.safetensors does not match .*quantization_map\.json"):
         load_quantized(folder)
@@ -56,7 +56,7 @@ def test_bits_that_do_not_fit_the_stored_tensors_are_refused_even_with_matching_
 def test_a_map_without_a_hash_and_a_damaged_map_are_refused(saved):
     folder, _, _ = saved
     qmap = json.loads((folder / ser.QMAP_NAME).read_text())
-    del qmap[ser.QMAP_CHECK_KEY]
+    del qmap[checks.QMAP_CHECK_KEY]
     (folder / ser.QMAP_NAME).write_text(json.dumps(qmap))
     with pytest.raises(ArtifactError, match="no __hf_fairquant__.weights_sha256"):
         load_quantized(folder)
@@ -69,17 +69,19 @@ def test_resave_swaps_the_whole_folder_and_keeps_other_files(saved, tmp_path, mo
     folder, model, data = saved
     (folder / "README.md").write_text("my card")
     other = quantize(tiny_resnet(), "w8", None)
-    real_save_file = ser.save_file
+    import safetensors.torch
+
+    real_save_file = safetensors.torch.save_file
 
     def interrupted(*args, **kwargs):  # the new weights are written, then the process is stopped
         real_save_file(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ser, "save_file", interrupted)
+    monkeypatch.setattr("safetensors.torch.save_file", interrupted)  # what the quanto backend writes with
     with pytest.raises(KeyboardInterrupt):
         save_quantized(other, folder)
     assert torch.equal(_logits(load_quantized(folder), data), _logits(model, data))  # the old model, whole
-    monkeypatch.setattr(ser, "save_file", real_save_file)
+    monkeypatch.setattr("safetensors.torch.save_file", real_save_file)
     save_quantized(other, folder)
     assert torch.equal(_logits(load_quantized(folder), data), _logits(other, data))
     assert (folder / "README.md").read_text() == "my card"

@@ -43,13 +43,13 @@ def _saved(tmp_path):
 def resign(folder, state=None, qmap=None):
     """Rewrite a saved folder with edited tensors/map and matching hashes: what a consistent but
     wrong save would look like, so the layout checks behind the hash checks are reached."""
-    from hf_fairquant.quantization import serialization as ser
+    from hf_fairquant.quantization import artifact_checks as checks, serialization as ser
 
     state = load_file(str(folder / ser.WEIGHTS_NAME)) if state is None else state
     qmap = json.loads((folder / ser.QMAP_NAME).read_text()) if qmap is None else qmap
-    qmap[ser.QMAP_CHECK_KEY] = {"weights_sha256": ser.weights_hash(state)}
+    qmap[checks.QMAP_CHECK_KEY] = {"weights_sha256": checks.weights_hash(state)}
     (folder / ser.QMAP_NAME).write_text(json.dumps(qmap))
-    save_file(state, str(folder / ser.WEIGHTS_NAME), metadata={ser.WEIGHTS_QMAP_HASH_KEY: ser.qmap_hash(qmap)})
+    save_file(state, str(folder / ser.WEIGHTS_NAME), metadata={checks.WEIGHTS_QMAP_HASH_KEY: checks.qmap_hash(qmap)})
 
 
 def test_missing_key_raises(tmp_path):
@@ -90,12 +90,11 @@ def test_failed_save_leaves_previous_folder_intact(tmp_path, monkeypatch):
     folder = _saved(tmp_path)
     before = sorted(p.name for p in folder.iterdir())
     from tests.conftest import tiny_resnet
-    import hf_fairquant.quantization.serialization as ser
 
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ser, "save_file", boom)
+    monkeypatch.setattr("safetensors.torch.save_file", boom)  # what the quanto backend writes with
     with pytest.raises(OSError, match="disk full"):
         save_quantized(quantize(tiny_resnet(), "w8"), folder)
     assert sorted(p.name for p in folder.iterdir()) == before
