@@ -79,13 +79,11 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    from ._atomic import atomic_directory
     from .data import DataConfig
     from .diagnostics import ExplainConfig, explain
-    from .pipeline import load_pretrained
+    from .pipeline import check_output_dir, load_pretrained
     from .quantization import QuantRecipe, load_quantized
-
-    from ._atomic import atomic_directory
-    from .pipeline import check_output_dir
 
     started = time.perf_counter()
     check_output_dir(args.output_dir, args.overwrite)  # before any data or model is loaded

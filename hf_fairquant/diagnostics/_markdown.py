@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from .._format import markdown_table, pct
 from ..groups import INTERSECTION_SEPARATOR
 
-
 if TYPE_CHECKING:  # pragma: no cover
     from ._explanation import Explanation
 
