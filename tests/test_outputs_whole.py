@@ -55,6 +55,14 @@ def test_checkpoints_never_enter_the_output_and_a_failed_run_does_not_block_its_
     assert recipe.training.output_dir == str(out / "checkpoints")  # the caller's recipe is unchanged
 
 
+def test_checkpoints_in_a_folder_named_outside_the_output_are_kept(tmp_path, data):
+    keep = tmp_path / "keep"
+    training = {"save_strategy": "steps", "save_steps": 2, "output_dir": str(keep)}
+    path = write_recipe(tmp_path / "r.yaml", tiny_recipe(data, training=training))
+    run(load_recipe(path, output_dir=str(tmp_path / "out")), echo=lambda *_: None)
+    assert (keep / "checkpoint-2").is_dir() and not (tmp_path / "out" / "checkpoints").exists()
+
+
 def test_output_dir_containing_the_working_folder_is_refused_before_any_work(tmp_path, data, monkeypatch, capsys):
     monkeypatch.setattr(pipeline, "load_grouped_dataset", lambda *a, **k: pytest.fail("loaded data"))
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe(data))
