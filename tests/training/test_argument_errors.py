@@ -77,3 +77,19 @@ def test_a_bad_dro_field_names_the_file_and_field(tmp_path):
     checkpoint = _checkpoint(tmp_path, json.dumps({"stateful_callbacks": {"FairQuantState": saved}}))
     with pytest.raises(FairQuantError, match=r"trainer_state\.json: stateful_callbacks\['FairQuantState'\]: field attributes\.dro_q"):
         state.restore(checkpoint)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", r"report\.json is not valid JSON"),
+        (json.dumps({"group_columns": ["group"]}), r"report\.json lacks the field 'group_names' \(AuditReport needs it\)"),
+        (json.dumps([1]), r"report\.json does not hold AuditReport data"),
+    ],
+)
+def test_damaged_saved_reports_name_the_file_and_the_field(tmp_path, text, message):
+    from hf_fairquant.audit import AuditReport
+
+    (tmp_path / "report.json").write_text(text)
+    with pytest.raises(FairQuantError, match=message):
+        AuditReport.load(tmp_path / "report.json")
