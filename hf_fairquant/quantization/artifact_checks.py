@@ -1,4 +1,5 @@
-"""Self-checking quanto artifacts: the quantization map and the weights name each other's hash.
+"""Self-checking artifacts: the quantization map and the weights name each other's hash (quanto),
+and ``hf_fairquant.json`` records a sha256 of every artifact file any backend wrote.
 
 ``quantization_map.json`` gets a reserved entry ``"__hf_fairquant__": {"weights_sha256": …}`` (a
 content hash of every stored tensor: name, dtype, shape, bytes) and ``model.safetensors``' metadata
@@ -110,4 +111,35 @@ def check_layout(model: torch.nn.Module, state: Mapping[str, torch.Tensor], weig
         raise ArtifactError(
             f"{len(wrong)} tensor(s) of {weights_file} do not have the dtype/shape the quantization map's bits give: "
             + "; ".join(wrong[:4]) + ("…" if len(wrong) > 4 else "")
+        )
+
+
+def file_hashes(folder: Path, names: list[str]) -> dict[str, str]:
+    """sha256 of each named file's bytes (the artifact files a backend wrote)."""
+    out = {}
+    for name in sorted(names):
+        digest = hashlib.sha256()
+        with open(Path(folder) / name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        out[name] = digest.hexdigest()
+    return out
+
+
+def verify_files(folder: Path, recorded: Any, meta_file: Path) -> None:
+    """Every file ``hf_fairquant.json`` recorded is there, byte for byte (no new metadata beside old
+    weights, no file from another save)."""
+    if recorded is None:
+        return  # a folder written before the record existed: the backend's own checks still run
+    if not isinstance(recorded, dict):
+        raise ArtifactError(f"{meta_file}: field 'files_sha256' must map file names to sha256, got {recorded!r}")
+    missing = [n for n in recorded if not (Path(folder) / n).is_file()]
+    if missing:
+        raise ArtifactError(f"{meta_file} records {missing} but {folder} lacks them: the folder is incomplete")
+    actual = file_hashes(folder, list(recorded))
+    changed = [n for n in recorded if actual[n] != recorded[n]]
+    if changed:
+        raise ArtifactError(
+            f"{', '.join(str(Path(folder) / n) for n in changed)} differ(s) from what {meta_file} records "
+            "(edited, or written by another save): refusing to load a model that is neither"
         )

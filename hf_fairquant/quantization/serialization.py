@@ -31,6 +31,7 @@ from .._atomic import atomic_directory, contains_cwd
 from .._paths import local_folder_or_hub_id
 from ..errors import ArtifactError, FairQuantError, MissingFileError
 from .api import effective_bits
+from .artifact_checks import file_hashes, verify_files
 from .backends import backend_for_folder, backend_of, get_backend
 from .recipe import QuantRecipe
 
@@ -76,6 +77,7 @@ def save_quantized(
     carried = [p.name for p in directory.iterdir() if not _is_artifact_file(p.name)] if directory.is_dir() else []
     with atomic_directory(directory, keep=carried) as tmp:  # the whole folder is swapped
         backend.save(model, tmp, recipe)
+        meta["files_sha256"] = file_hashes(tmp, [p.name for p in tmp.iterdir() if p.is_file()])  # checked on load
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2))
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text)
@@ -121,7 +123,9 @@ def load_quantized(path_or_repo: str | Path, revision: str | None = None, token:
     folder = _resolve(path_or_repo, revision, token)
     named = None
     if (folder / META_NAME).is_file():
-        named = load_metadata(folder).get("backend")
+        meta = load_metadata(folder)
+        verify_files(folder, meta.get("files_sha256"), folder / META_NAME)
+        named = meta.get("backend")
     backend = get_backend(named) if named else backend_for_folder(folder)
     return backend.load(folder)
 

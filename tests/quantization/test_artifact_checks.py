@@ -31,6 +31,9 @@ def _edit_map(folder, change):
 def test_an_edited_quantization_map_is_refused_naming_the_file(saved, change):
     folder, _, _ = saved
     (folder / ser.QMAP_NAME).write_text(json.dumps(_edit_map(folder, change)))
+    with pytest.raises(ArtifactError, match=r"quantization_map\.json differ\(s\) from what .*hf_fairquant\.json records"):
+        load_quantized(folder)
+    (folder / ser.META_NAME).unlink()  # without the file record, the map and the weights still check each other
     with pytest.raises(ArtifactError, match=r"quantization_map\.json does not match .*model\.safetensors"):
         load_quantized(folder)
 
@@ -42,6 +45,9 @@ def test_edited_weights_are_refused(saved):
     state[key] = state[key] * 2
     metadata = {checks.WEIGHTS_QMAP_HASH_KEY: checks.qmap_hash(json.loads((folder / ser.QMAP_NAME).read_text()))}
     save_file(state, str(folder / ser.WEIGHTS_NAME), metadata=metadata)
+    with pytest.raises(ArtifactError, match=r"model\.safetensors differ\(s\) from what .*hf_fairquant\.json records"):
+        load_quantized(folder)
+    (folder / ser.META_NAME).unlink()
     with pytest.raises(ArtifactError, match=r"model\.safetensors does not match .*quantization_map\.json"):
         load_quantized(folder)
 
@@ -55,6 +61,7 @@ def test_bits_that_do_not_fit_the_stored_tensors_are_refused_even_with_matching_
 
 def test_a_map_without_a_hash_and_a_damaged_map_are_refused(saved):
     folder, _, _ = saved
+    (folder / ser.META_NAME).unlink()  # reach the map's own checks
     qmap = json.loads((folder / ser.QMAP_NAME).read_text())
     del qmap[checks.QMAP_CHECK_KEY]
     (folder / ser.QMAP_NAME).write_text(json.dumps(qmap))
@@ -107,3 +114,17 @@ def test_saving_over_the_working_folder_is_refused(tmp_path, monkeypatch):
     with pytest.raises(FairQuantError, match="is \\(or contains\\) the working folder"):
         save_quantized(quantize(tiny_resnet(), "w8"), ".")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torchao_artifacts_are_checked_against_the_file_record(tmp_path):
+    from hf_fairquant import QuantRecipe
+    from tests.conftest import tiny_vit
+
+    recipe = QuantRecipe.parse({"preset": "w8", "exclude": ["vit.embeddings.*"], "backend": "torchao"})  # Linear only
+    folder = save_quantized(quantize(tiny_vit(), recipe), tmp_path / "t")
+    assert load_quantized(folder) is not None
+    config = json.loads((folder / "config.json").read_text())
+    config["num_labels_note"] = "edited"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match=r"config\.json differ\(s\) from what .*hf_fairquant\.json records"):
+        load_quantized(folder)

@@ -50,6 +50,9 @@ def resign(folder, state=None, qmap=None):
     qmap[checks.QMAP_CHECK_KEY] = {"weights_sha256": checks.weights_hash(state)}
     (folder / ser.QMAP_NAME).write_text(json.dumps(qmap))
     save_file(state, str(folder / ser.WEIGHTS_NAME), metadata={checks.WEIGHTS_QMAP_HASH_KEY: checks.qmap_hash(qmap)})
+    meta = json.loads((folder / ser.META_NAME).read_text())
+    meta["files_sha256"] = checks.file_hashes(folder, list(meta["files_sha256"]))
+    (folder / ser.META_NAME).write_text(json.dumps(meta))
 
 
 def test_missing_key_raises(tmp_path):
