@@ -8,6 +8,7 @@ checks has run by then. A few examples run a whole tiny pipeline.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,13 @@ def _watch_forward(stop: bool):
 def _outcome(recipe_dict: dict, stop: bool = True) -> tuple[str, list[int], Path]:
     """Write, load, dry-run and run a recipe in a fresh folder; return what happened."""
     work = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    try:
+        return _outcome_in(work, recipe_dict, stop)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _outcome_in(work: Path, recipe_dict: dict, stop: bool) -> tuple[str, list[int], Path]:
     out = work / "out"
     (work / "r.yaml").write_text(yaml.safe_dump(recipe_dict))
     with _watch_forward(stop) as seen:
@@ -205,7 +213,10 @@ def test_fuzzed_dataset_shapes_fail_before_the_first_forward_or_reach_it(shape):
     folder = Path(tempfile.mkdtemp(prefix="fuzz-data-")) / "d"
     splits = {"train": _split(18, train_groups, 0, label_kind), "test": _split(9, test_groups, 1, label_kind)}
     DatasetDict(splits).save_to_disk(str(folder))
-    result, _, _ = _outcome(tiny_recipe(folder, audit={"recipes": ["w8a8"], "calibration_size": 8}))
+    try:
+        result, _, _ = _outcome(tiny_recipe(folder, audit={"recipes": ["w8a8"], "calibration_size": 8}))
+    finally:
+        shutil.rmtree(folder.parent, ignore_errors=True)
     uncovered = {g for g in test_groups if g is not None} - {g for g in train_groups if g is not None}
     if label_kind != "int":
         assert result == "reached forward" or result.startswith("error: "), result
@@ -228,6 +239,9 @@ def test_fuzzed_dataset_shapes_fail_before_the_first_forward_or_reach_it(shape):
 def test_a_few_whole_tiny_runs_succeed_or_fail_cleanly(recipes, n_boot, explain, test_groups):
     folder = save_data(Path(tempfile.mkdtemp(prefix="fuzz-run-")) / "d", ["a", "b"], test_groups, n_train=24, n_test=12)
     recipe = tiny_recipe(folder, audit={"recipes": recipes, "n_boot": n_boot, "calibration_size": 8}, explain=explain)
-    result, seen, out = _outcome(recipe, stop=False)
+    try:
+        result, seen, out = _outcome(recipe, stop=False)
+    finally:
+        shutil.rmtree(folder.parent, ignore_errors=True)
     assert result == "ok", result
     assert seen  # it really ran
