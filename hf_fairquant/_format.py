@@ -7,7 +7,7 @@ import math
 from pathlib import Path, PurePath
 from typing import Any, Sequence
 
-from .errors import FairQuantError, MissingFileError
+from .errors import ArtifactError, FairQuantError, MissingFileError
 
 
 def pct(value: float | None, ci: Sequence[float] | None = None) -> str:
@@ -80,7 +80,12 @@ class JsonRoundTrip:
             raise FairQuantError(
                 f"{cls.__name__}.from_json takes JSON text ({err}); to read a file use {cls.__name__}.load(path)"
             ) from None
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except KeyError as err:
+            raise FairQuantError(f"the JSON text lacks the field {err.args[0]!r} ({cls.__name__} needs it)") from None
+        except (TypeError, AttributeError) as err:
+            raise FairQuantError(f"the JSON text does not hold {cls.__name__} data ({err})") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Any:
@@ -89,7 +94,16 @@ class JsonRoundTrip:
         file = path / cls.json_file_name if cls.json_file_name and path.is_dir() else path
         if not file.is_file():
             raise MissingFileError(f"no {cls.__name__} JSON at {path}: give the file (or folder) its save() wrote")
-        return cls.from_loaded(json.loads(file.read_text(encoding="utf-8")))
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ArtifactError(f"{file} is not valid JSON ({err}): not a file {cls.__name__}.save wrote, or damaged") from None
+        try:
+            return cls.from_loaded(data)
+        except KeyError as err:  # the field that is missing, and the file it is missing from
+            raise ArtifactError(f"{file} lacks the field {err.args[0]!r} ({cls.__name__} needs it)") from None
+        except (TypeError, AttributeError) as err:
+            raise ArtifactError(f"{file} does not hold {cls.__name__} data ({err})") from None
 
     @classmethod
     def from_loaded(cls, data: Any) -> Any:

@@ -38,9 +38,10 @@ import torch.nn.functional as F
 from scipy.optimize import Bounds, LinearConstraint, milp
 from tqdm.auto import tqdm
 
+from ._format import escape_cell
 from .batching import LABELS, ModelInputs, float_logits, iterate_batches, predict_batches
 from .curvature import GroupObjective, hutchinson_trace
-from .groups import GroupSpec, stratified_indices
+from .groups import GroupSpec, as_group_spec, check_enough_for_groups, stratified_indices
 from .quantization.api import apply_plan, calibrate, freeze, is_quantized
 from .quantization.backends import get_backend
 from .quantization.recipe import (
@@ -118,7 +119,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _table(rows: list[list[str]]) -> str:
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    return "\n".join("| " + " | ".join(escape_cell(c) for c in row) + " |" for row in rows)
 
 
 # ---------------------------------------------------------------- validation
@@ -484,7 +485,9 @@ def allocate_bits(
     layers = quantizable_modules(model)
     if is_quantized(model):
         raise FairQuantError(f"{type(model).__name__} is already quantized: allocate bits on the full-precision model")
-    spec = GroupSpec(group_spec) if isinstance(group_spec, str) else group_spec
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise FairQuantError(f"batch_size must be a positive integer, got {batch_size!r}")
+    spec = as_group_spec(group_spec)
     num_labels = getattr(getattr(model, "config", None), "num_labels", None)
     label2id = getattr(getattr(model, "config", None), "label2id", None)
     spec.validate(dataset, num_labels=num_labels, split="allocation", label2id=label2id)
@@ -495,6 +498,7 @@ def allocate_bits(
     if (counts == 0).any():
         missing = [n for n, c in zip(spec.names, counts) if c == 0]
         raise FairQuantError(f"group(s) {missing} have no example in the allocation dataset; every group needs some")
+    check_enough_for_groups(calibration_size, spec.num_groups, "calibration_size", spec.names)  # before any pass
 
     rows = stratified_indices(all_codes, calibration_size, seed)
     subset = dataset.select(rows.tolist())

@@ -25,10 +25,11 @@ from ._config import check_positive_int, resolve_config, split_commas
 from ._format import JsonRoundTrip, markdown_table, pct, signed_pct, to_plain
 from .batching import ModelInputs, predict_batches
 from .data.preprocessing import check_image_size
-from .groups import INTERSECTION_SEPARATOR, GroupSpec
+from .groups import INTERSECTION_SEPARATOR, GroupSpec, as_group_spec
 from .metrics import load_group_disparity
 from .quantization import (
     RecipeLike,
+    check_unique_names,
     effective_bits,
     is_quantized,
     model_size_bytes,
@@ -180,6 +181,9 @@ class AuditReport(JsonRoundTrip):
             note += (
                 f" Eval-only group(s), with no calibration/training example: {', '.join(self.settings['eval_only_groups'])}."
             )
+        absent = [g for g in self.group_names if not counts.get(g)]
+        if absent:
+            note += f" n/a: no test examples of group(s) {', '.join(absent)} (seen in the calibration/training data only)."
         if self.settings.get("n_boot"):
             note += (
                 f" Brackets: {self.settings['confidence_level']:.0%} bootstrap intervals "
@@ -256,9 +260,10 @@ def audit(
     recipes = cfg.recipes if recipes is None else recipes
     calibration_size, batch_size, n_boot = cfg.calibration_size, cfg.batch_size, cfg.n_boot
     confidence_level, seed = cfg.confidence_level, cfg.seed
-    spec = GroupSpec(group_spec) if isinstance(group_spec, str) else group_spec
+    spec = as_group_spec(group_spec)
     recipes = parse_recipes(recipes) if recipes else []
     quantized_models = dict(quantized_models or {})
+    check_unique_names([str(r).upper() for r in recipes] + list(quantized_models), "audited models")
     for name, qmodel in quantized_models.items():
         if not is_quantized(qmodel):
             raise FairQuantError(f"quantized_models[{name!r}] holds no quantized module: quantize or train it with QAT first")

@@ -71,6 +71,8 @@ def eval_results(results: dict[str, Any]) -> list[EvalResult]:
         ("accuracy_gap", f"group accuracy gap ({name})", q["accuracy_gap"]),
     ]
     for g in audit["group_names"]:
+        if g not in fp["group_accuracy"] or g not in q["group_accuracy"]:
+            continue  # no test examples of this group: nothing measured, nothing to index
         entries += [
             ("accuracy", f"accuracy, group {g} (FP)", fp["group_accuracy"][g]),
             ("accuracy", f"accuracy, group {g} ({name})", q["group_accuracy"][g]),

@@ -80,12 +80,14 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    from ._atomic import atomic_directory
     from .data import DataConfig
     from .diagnostics import ExplainConfig, explain
-    from .pipeline import load_pretrained
+    from .pipeline import check_output_dir, load_pretrained
     from .quantization import QuantRecipe, load_quantized
 
     started = time.perf_counter()
+    check_output_dir(args.output_dir, args.overwrite)  # before any data or model is loaded
     config = _from_namespace(ExplainConfig, args)  # bad options fail before anything is loaded
     data = _from_namespace(DataConfig, args)
     if args.quantized_model is None:
@@ -102,7 +104,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         processing_class=tokenizer,
     )
     result.settings["total_wall_time_s"] = round(time.perf_counter() - started, 1)
-    out = result.save(args.output_dir)
+    out = Path(args.output_dir)
+    with atomic_directory(out) as tmp:  # the folder appears whole, or not at all
+        result.save(tmp)
     print(result.to_markdown())
     print(f"wrote {out / 'explain.json'}, {out / 'explain.md'} and {out / 'explain_plots'} "
           f"in {result.settings['total_wall_time_s']} s (explain itself: {result.settings['wall_time_s']} s)")

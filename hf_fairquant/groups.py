@@ -369,6 +369,29 @@ class GroupSpec:
         return cls(data["columns"], data.get("values"))
 
 
+def as_group_spec(value: Any, where: str = "group_spec") -> "GroupSpec":
+    """A :class:`GroupSpec` from a spec, a column name or a list/tuple of column names (an
+    intersection); anything else is an error that says what is accepted."""
+    if isinstance(value, GroupSpec):
+        return value
+    if isinstance(value, str) or (isinstance(value, (list, tuple)) and value and all(isinstance(c, str) for c in value)):
+        return GroupSpec(value)
+    raise FairQuantError(
+        f"{where} must be a GroupSpec, a group column name or a list of column names, got "
+        f"{type(value).__name__} {value!r}"
+    )
+
+
+def check_enough_for_groups(size: int, num_groups: int, option: str, names: Sequence[str] = ()) -> None:
+    """A group-stratified sample of ``size`` rows must be able to hold every group."""
+    if size < num_groups:
+        shown = f" ({', '.join(map(str, names))})" if names else ""
+        raise FairQuantError(
+            f"{option}={size} is smaller than the number of groups, {num_groups}{shown}: the stratified "
+            f"sample would leave some group out; use {option} >= {num_groups}"
+        )
+
+
 def _is_dataset_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) or type(obj).__name__ in {"DatasetDict", "IterableDatasetDict"}
 

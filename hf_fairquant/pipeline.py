@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from ._atomic import atomic_directory, atomic_write_text
+from ._atomic import contains_cwd, scratch_directory, sweep_stale
+from ._coerce import coerce_fields
 from ._config import field_names
 from ._paths import local_folder_or_hub_id
 from .audit import AuditConfig
@@ -100,7 +101,13 @@ def _parse_section(name: str, cls: type, values: Any) -> Any:
     unknown = sorted(set(values) - allowed)
     if unknown:
         raise FairQuantError(f"unknown key(s) {unknown} in recipe section '{name}'; allowed: {sorted(allowed)}")
-    (parsed,) = HfArgumentParser(cls).parse_dict(values, allow_extra_keys=False)
+    values = coerce_fields(name, cls, values)  # YAML's "5e-4" and quoted numbers → the field's type
+    try:
+        (parsed,) = HfArgumentParser(cls).parse_dict(values, allow_extra_keys=False)
+    except FairQuantError:
+        raise
+    except (ValueError, TypeError) as err:  # TrainingArguments' own checks (enums, combinations)
+        raise FairQuantError(f"recipe section '{name}': {err}") from None
     return parsed
 
 
@@ -110,7 +117,7 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
 
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"recipe {path} not found")
+        raise MissingFileError(f"recipe {path} not found (give the path of a YAML recipe, e.g. recipes/digits_vit.yaml)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -248,7 +255,15 @@ class RunResult:
     pushed_to: str | None = None
 
 
-def _check_output_dir(out: Path, overwrite: bool) -> None:
+def check_output_dir(out: str | Path, overwrite: bool, option: str = "--output-dir") -> None:
+    """The output folder can be written whole: not a file, not the working folder (or one
+    above it: replacing it fails with EBUSY after all the work), empty unless ``overwrite``."""
+    out = Path(out)
+    if contains_cwd(out):
+        raise FairQuantError(
+            f"output folder {out} is the working folder or contains it: it is replaced whole at the end, "
+            f"so choose a new subfolder for {option} (e.g. {option} outputs/run)"
+        )
     if out.exists() and not out.is_dir():
         raise FairQuantError(f"output folder {out} exists and is a file; choose another --output-dir")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -257,10 +272,64 @@ def _check_output_dir(out: Path, overwrite: bool) -> None:
         )
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or below it (resolved)."""
+    path, folder = path.expanduser().resolve(), folder.expanduser().resolve()
+    return path == folder or folder in path.parents
+
+
+def _checkpoints_outside(recipe: RunRecipe, scratch: Path) -> None:
+    """Trainer checkpoints never go into the final output folder (it is replaced whole at the
+    end, and an empty ``checkpoints/`` there would make a rerun refuse the folder): a default or
+    inside-the-output ``output_dir`` becomes a subfolder of the run's scratch folder."""
+    out = Path(recipe.output_dir)
+    for section, name in (("training", "checkpoints"), ("mitigation", "mitigation_checkpoints")):
+        args = getattr(recipe, section)
+        if args is not None and _inside(Path(args.output_dir), out):
+            args.output_dir = str(scratch / name)
+
+
 def _check_model_path(section: ModelSection) -> None:
     """A local-looking path that does not exist is an error (not a Hub id to try)."""
-    if section.name_or_path is not None:
-        local_folder_or_hub_id(section.name_or_path)
+    name = section.name_or_path
+    if name is not None and not isinstance(name, str):
+        raise FairQuantError(f"model.name_or_path must be a Hub model id or a local folder, got {name!r}")
+    if section.config is not None and not isinstance(section.config, dict):
+        raise FairQuantError(f"model.config must be a mapping of transformers config fields incl. model_type, got {section.config!r}")
+    if name is not None:
+        local_folder_or_hub_id(name)
+
+
+def _check_model_config(section: ModelSection, is_text: bool) -> None:
+    """A ``model.config`` builds a transformers config of a classification model for this data
+    (the config only: no weights), so an unknown ``model_type`` or field fails here."""
+    if section.name_or_path is not None or section.config is None:
+        return
+    import difflib
+
+    from transformers import CONFIG_MAPPING, AutoConfig
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
+    cfg = dict(section.config)
+    model_type = cfg.pop("model_type", None)
+    if not isinstance(model_type, str):
+        raise FairQuantError(f"model.config needs a `model_type` string (e.g. resnet, vit, distilbert), got {model_type!r}")
+    task, allowed = (("text", MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES) if is_text
+                     else ("image", MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES))
+    if model_type not in CONFIG_MAPPING or model_type not in allowed:
+        close = difflib.get_close_matches(model_type, list(allowed), n=3)
+        raise FairQuantError(
+            f"model.config.model_type {model_type!r} is not a transformers {task}-classification model type"
+            + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+            + f"; e.g. {', '.join(sorted(allowed)[:8])}, …"
+        )
+    try:
+        AutoConfig.for_model(model_type, **cfg)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise FairQuantError(f"model.config for {model_type!r} is not a valid config: {err}") from None
 
 
 def _worst_recipe(report: Any) -> str | None:
@@ -303,30 +372,164 @@ def _with_backend(args: Any, backend: str) -> None:
         args.quantization = dataclasses.replace(quant, backend=backend).to_dict()
 
 
-def _check_recipe(recipe: RunRecipe, overwrite: bool) -> list[Any]:
-    """What can be checked without data or models; returns the audited PTQ recipes."""
+def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
+    """The one static check of a run, before any data or model is loaded (the section
+    dataclasses have already checked each option's type and range as they were built): the quantization recipes (presets, bits, unique names that match their bits),
+    the explained recipe, the mitigation's recipe and columns, the output folder, a local model
+    path, the data source. Returns the audited PTQ recipes. :func:`run`, :func:`dry_run` and the
+    CLI's ``audit``/``train`` call it; :func:`check_data` does the checks that need the data."""
     from .quantization import parse_recipes
 
+    if recipe.audit.recipes is not None and not isinstance(recipe.audit.recipes, (list, tuple, str)):
+        raise FairQuantError(f"audit.recipes must be a list of presets or recipe mappings, got {recipe.audit.recipes!r}")
+    audited = parse_recipes(recipe.audit.recipes) if recipe.audit.recipes else []
+    reserved = [str(r) for r in audited if str(r).upper().startswith("FAIR-QAT")]
+    if reserved:
+        raise FairQuantError(f"audit.recipes names {reserved} start with FAIR-QAT, the mitigated model's row; rename them")
     from .quantization import available_backends
 
-    audited = parse_recipes(recipe.audit.recipes) if recipe.audit.recipes else []
     if recipe.card.publish_backend not in ["auto", *available_backends()]:
         raise FairQuantError(f"card.publish_backend {recipe.card.publish_backend!r} is not one of {['auto', *available_backends()]}")
-    _check_output_dir(Path(recipe.output_dir), overwrite)
+    check_output_dir(recipe.output_dir, overwrite)
     _check_model_path(recipe.model)
-    check_subset(recipe.data)
     if recipe.model.tokenizer is not None and not recipe.data.text_column:
         raise FairQuantError("model.tokenizer applies to text data: set data.text_column (or drop model.tokenizer)")
     if recipe.data.text_column and recipe.model.name_or_path is None and recipe.model.tokenizer is None:
         raise FairQuantError(f"a text model from `config` needs a tokenizer: model.tokenizer: {WORDLEVEL} (trained on the "
                              "training split) or a tokenizer folder / Hub id")
+    _check_model_config(recipe.model, is_text=bool(recipe.data.text_column))
+    _check_data_config(recipe.data)
     explained = recipe.explain.recipe
-    if recipe.explain.enabled and explained and explained.upper() not in {str(r).upper() for r in audited}:
-        raise FairQuantError(f"explain.recipe {explained!r} is not among audit.recipes {recipe.audit.recipes}")
+    if recipe.explain.enabled and explained and _audited_recipe(audited, explained) is None:
+        raise FairQuantError(
+            f"explain.recipe {explained!r} is not among audit.recipes {[str(r) for r in audited]}"
+        )
+    for section in ("training", "mitigation"):
+        if getattr(recipe, section) is not None:
+            _check_training_arguments(section, getattr(recipe, section))
     mitigation = recipe.mitigation
     if mitigation is not None and mitigation.quantization_recipe is None and mitigation.quantization_budget is None:
         raise FairQuantError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
     return audited
+
+
+def _check_training_arguments(section: str, args: Any) -> None:
+    """Ranges TrainingArguments leaves to torch or to the first step (a negative learning rate,
+    zero batch size, no steps to take, a seed numpy refuses)."""
+    problems = []
+    if not args.learning_rate >= 0:
+        problems.append(f"learning_rate must be >= 0, got {args.learning_rate}")
+    if not args.weight_decay >= 0:
+        problems.append(f"weight_decay must be >= 0, got {args.weight_decay}")
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(args, key) < 1:
+            problems.append(f"{key} must be >= 1, got {getattr(args, key)}")
+    if args.max_steps == 0 or args.max_steps < -1 or (args.max_steps == -1 and not args.num_train_epochs > 0):
+        problems.append(
+            f"there is nothing to train: max_steps={args.max_steps}, num_train_epochs={args.num_train_epochs} "
+            "(set max_steps > 0, or num_train_epochs > 0 with max_steps unset)"
+        )
+    if not 0 <= args.seed < 2**32:
+        problems.append(f"seed must be in 0..2**32-1, got {args.seed}")
+    if problems:
+        raise FairQuantError(f"recipe section '{section}': " + "; ".join(problems))
+
+
+def _audited_recipe(audited: list[Any], name: str) -> Any:
+    """The audited recipe named ``name`` (case-insensitive), or None."""
+    return next((r for r in audited if str(r).upper() == str(name).upper()), None)
+
+
+def _check_data_config(data: DataConfig) -> None:
+    """The data section: a known offline source or something that can be a path or a Hub id."""
+    from .data import OFFLINE_SOURCES
+
+    check_subset(data)
+    source = data.source
+    if not isinstance(source, str) or not source.strip():
+        raise FairQuantError(f"data.source must be an offline source {sorted(OFFLINE_SOURCES)}, a local path or a Hub id; got {source!r}")
+    if source in OFFLINE_SOURCES or Path(source).exists():
+        pass
+    else:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        looks_local = source.startswith((".", "/", "~")) or source.count("/") > 1 or Path(source).suffix.lower() in (
+            ".csv", ".tsv", ".json", ".jsonl", ".parquet")
+        try:
+            validate_repo_id(source)
+            valid = True
+        except HFValidationError:
+            valid = False
+        close = [s for s in OFFLINE_SOURCES if _similar(s, source)]
+        if looks_local or not valid or ("/" not in source and close):
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise FairQuantError(
+                f"data.source {source!r} is not an offline source{hint}, not an existing local file or folder"
+                + ("" if looks_local else ", and not a Hub dataset id (namespace/name)")
+                + f"; offline sources: {sorted(OFFLINE_SOURCES)}"
+            )
+    if not data.group_columns:
+        raise FairQuantError("data.group_columns must name at least one column")
+    if not (isinstance(data.long_tail_fraction, float) and 0 < data.long_tail_fraction <= 1):
+        raise FairQuantError(f"data.long_tail_fraction must be in (0, 1], got {data.long_tail_fraction!r}")
+    if data.train_split == data.eval_split:
+        raise FairQuantError(
+            f"data.train_split and data.eval_split are both {data.train_split!r}: evaluating on the training split "
+            "hides what quantization does to unseen examples; name two splits"
+        )
+
+
+def _similar(a: str, b: str) -> bool:
+    import difflib
+
+    return difflib.SequenceMatcher(None, a.lower().replace("-", "_"), b.lower().replace("-", "_")).ratio() >= 0.75
+
+
+def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any]) -> None:
+    """The checks that need the loaded splits (no model yet, no forward pass): the mitigation's
+    group columns, calibration sizes against the number of groups, the explain sample against
+    the smallest test group, group weights against the training groups."""
+    from .groups import check_enough_for_groups
+
+    train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
+    counts = spec.counts(data)
+    train_groups = [g for g, c in counts[recipe.data.train_split].items() if c > 0]
+    if any(r.uses_activations for r in audited):
+        check_enough_for_groups(recipe.audit.calibration_size, len(train_groups), "audit.calibration_size", train_groups)
+    if recipe.explain.enabled and any(r.uses_activations for r in audited):
+        check_enough_for_groups(recipe.explain.calibration_size, len(train_groups), "explain.calibration_size", train_groups)
+    m = recipe.mitigation
+    if m is not None:
+        missing = [c for c in m.group_columns if c not in train.column_names]
+        if missing:
+            raise FairQuantError(
+                f"mitigation.group_column {m.group_column!r}: column(s) {missing} not in split "
+                f"'{recipe.data.train_split}'; data.group_columns is {recipe.data.group_columns} "
+                f"(columns: {train.column_names})"
+            )
+        quant = m.quantization_recipe
+        if m.quantization_budget is not None or (quant is not None and quant.uses_activations):
+            mspec = GroupSpec(m.group_columns).fit(train)
+            check_enough_for_groups(m.calibration_size, mspec.num_groups, "mitigation.calibration_size", mspec.names)
+        if isinstance(m.group_weighting, dict) and m.group_columns == list(spec.columns):
+            named = {str(k) for k in m.group_weighting}
+            if named != set(train_groups):
+                raise FairQuantError(
+                    f"mitigation.group_weighting must name every training group exactly: unknown "
+                    f"{sorted(named - set(train_groups))}, missing {sorted(set(train_groups) - named)}; "
+                    f"the groups are {train_groups}"
+                )
+    e = recipe.explain
+    if e.enabled and audited and isinstance(e.examples_per_group, int) and not isinstance(e.examples_per_group, bool):
+        test_counts = {g: c for g, c in counts[recipe.data.eval_split].items() if c > 0}
+        small = {g: c for g, c in test_counts.items() if c < e.examples_per_group}
+        if small:
+            g, c = min(small.items(), key=lambda kv: kv[1])
+            raise FairQuantError(
+                f"explain.examples_per_group={e.examples_per_group} but the smallest group of split "
+                f"'{recipe.data.eval_split}', {g!r}, has {c} example(s); use at most {c}, 'all' or null "
+                "(every example up to 512)"
+            )
 
 
 def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
@@ -335,7 +538,7 @@ def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
     Checks the quantization presets and recipes, the output folder, a local model path, and —
     for a model built from ``config`` — that the mitigation recipe's patterns match its modules.
     """
-    audited = _check_recipe(recipe, overwrite)
+    audited = check_recipe(recipe, overwrite)
     mitigation = recipe.mitigation
     steps = []
     model = recipe.model.name_or_path or f"a new {recipe.model.config.get('model_type')} from config"
@@ -368,6 +571,31 @@ def run(
     command: str | None = None,
     echo: Any = print,
 ) -> RunResult:
+    """Execute a recipe (see :func:`_run`) with its trainer checkpoints in a scratch folder
+    beside the output folder, removed on success, failure, exit and SIGTERM; temporaries of
+    an earlier interrupted run of the same output folder are removed first."""
+    check_recipe(recipe, overwrite)  # before any folder is touched
+    out = Path(recipe.output_dir)
+    sweep_stale(out)
+    saved = {s: getattr(recipe, s).output_dir for s in ("training", "mitigation") if getattr(recipe, s) is not None}
+    try:
+        with scratch_directory(out, "checkpoints") as scratch:
+            _checkpoints_outside(recipe, scratch)
+            return _run(recipe, overwrite=overwrite, push_to_hub=push_to_hub, token=token, command=command, echo=echo)
+    finally:
+        for section, folder in saved.items():
+            getattr(recipe, section).output_dir = folder
+
+
+def _run(
+    recipe: RunRecipe,
+    *,
+    overwrite: bool = False,
+    push_to_hub: str | None = None,
+    token: str | None = None,
+    command: str | None = None,
+    echo: Any = print,
+) -> RunResult:
     """Execute a recipe: FP model (load or train) → audit PTQ → explain the worst recipe →
     mitigate with FairQuantTrainer → audit the mitigated model → write the output folder
     (quantized model, ``README.md`` card, ``report.md``, ``results.json``, ``plots/``) → push.
@@ -383,7 +611,7 @@ def run(
 
     started = time.perf_counter()
     # ---------------------------------------------------------------- validate before heavy work
-    _check_recipe(recipe, overwrite)
+    audited = check_recipe(recipe, overwrite)
     out = Path(recipe.output_dir)
     if push_to_hub is not None:
         from .hub import check_push_arguments
@@ -404,6 +632,7 @@ def run(
     # published beside the model: the model's own, else the fitted default transform as an image processor
     processor = image_processor or tokenizer or getattr(data, "image_processor", None)
     train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
+    check_data(recipe, data, spec, audited)  # before the model is built or trained
     class_names = _class_names(train)
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)
@@ -425,9 +654,9 @@ def run(
     model.eval()
 
     # ---------------------------------------------------------------- audit PTQ
-    echo(f"[2/5] audit: {', '.join(map(str, recipe.audit.recipes)) or 'FP only'}")
+    echo(f"[2/5] audit: {', '.join(str(r) for r in audited) or 'FP only'}")
     report = audit(
-        model, evaluation, None, spec, calibration_dataset=train, config=recipe.audit, processing_class=tokenizer
+        model, evaluation, audited, spec, calibration_dataset=train, config=recipe.audit, processing_class=tokenizer
     )
     t = lap("audit", t)
 
@@ -439,9 +668,9 @@ def run(
 
         echo(f"[3/5] explain {explained}")
         options = {f: getattr(recipe.explain, f) for f in field_names(ExplainConfig)}
-        explanation = explain(
-            model, explained.lower(), evaluation, spec, calibration_dataset=train, config=ExplainConfig(**options),
-            processing_class=tokenizer,
+        explanation = explain(  # the parsed recipe: a mapping-form recipe's name is no preset
+            model, _audited_recipe(audited, explained) or explained.lower(), evaluation, spec, calibration_dataset=train,
+            config=ExplainConfig(**options), processing_class=tokenizer,
         )
         t = lap("explain", t)
 

@@ -8,20 +8,17 @@ from that dict, so their numbers are the numbers in ``results.json``.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from ._atomic import atomic_directory
-from ._format import to_plain
+from ._format import markdown_table, to_plain
 from .summary import model_rows, summary_table
 
 RESULTS_FORMAT = "hf_fairquant.results/1"
 PLOTS_DIR = "plots"
-#: Checkpoint folders a run's trainers may have written into the output folder; kept.
-CHECKPOINT_DIRS = ("checkpoints", "mitigation_checkpoints")
 _MITIGATION_FIELDS = (
     "quantization", "group_column", "group_sampling", "sampling_power", "group_weighting", "dro_step_size",
     "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "lr_scheduler_type",
@@ -157,15 +154,13 @@ def write_outputs(
     processor: Any = None,
     explanation: Any = None,
 ) -> Path:
-    """Write the whole output folder under a temporary name, then rename it into place."""
+    """Write the whole output folder under a temporary name, then rename it into place
+    (an earlier folder is replaced whole; see :func:`~hf_fairquant._atomic.atomic_directory`)."""
     from .cards import render_card
     from .quantization import QuantRecipe, save_quantized
 
     out = Path(out)
-    with atomic_directory(out) as tmp:
-        for name in CHECKPOINT_DIRS:  # a trainer's checkpoints (save_strategy) survive the swap
-            if (out / name).is_dir() and any((out / name).iterdir()):
-                os.replace(out / name, tmp / name)
+    with atomic_directory(out) as tmp:  # trainer checkpoints live outside (pipeline's scratch folder)
         plots = tmp / PLOTS_DIR
         plots.mkdir()
         save_group_accuracy_plot(results, plots / "group_accuracy.png")
@@ -199,7 +194,8 @@ def save_group_accuracy_plot(results: dict[str, Any], path: Path) -> Path:
     width = 0.8 / max(len(groups), 1)
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.4), layout="constrained")
     for i, g in enumerate(groups):
-        ax.bar(x + (i - (len(groups) - 1) / 2) * width, [r["groups"][g] for r in rows], width, label=g)
+        heights = [np.nan if r["groups"][g] is None else r["groups"][g] for r in rows]  # no test examples: no bar
+        ax.bar(x + (i - (len(groups) - 1) / 2) * width, heights, width, label=g)
     ax.set_xticks(x, [r["name"] for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
@@ -258,6 +254,6 @@ def render_report(results: dict[str, Any], explanation: Any = None) -> str:
             + ", ".join(f"{k}={json.dumps(v)}" for k, v in m["arguments"].items() if v is not None)
             + f". Mean weight bits {p['effective_bits']:.2f}; final training loss "
             + (f"{m['train_loss']:.4f}." if m["train_loss"] is not None else "—."),
-            "| layer | bits |\n| --- | --- |\n" + "\n".join(f"| `{n}` | {b} |" for n, b in p["layer_bits"].items()),
+            markdown_table(["layer", "bits"], [[f"`{n}`", b] for n, b in p["layer_bits"].items()]),
         ]
     return "\n\n".join(parts) + "\n"

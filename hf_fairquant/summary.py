@@ -19,7 +19,7 @@ def model_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "name": r["name"],
             "bits": r["effective_bits"],
             "overall": 100 * m["accuracy"],
-            "groups": {g: 100 * m["group_accuracy"][g] for g in groups},
+            "groups": {g: _percent(m["group_accuracy"].get(g)) for g in groups},  # None: no test examples
             "gap": 100 * m["accuracy_gap"],
             "gap_change": 100 * m["gap_change"] if "gap_change" in m else None,
         })
@@ -28,6 +28,10 @@ def model_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 #: More groups than this: the summary table shows no per-group columns (the card adds one row per group).
 SUMMARY_GROUP_COLUMNS = 6
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100 * value
 
 
 def summary_table(results: dict[str, Any], markdown: bool = False) -> str:
@@ -39,7 +43,7 @@ def summary_table(results: dict[str, Any], markdown: bool = False) -> str:
     for row in model_rows(results):
         body.append([
             row["name"], f"{row['bits']:.2f}", f"{row['overall']:.1f}",
-            *[f"{row['groups'][g]:.1f}" for g in shown],
+            *["n/a" if row["groups"][g] is None else f"{row['groups'][g]:.1f}" for g in shown],
             f"{row['gap']:.1f}", "—" if row["gap_change"] is None else f"{row['gap_change']:+.1f}",
         ])
     if markdown:

@@ -126,7 +126,15 @@ def load_source(source: str, **load_kwargs: Any) -> DatasetDict:
         if (path / "dataset_dict.json").is_file():
             return datasets.load_from_disk(str(path))
         return datasets.load_dataset(str(path), **load_kwargs)
-    result = datasets.load_dataset(source, **load_kwargs)
+    try:
+        result = datasets.load_dataset(source, **load_kwargs)
+    except (ConnectionError, FileNotFoundError, OSError, ValueError) as err:  # offline, no such repo, gated
+        if isinstance(err, FairQuantError):
+            raise
+        raise FairQuantError(
+            f"data source {source!r} is not an offline source {sorted(OFFLINE_SOURCES)}, not a local file or folder, "
+            f"and loading it as a Hub dataset failed ({type(err).__name__}: {err})"
+        ) from err
     if not isinstance(result, DatasetDict):
         raise FairQuantError(f"dataset {source!r} loaded as {type(result).__name__}; pass no `split` to get all splits")
     return result

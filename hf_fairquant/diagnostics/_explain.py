@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..batching import ModelInputs, iterate_batches
 from ..data.preprocessing import check_image_size
-from ..groups import GroupSpec
+from ..groups import GroupSpec, as_group_spec
 from ..quantization import RecipeLike, calibration_batches
 from . import _models
 from .._config import resolve_config
@@ -91,7 +91,7 @@ def explain(
     # ------------------------------------------------------------ validate (no heavy work)
     hvp_budget, chunk_size = cfg.hvp_budget, cfg.chunk_size
     lambda_budget = lambda_budget_of(hvp_budget, probes, max_iterations)
-    spec = group_spec if isinstance(group_spec, GroupSpec) else GroupSpec(group_spec)
+    spec = as_group_spec(group_spec)
     num_labels = _num_labels(model)
     label2id = getattr(getattr(model, "config", None), "label2id", None)
     labels_all = spec.validate(dataset, num_labels=num_labels, split="explain", label2id=label2id)

@@ -14,7 +14,7 @@ _EXPORTS = {
     "backends": ["QuantBackend", "available_backends", "backend_of", "get_backend", "register_backend"],
     "calibration": ["calibration_batches"],
     "recipe": ["PRESETS", "SUPPORTED_ACTIVATION_BITS", "SUPPORTED_WEIGHT_BITS", "LayerQuant", "QuantRecipe",
-               "RecipeLike", "parse_recipes", "quantizable_modules"],
+               "RecipeLike", "check_unique_names", "parse_recipes", "quantizable_modules"],
     "serialization": ["load_metadata", "load_quantized", "save_quantized"],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -82,6 +82,8 @@ def quantize(
     needs_calibration = backend.needs_calibration(plan)
     if needs_calibration and calibration_dataset is None:
         raise FairQuantError(f"recipe {recipe} quantizes activations: pass a calibration_dataset")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise FairQuantError(f"batch_size must be a positive integer, got {batch_size!r}")
     batches = (
         calibration_batches(
             model, calibration_dataset, calibration_size, group_spec, batch_size, seed,

@@ -7,7 +7,8 @@ from typing import Any
 import torch
 
 from ..batching import iterate_batches
-from ..groups import GroupSpec, stratified_indices
+from ..errors import FairQuantError
+from ..groups import GroupSpec, as_group_spec, stratified_indices
 
 
 def calibration_batches(
@@ -23,9 +24,19 @@ def calibration_batches(
     """Input batches of a group-stratified subset of ``dataset`` (uniform if no groups), so that
     rare groups shape the activation ranges too. Batches come from the one input layer
     (:class:`~hf_fairquant.batching.ModelInputs`: transforms, ``data_collator`` for dynamic
-    padding, an image processor for PIL columns)."""
+    padding, an image processor for PIL columns). An empty ``dataset`` is an error (an
+    uncalibrated model would keep scales of 1.0 and look quantized)."""
+    if dataset is None or not hasattr(dataset, "select") or len(dataset) == 0:
+        what = "None" if dataset is None else (f"empty ({type(dataset).__name__} of 0 rows)" if hasattr(dataset, "__len__") else type(dataset).__name__)
+        raise FairQuantError(
+            f"calibration_dataset is {what}: activation quantization needs a datasets.Dataset with at least one "
+            "example of the model's inputs"
+        )
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise FairQuantError(f"calibration_size must be a positive integer, got {size!r}")
     if group_spec is not None:
-        spec = group_spec if group_spec.is_fitted else group_spec.fit(dataset)
+        spec = as_group_spec(group_spec, "calibration group_spec")
+        spec = spec if spec.is_fitted else spec.fit(dataset)
         rows = stratified_indices(spec.encode(dataset), size, seed)
     else:
         rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size].sort().values

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..errors import FairQuantError
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Iterable, Mapping, Union
 
@@ -57,7 +57,9 @@ class LayerQuant:
             unknown = set(value) - {"weight_bits", "activation_bits"}
             if unknown:
                 raise FairQuantError(f"unknown key(s) {sorted(unknown)}; allowed: weight_bits, activation_bits")
-            return cls(int(value["weight_bits"]), value.get("activation_bits"))
+            if "weight_bits" not in value:
+                raise FairQuantError(f"per-module bits {dict(value)} need `weight_bits` (one of {list(SUPPORTED_WEIGHT_BITS)})")
+            return cls(value["weight_bits"], value.get("activation_bits"))
         match = _PRESET_RE.match(str(value).strip().lower())
         if not match:
             raise FairQuantError(
@@ -104,6 +106,7 @@ class QuantRecipe:
         object.__setattr__(self, "overrides", tuple((str(p), LayerQuant.parse(q)) for p, q in overrides))
         exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
         object.__setattr__(self, "exclude", exclude)
+        _check_name(self)
 
     # ------------------------------------------------------------ parsing
     @classmethod
@@ -118,15 +121,35 @@ class QuantRecipe:
                 raise FairQuantError(f"unknown recipe key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
             data = dict(value)
             if "preset" in data:
-                base = LayerQuant.parse(data.pop("preset"))
-                data.setdefault("weight_bits", base.weight_bits)
-                data.setdefault("activation_bits", base.activation_bits)
+                preset = data.pop("preset")
+                base = LayerQuant.parse(preset)
+                for key, implied in (("weight_bits", base.weight_bits), ("activation_bits", base.activation_bits)):
+                    if key in data and data[key] != implied:
+                        raise FairQuantError(
+                            f"recipe preset {preset!r} means {key}={implied!r}, but the recipe also sets "
+                            f"{key}={data[key]!r}: give one of them (for mixed bits use `overrides`)"
+                        )
+                    data[key] = implied
+            for key in ("weight_bits", "activation_bits"):
+                if isinstance(data.get(key), str) and data[key].strip().isdigit():  # YAML/CLI "4"
+                    data[key] = int(data[key])
+            bad = {k: data[k] for k in ("weight_bits", "activation_bits")
+                   if k in data and data[k] is not None and (isinstance(data[k], bool) or not isinstance(data[k], int))}
+            if bad:
+                raise FairQuantError(f"recipe bits must be integers, got {bad}; allowed weight bits "
+                                     f"{list(SUPPORTED_WEIGHT_BITS)}, activation bits None or 8")
+            if "name" in data and data["name"] is not None and not isinstance(data["name"], str):
+                raise FairQuantError(f"recipe name must be a string, got {data['name']!r}")
             return cls(**data)
         if isinstance(value, str):
             preset, _, backend = value.partition("@")
             base = LayerQuant.parse(preset)
             return cls(base.weight_bits, base.activation_bits, name=str(base), backend=backend.strip().lower() or DEFAULT_BACKEND)
-        raise FairQuantError(f"cannot make a QuantRecipe from {type(value).__name__}: give a preset string or a mapping")
+        raise FairQuantError(
+            f"cannot make a QuantRecipe from {type(value).__name__} {value!r}: give a preset string "
+            f"({list(PRESETS)}, optionally '@<backend>'), a mapping (weight_bits, activation_bits, overrides, exclude, "
+            "name, preset, backend) or a QuantRecipe"
+        )
 
     # ------------------------------------------------------------ resolution
     @property
@@ -206,10 +229,48 @@ def parse_recipes(values: RecipeLike | Iterable[RecipeLike]) -> list[QuantRecipe
         values = [v for v in values.split(",") if v.strip()]
     elif isinstance(values, (QuantRecipe, Mapping)):
         values = [values]
+    if not isinstance(values, Iterable):
+        raise FairQuantError(f"quantization recipes must be a preset string, a mapping or a list of them, got {values!r}")
     recipes = [QuantRecipe.parse(v) for v in values]
     if not recipes:
         raise FairQuantError(f"no quantization recipe given; allowed presets: {list(PRESETS)}")
+    check_unique_names([str(r) for r in recipes])
     return recipes
+
+
+def check_unique_names(names: Iterable[str], what: str = "quantization recipes") -> None:
+    """Rows of a report are named by their recipe: two with one name (case-insensitive) would
+    show as one. ``FP`` names the full-precision row."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = name.upper()
+        if key == "FP" or key in seen:
+            other = "the full-precision row" if key == "FP" else repr(seen[key])
+            raise FairQuantError(
+                f"{what}: the name {name!r} is already taken by {other}; give each recipe a distinct `name`"
+            )
+        seen[key] = name
+
+
+def _check_name(recipe: "QuantRecipe") -> None:
+    """A name that reads as a preset (``w8a8``) must be what the recipe does: the same default
+    bits, and no overrides or exclusions (a 2-bit recipe must not show as "W8")."""
+    if recipe.name is None:
+        return
+    if not isinstance(recipe.name, str) or not recipe.name.strip():
+        raise FairQuantError(f"recipe name must be a non-empty string, got {recipe.name!r}")
+    if not _PRESET_RE.match(recipe.name.strip().lower()):
+        return
+    try:
+        claimed = LayerQuant.parse(recipe.name)
+    except FairQuantError:
+        claimed = None
+    if claimed != recipe.default or recipe.overrides or recipe.exclude:
+        actual = str(replace(recipe, name=None))
+        raise FairQuantError(
+            f"recipe name {recipe.name!r} reads as a preset but the recipe is {actual}: rename it "
+            f"(e.g. {actual.split('+')[0].split('-')[0] + '-mixed'!r}) or drop `name`"
+        )
 
 
 def quantizable_modules(model: torch.nn.Module) -> list[str]:

@@ -10,7 +10,13 @@ formats, both loadable from a local path or a Hub repo id:
 - optimum-quanto: ``config.json`` + ``model.safetensors`` (quantized tensors flattened by
   optimum-quanto) + ``quantization_map.json``. Its ``config.json`` carries a ``quantization_config``
   that plain transformers refuses loudly (it names ``hf_fairquant.load_quantized``) rather than
-  loading random weights; here missing or unexpected keys raise.
+  loading random weights; here missing or unexpected keys raise. The folder checks itself
+  (:mod:`~hf_fairquant.quantization.artifact_checks`): the map carries a hash of the weights, the
+  weights' metadata a hash of the map, and every tensor must have the shape its declared bits give.
+
+Saving over an existing folder swaps the whole folder (written under a temporary name; files
+that are not part of the artifact, e.g. a card or checkpoints, are carried over), so an
+interrupted save leaves the previous model whole.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from typing import Any
 
 import torch
 
-from .._atomic import atomic_files
+from .._atomic import atomic_directory, contains_cwd
 from .._paths import local_folder_or_hub_id
-from ..errors import FairQuantError, MissingFileError
+from ..errors import ArtifactError, FairQuantError, MissingFileError
 from .api import effective_bits
+from .artifact_checks import file_hashes, verify_files
 from .backends import backend_for_folder, backend_of, get_backend
 from .recipe import QuantRecipe
 
@@ -35,11 +42,19 @@ WEIGHTS_NAME = "model.safetensors"
 QMAP_NAME = "quantization_map.json"
 
 
+def _is_artifact_file(name: str) -> bool:
+    """Files some backend's save writes (replaced on a re-save, never carried over)."""
+    return name in {"config.json", "generation_config.json", META_NAME, QMAP_NAME, WEIGHTS_NAME,
+                    "model.safetensors.index.json", "pytorch_model.bin"} or (
+        name.startswith("model-") and name.endswith(".safetensors"))
+
+
 def save_quantized(
     model: torch.nn.Module, directory: str | Path, recipe: QuantRecipe | None = None, extra: dict | None = None
 ) -> Path:
-    """Write a quantized transformers model to ``directory`` (each file via a temp name, renamed;
-    other files in ``directory`` are kept).
+    """Write a quantized transformers model to ``directory``: the folder is written under a
+    temporary name and swapped in whole; files already there that are not part of the artifact
+    (a card, a processor, checkpoints) are carried over.
 
     ``extra`` files (``{name: text}``, e.g. a model card ``README.md``) are written alongside.
     """
@@ -55,8 +70,14 @@ def save_quantized(
         "recipe": recipe.to_dict() if recipe is not None else None,
         "effective_bits": effective_bits(model),
     }
-    with atomic_files(directory) as tmp:
+    directory = Path(directory)
+    if contains_cwd(directory):
+        raise FairQuantError(f"save_quantized replaces {directory} whole, and it is (or contains) the working folder; "
+                             "save into a subfolder")
+    carried = [p.name for p in directory.iterdir() if not _is_artifact_file(p.name)] if directory.is_dir() else []
+    with atomic_directory(directory, keep=carried) as tmp:  # the whole folder is swapped
         backend.save(model, tmp, recipe)
+        meta["files_sha256"] = file_hashes(tmp, [p.name for p in tmp.iterdir() if p.is_file()])  # checked on load
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2))
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text)
@@ -64,14 +85,36 @@ def save_quantized(
 
 
 def _resolve(path_or_repo: str | Path, revision: str | None, token: str | None) -> Path:
+    """A local folder, else a Hub repo snapshot. A name that is clearly local (see
+    :func:`~hf_fairquant._paths.local_folder_or_hub_id`; also one that is no valid repo id, or
+    whose parent folder exists here) is a :class:`MissingFileError` without any network access;
+    a Hub failure is an :class:`ArtifactError` that says both readings."""
     where = local_folder_or_hub_id(path_or_repo, "quantized model")
     if isinstance(where, Path):
         if not where.is_dir():
-            raise MissingFileError(f"{where} is not a folder of a quantized model")
+            raise MissingFileError(f"{where} is a file, not a folder written by save_quantized")
         return where
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(where)
+        valid_repo_id = True
+    except HFValidationError:
+        valid_repo_id = False
+    parent = Path(where).parent
+    if not valid_repo_id or ("/" in where and str(parent) not in ("", ".") and parent.is_dir()):
+        raise MissingFileError(
+            f"quantized model folder {where} does not exist (give a folder written by save_quantized, "
+            "or a Hub repo id like user/model)"
+        )
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(where, revision=revision, token=token))
+    try:
+        return Path(snapshot_download(where, revision=revision, token=token))
+    except Exception as err:  # offline, not found, gated: one error that says both readings
+        raise ArtifactError(
+            f"{where} is not a local folder, and loading it as a Hub repo failed ({type(err).__name__}: {err})"
+        ) from err
 
 
 def load_quantized(path_or_repo: str | Path, revision: str | None = None, token: str | None = None) -> torch.nn.Module:
@@ -80,11 +123,21 @@ def load_quantized(path_or_repo: str | Path, revision: str | None = None, token:
     folder = _resolve(path_or_repo, revision, token)
     named = None
     if (folder / META_NAME).is_file():
-        named = json.loads((folder / META_NAME).read_text()).get("backend")
+        meta = load_metadata(folder)
+        verify_files(folder, meta.get("files_sha256"), folder / META_NAME)
+        named = meta.get("backend")
     backend = get_backend(named) if named else backend_for_folder(folder)
     return backend.load(folder)
 
 
 def load_metadata(path: str | Path) -> dict[str, Any]:
     """The ``hf_fairquant.json`` of a saved folder (backend, recipe, effective bits)."""
-    return json.loads((Path(path) / META_NAME).read_text())
+    from .artifact_checks import read_json
+
+    file = Path(path) / META_NAME
+    if not file.is_file():
+        raise MissingFileError(f"{file} not found: not a folder written by save_quantized")
+    meta = read_json(file)
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{file} must hold a JSON object (format_version, backend, recipe, effective_bits)")
+    return meta

@@ -23,6 +23,14 @@ GROUP_SAMPLING = ("none", "group_balanced", "class_balanced", "group_class_balan
 GROUP_WEIGHTING = ("none", "inverse_frequency", "sqrt_inverse_frequency", "dro")
 
 
+def _json_option(name: str, text: str) -> Any:
+    """A JSON-valued option; invalid JSON names the option."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise FairQuantError(f"{name}={text!r} is not valid JSON ({err.msg} at character {err.pos})") from None
+
+
 @dataclass
 class FairQuantTrainingArguments(TrainingArguments):
     """``TrainingArguments`` for :class:`~hf_fairquant.training.FairQuantTrainer`.
@@ -69,8 +77,15 @@ class FairQuantTrainingArguments(TrainingArguments):
             raise FairQuantError(f"sampling_power must be in [0, 1], got {self.sampling_power!r}")
         if self.group_weighting is None:
             self.group_weighting = "none"
+        if not isinstance(self.group_column, str) or not self.group_columns:
+            raise FairQuantError(f"group_column must name one or more columns (comma-separated), got {self.group_column!r}")
+        if "labels" in self.group_columns:
+            raise FairQuantError(
+                "group_column 'labels' is the label column: the trainer replaces the group column by group codes, "
+                "so groups must come from another column (e.g. a copy of the labels named 'class')"
+            )
         if isinstance(self.group_weighting, str) and self.group_weighting.lstrip().startswith("{"):
-            self.group_weighting = json.loads(self.group_weighting)
+            self.group_weighting = _json_option("group_weighting", self.group_weighting)
         if isinstance(self.group_weighting, dict):
             bad = {k: v for k, v in self.group_weighting.items()
                    if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0}
@@ -88,10 +103,16 @@ class FairQuantTrainingArguments(TrainingArguments):
         if self.calibration_size <= 0:
             raise FairQuantError(f"calibration_size must be positive, got {self.calibration_size}")
         if isinstance(self.quantization, str) and self.quantization.lstrip().startswith("{"):
-            self.quantization = json.loads(self.quantization)
+            self.quantization = _json_option("quantization", self.quantization)
         self.quantization_recipe  # parse now: unknown presets fail here
         if self.label_names is None:
             self.label_names = ["labels", self.group_code_column]
+        needed = ["labels", self.group_code_column]
+        if list(self.label_names) != needed and not set(needed) <= set(self.label_names):
+            raise FairQuantError(
+                f"label_names={list(self.label_names)} must include {needed}: the Trainer keeps only label names and "
+                "model inputs, and FairQuantTrainer needs the group codes in every batch; leave label_names unset"
+            )
         if (
             self.group_sampling == "group_balanced"
             and self.sampling_power == 1.0

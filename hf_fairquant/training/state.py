@@ -66,6 +66,10 @@ class FairQuantState(TrainerCallback, ExportableState):
         """Check that ``checkpoint`` was made with this recipe and these groups, then take its DRO
         weights. A checkpoint without this state (a plain ``Trainer``'s) is an error."""
         saved = saved_state(checkpoint)
+        where = f"{os.path.join(checkpoint, TRAINER_STATE_NAME)}: stateful_callbacks[{type(self).__name__!r}]"
+        attributes = saved.get("attributes") or {}
+        if not isinstance(saved["args"], dict) or not isinstance(attributes, dict):
+            raise ArtifactError(f"{where}: fields 'args' and 'attributes' must be objects, got {saved!r}")
         mine = self.state()["args"]
         for key in ("group_columns", "group_names", "quantization"):
             if saved["args"].get(key) != mine[key]:
@@ -73,7 +77,10 @@ class FairQuantState(TrainerCallback, ExportableState):
                     f"checkpoint {checkpoint} was trained with {key}={saved['args'].get(key)!r}, "
                     f"this trainer has {key}={mine[key]!r}: resume with the same recipe and groups"
                 )
-        self.dro_q = saved.get("attributes", {}).get("dro_q")
+        try:
+            self.dro_q = attributes.get("dro_q")
+        except (FairQuantError, TypeError, ValueError) as err:
+            raise ArtifactError(f"{where}: field attributes.dro_q: {err}") from None
 
 
 def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:

@@ -69,6 +69,11 @@ class FairQuantTrainer(Trainer):
             raise FairQuantError(f"FairQuantTrainer needs FairQuantTrainingArguments, got {type(args).__name__}")
         if model is None:
             raise FairQuantError("FairQuantTrainer needs a model")
+        if getattr(model, "config", None) is None or getattr(model.config, "num_labels", None) is None:
+            raise FairQuantError(
+                f"FairQuantTrainer needs a transformers classification model with a `config` (num_labels); "
+                f"{type(model).__name__} has none: wrap it in a PreTrainedModel or use an AutoModelFor*Classification"
+            )
         problem = getattr(getattr(model, "config", None), "problem_type", None)
         if problem not in (None, "single_label_classification"):
             raise FairQuantError(f"FairQuantTrainer trains single-label classifiers; the model's problem_type is {problem!r}")

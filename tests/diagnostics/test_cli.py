@@ -71,3 +71,19 @@ def test_cli_rejects_bad_options_before_loading_anything(saved_model, tmp_path, 
     code = main(["explain", "--model", str(tmp_path / "no-such-model"), "--output-dir", str(tmp_path), *ARGS, *extra])
     assert code == 2  # the options are checked before the (missing) model is looked at
     assert message in capsys.readouterr().err
+
+
+def test_cli_explain_refuses_a_non_empty_folder_and_the_working_folder_before_loading(saved_model, tmp_path, capsys,
+                                                                                       monkeypatch):
+    import hf_fairquant.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "load_pretrained", lambda *a, **k: pytest.fail("loaded before checking"))
+    out = tmp_path / "explain"
+    out.mkdir()
+    (out / "explain.json").write_text("{}")  # an earlier explain
+    assert main(["explain", "--model", str(saved_model), "--output-dir", str(out), *ARGS]) == 2
+    assert "exists and is not empty; pass --overwrite" in capsys.readouterr().err
+    assert (out / "explain.json").read_text() == "{}"
+    monkeypatch.chdir(out)
+    assert main(["explain", "--model", str(saved_model), "--output-dir", ".", "--overwrite", *ARGS]) == 2
+    assert "is the working folder or contains it" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from safetensors.torch import load_file, save_file
 
 from hf_fairquant import GroupSpec, QuantRecipe, load_quantized, quantize, save_quantized
 from hf_fairquant.batching import iterate_batches
+from hf_fairquant.errors import ArtifactError
 
 
 def _logits(model, dataset):
@@ -39,12 +40,27 @@ def _saved(tmp_path):
     return save_quantized(model, tmp_path / "q")
 
 
+def resign(folder, state=None, qmap=None):
+    """Rewrite a saved folder with edited tensors/map and matching hashes: what a consistent but
+    wrong save would look like, so the layout checks behind the hash checks are reached."""
+    from hf_fairquant.quantization import artifact_checks as checks, serialization as ser
+
+    state = load_file(str(folder / ser.WEIGHTS_NAME)) if state is None else state
+    qmap = json.loads((folder / ser.QMAP_NAME).read_text()) if qmap is None else qmap
+    qmap[checks.QMAP_CHECK_KEY] = {"weights_sha256": checks.weights_hash(state)}
+    (folder / ser.QMAP_NAME).write_text(json.dumps(qmap))
+    save_file(state, str(folder / ser.WEIGHTS_NAME), metadata={checks.WEIGHTS_QMAP_HASH_KEY: checks.qmap_hash(qmap)})
+    meta = json.loads((folder / ser.META_NAME).read_text())
+    meta["files_sha256"] = checks.file_hashes(folder, list(meta["files_sha256"]))
+    (folder / ser.META_NAME).write_text(json.dumps(meta))
+
+
 def test_missing_key_raises(tmp_path):
     folder = _saved(tmp_path)
     state = load_file(str(folder / "model.safetensors"))
     key = next(k for k in state if k.endswith("._scale"))
     del state[key]
-    save_file(state, str(folder / "model.safetensors"))
+    resign(folder, state)
     with pytest.raises(ValueError, match="missing keys.*" + key.replace(".", r"\.")):
         load_quantized(folder)
 
@@ -53,7 +69,7 @@ def test_unexpected_key_raises(tmp_path):
     folder = _saved(tmp_path)
     state = load_file(str(folder / "model.safetensors"))
     state["classifier.extra"] = torch.zeros(1)
-    save_file(state, str(folder / "model.safetensors"))
+    resign(folder, state)
     with pytest.raises(ValueError, match=r"unexpected keys \['classifier\.extra'\]"):
         load_quantized(folder)
 
@@ -62,7 +78,7 @@ def test_quantization_map_must_fit_the_model(tmp_path):
     folder = _saved(tmp_path)
     qmap = json.loads((folder / "quantization_map.json").read_text())
     qmap["no.such.module"] = {"weights": "qint4", "activations": "none"}
-    (folder / "quantization_map.json").write_text(json.dumps(qmap))
+    resign(folder, qmap=qmap)
     with pytest.raises(ValueError, match="no.such.module"):
         load_quantized(folder)
 

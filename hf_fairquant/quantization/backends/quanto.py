@@ -17,8 +17,8 @@ from optimum.quanto import Calibration, QModuleMixin, QTensor, qint2, qint4, qin
 from optimum.quanto import freeze as quanto_freeze
 from optimum.quanto.nn import quantize_module
 
-from ...errors import FairQuantError, MissingFileError
-from .. import _quanto_fixes
+from ...errors import ArtifactError, FairQuantError, MissingFileError
+from .. import _quanto_fixes, artifact_checks
 from ..recipe import LayerQuant
 from . import Plan, QuantBackend, register_backend
 
@@ -124,8 +124,9 @@ class QuantoBackend(QuantBackend):
                 config.__dict__.pop("quantization_config", None)
             else:
                 config.quantization_config = previous
-        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "quantizer": "optimum-quanto"})
-        (folder / QMAP_NAME).write_text(json.dumps(quantization_map(model), indent=2, sort_keys=True))
+        qmap, map_hash = artifact_checks.sign(quantization_map(model), state)  # each names the other's hash
+        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "quantizer": "optimum-quanto", **map_hash})
+        (folder / QMAP_NAME).write_text(json.dumps(qmap, indent=2, sort_keys=True))
 
     def can_load(self, folder: Path) -> bool:
         return (folder / QMAP_NAME).is_file()
@@ -133,7 +134,6 @@ class QuantoBackend(QuantBackend):
     def load(self, folder: Path) -> torch.nn.Module:
         """Rebuild the model; missing or unexpected state-dict keys raise (quanto's ``requantize``
         loads with ``strict=False``, so a truncated checkpoint would load silently)."""
-        from safetensors.torch import load_file
         import transformers
 
         missing_files = [f for f in ("config.json", WEIGHTS_NAME, QMAP_NAME) if not (folder / f).is_file()]
@@ -145,9 +145,11 @@ class QuantoBackend(QuantBackend):
         arch = (config.architectures or [None])[0]
         model_cls = getattr(transformers, arch, None) if arch else None
         if model_cls is None:
-            raise FairQuantError(f"config.architectures of {folder} names {arch!r}, not a transformers model class")
-        qmap = json.loads((folder / QMAP_NAME).read_text())
-        state = load_file(str(folder / WEIGHTS_NAME))
+            raise ArtifactError(f"config.architectures of {folder / 'config.json'} names {arch!r}, not a transformers model class")
+        state = artifact_checks.load_weights(folder / WEIGHTS_NAME)
+        qmap = artifact_checks.verify(  # the map and the weights name each other's hash
+            folder / QMAP_NAME, folder / WEIGHTS_NAME, artifact_checks.read_json(folder / QMAP_NAME), state
+        )
 
         model = model_cls(config)
         plan = {}
@@ -155,21 +157,17 @@ class QuantoBackend(QuantBackend):
             try:
                 model.get_submodule(name)
                 plan[name] = layer_quant_of(q)
-            except (AttributeError, KeyError, FairQuantError) as err:
-                raise FairQuantError(f"quantization map entry {name!r}: {q} does not fit {arch} ({err})") from err
+            except (AttributeError, KeyError, TypeError, FairQuantError) as err:
+                raise ArtifactError(f"{folder / QMAP_NAME}: entry {name!r}: {q} does not fit {arch} ({err})") from err
         self.check(model, plan)
         self.apply(model, plan)
+        self.freeze(model)  # the frozen layout is what the declared bits store: compare before loading
+        artifact_checks.check_layout(model, state, folder / WEIGHTS_NAME)
         result = model.load_state_dict(state, strict=False)
-        # quanto reports the missing parts of a flattened quantized weight in result.missing_keys;
-        # anything else shows as a difference between the saved keys and the model's keys.
-        loaded = set(model.state_dict())
-        missing = sorted(set(result.missing_keys)) or sorted(loaded - set(state))
-        unexpected = sorted(set(result.unexpected_keys) | (set(state) - loaded) if not result.missing_keys else set(result.unexpected_keys))
-        if missing or unexpected:
-            raise FairQuantError(
-                f"state dict of {folder / WEIGHTS_NAME} does not match {arch}: "
-                f"missing keys {missing[:8]}{'…' if len(missing) > 8 else ''}, "
-                f"unexpected keys {unexpected[:8]}{'…' if len(unexpected) > 8 else ''}"
+        if result.missing_keys or result.unexpected_keys:
+            raise ArtifactError(
+                f"state dict of {folder / WEIGHTS_NAME} does not load into {arch}: missing keys "
+                f"{sorted(result.missing_keys)[:8]}, unexpected keys {sorted(result.unexpected_keys)[:8]}"
             )
         return model.eval()
 
