@@ -223,10 +223,8 @@ def test_fuzzed_dataset_shapes_fail_before_the_first_forward_or_reach_it(shape):
         assert result == "reached forward" or result.startswith("error: "), result
     elif None in train_groups or None in test_groups:
         assert "missing (None/NaN) value" in result
-    elif uncovered:
-        assert "have no training examples" in result, result
-    else:
-        assert result == "reached forward", result
+    else:  # groups seen only in the test split are audited as eval-only groups (no mitigation here)
+        assert result == "reached forward", (result, uncovered)
 
 
 # ---------------------------------------------------------------------------- a few whole runs
