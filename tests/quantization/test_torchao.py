@@ -258,6 +258,12 @@ def test_a_truncated_torchao_folder_does_not_load(tmp_path):
     state = load_file(str(weights))
     del state["distilbert.embeddings.LayerNorm.weight"]
     save_file(state, str(weights), metadata=header["__metadata__"])
+    with pytest.raises(ArtifactError, match=r"model.safetensors differ\(s\) from what .*hf_fairquant.json records"):
+        load_quantized(tmp_path / "q")  # the recorded file hash catches it first
+    meta_file = tmp_path / "q" / "hf_fairquant.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["files_sha256"]  # a folder without the record: the key check still refuses it
+    meta_file.write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="missing_keys.*LayerNorm"):
         load_quantized(tmp_path / "q")
 
