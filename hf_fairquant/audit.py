@@ -20,9 +20,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ._atomic import atomic_write_text
+from ._config import check_positive_int, resolve_config, split_commas
+from ._format import markdown_table, pct, signed_pct, to_plain
 from .batching import LABELS, iterate_batches, predict_batches
 from .data.preprocessing import check_image_size
-from .groups import GroupSpec
+from .groups import INTERSECTION_SEPARATOR, GroupSpec
 from .metrics import load_group_disparity
 from .quantization import (
     RecipeLike,
@@ -32,6 +34,40 @@ from .quantization import (
     parse_recipes,
     quantize,
 )
+
+
+DEFAULT_RECIPES = ("w8a8", "w4a8", "w4", "w2a8")
+
+
+@dataclass
+class AuditConfig:
+    """How :func:`audit` quantizes and evaluates (YAML section ``audit``, CLI ``hf-fairquant audit``).
+
+    ``recipes``: presets (``"w4a8"``), comma lists (``"w8a8,w4"``) or recipe mappings
+    (``{"preset": "w2a8", "overrides": {...}}``).
+    """
+
+    recipes: list[str] = field(
+        default_factory=lambda: list(DEFAULT_RECIPES),
+        metadata={"help": "PTQ recipes to audit: presets (w8a8, w4a8, w4, w2a8, ...), comma-separated or repeated"},
+    )
+    calibration_size: int = field(
+        default=512, metadata={"help": "group-stratified examples that calibrate activation ranges"}
+    )
+    batch_size: int = field(default=256, metadata={"help": "examples per forward pass"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the intervals (0: none)"})
+    confidence_level: float = field(default=0.95, metadata={"help": "coverage of the bootstrap intervals, in (0, 1)"})
+    seed: int = field(default=0, metadata={"help": "seeds calibration sampling and the bootstrap"})
+
+    def __post_init__(self) -> None:
+        self.recipes = split_commas(self.recipes)
+        check_positive_int("audit calibration_size", self.calibration_size)
+        check_positive_int("audit batch_size", self.batch_size)
+        check_positive_int("audit n_boot", self.n_boot, allow_zero=True)
+        check_positive_int("audit seed", self.seed, allow_zero=True)
+        level = self.confidence_level
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+            raise FairQuantError(f"audit confidence_level must be a number in (0, 1), e.g. 0.95; got {level!r}")
 
 
 @dataclass
@@ -67,7 +103,7 @@ class AuditReport:
 
     # ------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return to_plain(asdict(self))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -86,39 +122,51 @@ class AuditReport:
         )
 
     @classmethod
-    def from_json(cls, text_or_path: str | Path) -> "AuditReport":
-        text = Path(text_or_path).read_text() if Path(str(text_or_path)).is_file() else str(text_or_path)
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str) -> "AuditReport":
+        """From JSON text (what :meth:`to_json` returns); a file: :meth:`load`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise FairQuantError(f"AuditReport.from_json takes JSON text ({err}); to read a file use AuditReport.load(path)") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AuditReport":
+        """From a file written by :meth:`save` (or a run's ``results.json``, whose ``"audit"`` it reads)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FairQuantError(f"no audit report at {path}: give the file written by AuditReport.save or results.json")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls.from_dict(data["audit"] if "audit" in data and "fp" not in data else data)
 
     # ------------------------------------------------------------ rendering
     def to_markdown(self, max_group_columns: int = 6) -> str:
         """A table: one row per model; accuracies in %, CIs in brackets when bootstrapped."""
         groups = self.group_names if len(self.group_names) <= max_group_columns else []
-        head = ["model", "bits", "overall"] + [f"{g}" for g in groups]
+        head = ["model", "bits", "overall", *groups]
         head += ["worst group", "gap", "Δgap vs FP", "drop per group", "disparate drop", "flip rate"]
-        rows = [head, ["---"] * len(head)]
+        rows = []
         for r in [self.fp, *self.quantized]:
             m = r.metrics
-            row = [r.name, f"{r.effective_bits:.2f}", _pct(m["accuracy"])]
-            row += [_pct(m["group_accuracy"][g], _ci(m, "group_accuracy_ci", g)) for g in groups]
-            row += [f"{m['worst_group']} {_pct(m['worst_group_accuracy'])}", _pct(m["accuracy_gap"], _ci(m, "accuracy_gap_ci"))]
+            row = [r.name, f"{r.effective_bits:.2f}", pct(m["accuracy"])]
+            row += [pct(m["group_accuracy"].get(g), _ci(m, "group_accuracy_ci", g)) for g in groups]
+            row += [f"{m['worst_group']} {pct(m['worst_group_accuracy'])}", pct(m["accuracy_gap"], _ci(m, "accuracy_gap_ci"))]
             if r is self.fp:
                 row += ["—"] * 4
             else:
                 drops = m["group_accuracy_drop"]
                 shown = groups or [m["worst_group"]]
                 row += [
-                    _signed_pct(m["gap_change"]),
-                    ", ".join(f"{g} {_signed_pct(drops[g])}" for g in shown),
-                    _pct(m["disparate_drop"], _ci(m, "disparate_drop_ci")),
-                    _pct(m["flip_rate"]),
+                    signed_pct(m["gap_change"]),
+                    ", ".join(f"{g} {signed_pct(drops.get(g))}" for g in shown),
+                    pct(m["disparate_drop"], _ci(m, "disparate_drop_ci")),
+                    pct(m["flip_rate"]),
                 ]
             rows.append(row)
-        lines = ["| " + " | ".join(row) + " |" for row in rows]
         counts = self.fp.metrics["group_count"]
         note = (
-            f"\nGroups by {'×'.join(self.group_columns)}; test examples per group: "
-            + ", ".join(f"{g} {counts[g]}" for g in self.group_names)
+            f"\nGroups by {INTERSECTION_SEPARATOR.join(self.group_columns)}; test examples per group: "
+            + ", ".join(f"{g} {counts.get(g, 0)}" for g in self.group_names)
             + ". Accuracy in %. gap = max − min group accuracy; Δgap = gap − FP gap (points); "
             "drop = FP − quantized accuracy (points; negative: the group gained); disparate drop = "
             "max − min of the per-group drops; flip rate = share of predictions that changed vs FP."
@@ -128,16 +176,7 @@ class AuditReport:
                 f" Brackets: {self.settings['confidence_level']:.0%} bootstrap intervals "
                 f"({self.settings['n_boot']} resamples, stratified by group)."
             )
-        return "\n".join(lines) + "\n" + note + "\n"
-
-
-def _pct(value: float, ci: list[float] | None = None) -> str:
-    text = f"{100 * value:.1f}"
-    return text + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci is not None else "")
-
-
-def _signed_pct(value: float) -> str:
-    return f"{round(100 * value, 1) + 0.0:+.1f}"  # + 0.0: a rounded -0.0 prints as +0.0
+        return markdown_table(head, rows) + "\n" + note + "\n"
 
 
 def _ci(metrics: dict, key: str, group: str | None = None) -> list[float] | None:
@@ -145,18 +184,6 @@ def _ci(metrics: dict, key: str, group: str | None = None) -> list[float] | None
     if value is None:
         return None
     return value.get(group) if group is not None else value
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 # ---------------------------------------------------------------- evaluation
@@ -171,26 +198,29 @@ def predict(model: torch.nn.Module, dataset: Any, batch_size: int = 256, desc: s
 def audit(
     model: torch.nn.Module,
     eval_dataset: Any,
-    recipes: RecipeLike | Iterable[RecipeLike],
-    group_spec: GroupSpec | str,
+    recipes: RecipeLike | Iterable[RecipeLike] | None = None,
+    group_spec: GroupSpec | str = "group",
     calibration_dataset: Any = None,
     *,
-    calibration_size: int = 512,
-    batch_size: int = 256,
-    n_boot: int = 1000,
-    confidence_level: float = 0.95,
-    seed: int = 0,
+    config: AuditConfig | None = None,
     progress: bool = True,
     quantized_models: Mapping[str, torch.nn.Module] | None = None,
+    **options: Any,
 ) -> AuditReport:
     """Evaluate ``model`` and its PTQ versions under each recipe, per group.
 
     ``eval_dataset`` (and ``calibration_dataset``) are preprocessed: model input columns,
     ``labels`` and the group column(s). ``model`` is not modified (each recipe quantizes a
-    copy). ``quantized_models`` ({name: model}) adds models quantized elsewhere (e.g. by QAT
-    with :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference.
+    copy). ``recipes`` (default: ``config.recipes``) may be empty to audit only
+    ``quantized_models`` ({name: model}): models quantized elsewhere (e.g. by QAT with
+    :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference. Options come
+    from ``config`` (:class:`AuditConfig`) and/or keywords naming its fields (a keyword wins).
     Everything is validated before the first forward pass.
     """
+    cfg = resolve_config(AuditConfig, config, options, "audit")
+    recipes = cfg.recipes if recipes is None else recipes
+    calibration_size, batch_size, n_boot = cfg.calibration_size, cfg.batch_size, cfg.n_boot
+    confidence_level, seed = cfg.confidence_level, cfg.seed
     spec = GroupSpec(group_spec) if isinstance(group_spec, str) else group_spec
     recipes = parse_recipes(recipes) if recipes else []
     quantized_models = dict(quantized_models or {})

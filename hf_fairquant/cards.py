@@ -16,7 +16,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .report import summary_table
+from ._format import ci_text, pct
+from .summary import summary_table
 
 TEMPLATE = "model_card.md"
 
@@ -77,14 +78,6 @@ def _published(results: dict[str, Any]) -> dict[str, Any]:
     return next(r for r in results["audit"]["quantized"] if r["name"] == name)
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def _ci(interval: list[float] | None) -> str:
-    return f"[{_pct(interval[0])}, {_pct(interval[1])}]" if interval else "not bootstrapped"
-
-
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{g} {n}" for g, n in counts.items())
 
@@ -111,10 +104,10 @@ def _template_values(results: dict[str, Any]) -> dict[str, Any]:
         "summary_table": summary_table(results, markdown=True),
         "published_name": p["name"],
         "effective_bits": f"{p['effective_bits']:.2f}",
-        "gap": _pct(q["accuracy_gap"]),
-        "gap_ci": _ci(q.get("accuracy_gap_ci")),
-        "fp_gap": _pct(fp["accuracy_gap"]),
-        "fp_gap_ci": _ci(fp.get("accuracy_gap_ci")),
+        "gap": pct(q["accuracy_gap"]),
+        "gap_ci": ci_text(q.get("accuracy_gap_ci")),
+        "fp_gap": pct(fp["accuracy_gap"]),
+        "fp_gap_ci": ci_text(fp.get("accuracy_gap_ci")),
         "confidence": f"{confidence:.0%}",
         "group_description": card.get("group_description") or f"Groups from the column(s) {', '.join(data['group_columns'])} of the dataset.",
         "quantization": _quantization_text(p),

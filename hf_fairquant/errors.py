@@ -10,6 +10,10 @@ class FairQuantError(ValueError):
     """Bad input to hf_fairquant, raised before heavy work; the message says what is allowed."""
 
 
+class MissingFileError(FairQuantError, FileNotFoundError):
+    """A file or folder the user named does not exist (also a ``FileNotFoundError``)."""
+
+
 class UnsupportedByBackendError(FairQuantError):
     """A recipe asks a quantization backend for something it cannot do (names the modules and
     the backend that can)."""
@@ -19,4 +23,4 @@ class ArtifactError(FairQuantError):
     """A saved model folder is incomplete, edited or inconsistent (names the file)."""
 
 
-__all__ = ["ArtifactError", "FairQuantError", "UnsupportedByBackendError"]
+__all__ = ["ArtifactError", "FairQuantError", "MissingFileError", "UnsupportedByBackendError"]

@@ -46,7 +46,7 @@ def _column_values(dataset: Any, column: str) -> list:
 def column_names(dataset: Any) -> list[str]:
     names = getattr(dataset, "column_names", None)
     if names is None:
-        raise TypeError(f"expected a datasets.Dataset with named columns, got {type(dataset).__name__}")
+        raise FairQuantError(f"expected a datasets.Dataset with named columns, got {type(dataset).__name__}")
     return list(names)
 
 

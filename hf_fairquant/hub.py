@@ -42,8 +42,9 @@ _BEARER_RE = re.compile(r"(?i)\bBearer\s+[^\s\"',;}]+")
 _HUB_FAILURES = (HTTPError, OSError, ValueError, RuntimeError)
 
 
-class HubPushError(RuntimeError):
-    """A push that the Hub (or the connection to it) refused; the local folder is unchanged."""
+class HubPushError(FairQuantError, RuntimeError):
+    """A push that the Hub (or the connection to it) refused; the local folder is unchanged (a
+    user-facing error: the CLI prints it without a traceback)."""
 
 
 def check_push_arguments(repo_id: str, token: str | None = None) -> str:

@@ -2,13 +2,14 @@
 
 A recipe has the sections ``data`` (:class:`~hf_fairquant.data.DataConfig`), ``model``
 (:class:`ModelSection`), ``training`` (``transformers.TrainingArguments`` fields; omit it to
-audit a model as it is) and ``audit`` (:class:`AuditSection`). Each section is parsed with
+audit a model as it is), ``audit`` (:class:`~hf_fairquant.audit.AuditConfig`), ``explain``
+(:class:`ExplainSection`), ``mitigation`` and ``card``. Each section is parsed with
 ``HfArgumentParser``; an unknown key is an error naming the key and its section.
 """
 
 from __future__ import annotations
 
-from .errors import FairQuantError
+from .errors import FairQuantError, MissingFileError
 
 import dataclasses
 import json
@@ -20,10 +21,12 @@ from typing import Any
 import yaml
 
 from ._atomic import atomic_directory, atomic_write_text
+from ._config import field_names
+from .audit import AuditConfig
 from .data import DataConfig, check_image_size, check_subset, load_grouped_dataset
+from .diagnostics import ExplainConfig
 from .groups import GroupSpec
 
-DEFAULT_RECIPES = ["w8a8", "w4a8", "w4", "w2a8"]
 
 
 @dataclass
@@ -35,32 +38,14 @@ class ModelSection:
 
 
 @dataclass
-class AuditSection:
-    """Which PTQ recipes to audit, and how."""
+class ExplainSection(ExplainConfig):
+    """The run's ``explain`` section: every :class:`~hf_fairquant.diagnostics.ExplainConfig` option,
+    plus whether to explain and which audited recipe."""
 
-    recipes: list[str] = field(default_factory=lambda: list(DEFAULT_RECIPES))
-    calibration_size: int = 512
-    batch_size: int = 256
-    n_boot: int = 1000
-    confidence_level: float = 0.95
-    seed: int = 0
-
-
-@dataclass
-class ExplainSection:
-    """Explain one audited recipe (default: the one that lowers the worst group's accuracy most)."""
-
-    enabled: bool = True
+    enabled: bool = field(default=True, metadata={"help": "explain one audited recipe"})
     recipe: str | None = field(
         default=None, metadata={"help": "an audited recipe; default: the one that lowers the worst group's accuracy most"}
     )
-    examples_per_group: int | None = 256
-    eigen_method: str = "lanczos"
-    tol: float = 1e-3
-    probes: int = 32
-    parameters: str = "quantized"
-    batch_size: int = 128
-    seed: int = 0
 
 
 @dataclass
@@ -80,7 +65,7 @@ class CardSection:
 class RunRecipe:
     data: DataConfig
     model: ModelSection
-    audit: AuditSection
+    audit: AuditConfig
     explain: ExplainSection = field(default_factory=ExplainSection)
     card: CardSection = field(default_factory=CardSection)
     training: Any = None  # transformers.TrainingArguments (full-precision fine-tune) or None
@@ -88,7 +73,7 @@ class RunRecipe:
     output_dir: str = "outputs/run"
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelSection, "audit": AuditSection, "explain": ExplainSection, "card": CardSection}
+_SECTIONS = {"data": DataConfig, "model": ModelSection, "audit": AuditConfig, "explain": ExplainSection, "card": CardSection}
 
 
 def _parse_section(name: str, cls: type, values: Any) -> Any:
@@ -111,7 +96,7 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} not found")
+        raise MissingFileError(f"recipe {path} not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -217,7 +202,7 @@ def _check_model_path(section: ModelSection) -> None:
         return
     looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1  # "user/Model-2.5" is a Hub id
     if looks_local:
-        raise FileNotFoundError(f"model path {name} does not exist (give a local folder or a Hub id like user/model)")
+        raise MissingFileError(f"model path {name} does not exist (give a local folder or a Hub id like user/model)")
 
 
 def _worst_recipe(report: Any) -> str | None:
@@ -338,12 +323,8 @@ def run(
     model.eval()
 
     # ---------------------------------------------------------------- audit PTQ
-    audit_kwargs = dict(
-        calibration_dataset=train, calibration_size=recipe.audit.calibration_size, batch_size=recipe.audit.batch_size,
-        n_boot=recipe.audit.n_boot, confidence_level=recipe.audit.confidence_level, seed=recipe.audit.seed,
-    )
-    echo(f"[2/5] audit: {', '.join(recipe.audit.recipes) or 'FP only'}")
-    report = audit(model, evaluation, recipe.audit.recipes, spec, **audit_kwargs)
+    echo(f"[2/5] audit: {', '.join(map(str, recipe.audit.recipes)) or 'FP only'}")
+    report = audit(model, evaluation, None, spec, calibration_dataset=train, config=recipe.audit)
     t = lap("audit", t)
 
     # ---------------------------------------------------------------- explain the worst
@@ -353,12 +334,9 @@ def run(
         from .diagnostics import explain
 
         echo(f"[3/5] explain {explained}")
-        e = recipe.explain
+        options = {f: getattr(recipe.explain, f) for f in field_names(ExplainConfig)}
         explanation = explain(
-            model, explained.lower(), evaluation, spec, calibration_dataset=train,
-            calibration_size=recipe.audit.calibration_size, examples_per_group=e.examples_per_group,
-            parameters=e.parameters, eigen_method=e.eigen_method, tol=e.tol, probes=e.probes,
-            batch_size=e.batch_size, seed=e.seed,
+            model, explained.lower(), evaluation, spec, calibration_dataset=train, config=ExplainConfig(**options)
         )
         t = lap("explain", t)
 
@@ -366,10 +344,12 @@ def run(
     quantized = trainer = None
     if recipe.mitigation is not None:
         echo("[4/5] mitigate with FairQuantTrainer")
-        trainer, quantized = _mitigate(model, recipe.mitigation, train, image_processor or tokenizer)
+        trainer, quantized = _mitigate(model, recipe.mitigation, train)
         t = lap("mitigation", t)
         name = f"FAIR-QAT {str(trainer.quant_recipe).upper()}"
-        mitigated = audit(model, evaluation, [], spec, quantized_models={name: quantized}, **audit_kwargs)
+        mitigated = audit(
+            model, evaluation, [], spec, calibration_dataset=train, config=recipe.audit, quantized_models={name: quantized}
+        )
         result = mitigated.quantized[0]
         result.recipe = trainer.quant_recipe.to_dict()
         report.quantized.append(result)
@@ -398,7 +378,7 @@ def run(
     return RunResult(results, out, model, quantized, pushed)
 
 
-def _mitigate(model: Any, args: Any, train: Any, processor: Any) -> tuple[Any, Any]:
+def _mitigate(model: Any, args: Any, train: Any) -> tuple[Any, Any]:
     """Fair QAT of a copy of ``model`` with :class:`FairQuantTrainer`; returns (trainer, frozen model)."""
     import copy
 

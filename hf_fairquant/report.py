@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ._atomic import atomic_directory
+from ._format import to_plain
+from .summary import model_rows, summary_table
 
 RESULTS_FORMAT = "hf_fairquant.results/1"
 PLOTS_DIR = "plots"
@@ -84,7 +86,7 @@ def build_results(
         results["mitigation"] = {
             "name": mitigated.name,
             "recipe": trainer.quant_recipe.to_dict(),
-            "arguments": _plain(arguments),
+            "arguments": to_plain(arguments),
             "train_loss": _final_train_loss(trainer),
             "allocated_bits": allocation.bits if allocation is not None else None,
         }
@@ -95,14 +97,14 @@ def build_results(
             "fp_size_bytes": report.fp.size_bytes,
             "layer_bits": {n: (str(q) if q is not None else "float") for n, q in layer_bits(quantized).items()},
         }
-    return _plain(results)
+    return to_plain(results)
 
 
 def _training_summary(args: Any) -> dict[str, Any] | None:
     if args is None:
         return None
     keys = ("num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "lr_scheduler_type", "seed")
-    return _plain({k: getattr(args, k) for k in keys})
+    return to_plain({k: getattr(args, k) for k in keys})
 
 
 def _card_section(recipe: Any) -> dict[str, Any]:
@@ -119,49 +121,8 @@ def _final_train_loss(trainer: Any) -> float | None:
     return losses[-1] if losses else None
 
 
-def _plain(obj: Any) -> Any:
-    """JSON types only (numpy scalars, tuples, paths → plain values)."""
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
-
-# ---------------------------------------------------------------------------- tables
-def model_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per audited model (FP, PTQ recipes, mitigated): accuracies in %, bits, gap."""
-    audit = results["audit"]
-    groups = audit["group_names"]
-    rows = []
-    for r in [audit["fp"], *audit["quantized"]]:
-        m = r["metrics"]
-        rows.append({
-            "name": r["name"],
-            "bits": r["effective_bits"],
-            "overall": 100 * m["accuracy"],
-            "groups": {g: 100 * m["group_accuracy"][g] for g in groups},
-            "gap": 100 * m["accuracy_gap"],
-            "gap_change": 100 * m["gap_change"] if "gap_change" in m else None,
-        })
-    return rows
-
-
-def summary_table(results: dict[str, Any], markdown: bool = False) -> str:
-    """The per-group table (FP / PTQ / mitigated): plain text for the terminal or Markdown."""
-    groups = results["audit"]["group_names"]
-    shown = groups if len(groups) <= 6 else []
-    head = ["model", "bits", "overall", *shown, "gap", "Δgap vs FP"]
-    body = []
-    for row in model_rows(results):
-        body.append([
-            row["name"], f"{row['bits']:.2f}", f"{row['overall']:.1f}",
-            *[f"{row['groups'][g]:.1f}" for g in shown],
-            f"{row['gap']:.1f}", "—" if row["gap_change"] is None else f"{row['gap_change']:+.1f}",
-        ])
-    if markdown:
-        return "\n".join("| " + " | ".join(r) + " |" for r in [head, ["---"] * len(head), *body])
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                     for r in [head, *body])
-
-
+# ---------------------------------------------------------------------------- the screen
 def summary_screen(results: dict[str, Any], output_dir: Path, pushed: str | None = None) -> str:
     """What the user sees at the end: the table, the bits, where everything is."""
     lines = ["Accuracy per group (%), test split " + results["data"]["eval_split"], summary_table(results), ""]
@@ -204,9 +165,7 @@ def write_outputs(
         plots.mkdir()
         save_group_accuracy_plot(results, plots / "group_accuracy.png")
         if explanation is not None:
-            from .diagnostics._plots import save_plots
-
-            save_plots(explanation, plots)
+            explanation.save_plots(plots)
         if fp_model is not None:
             fp_model.save_pretrained(tmp / "fp_model")
             if processor is not None:

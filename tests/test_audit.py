@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hf_fairquant import GroupSpec, audit
+from hf_fairquant.errors import FairQuantError
 from hf_fairquant.audit import AuditReport, predict
 from tests.conftest import image_dataset, tiny_resnet
 
@@ -63,8 +64,11 @@ def test_report_round_trips_and_renders(setup, tmp_path):
     model, evaluation, calibration = setup
     report = audit(model, evaluation, ["w4"], "group", n_boot=20, progress=False)
     path = report.save(tmp_path / "audit.json")
-    again = AuditReport.from_json(path)
+    again = AuditReport.load(path)
     assert again.to_dict() == report.to_dict()
+    assert AuditReport.from_json(report.to_json()).to_dict() == report.to_dict()  # text, however long
+    with pytest.raises(FairQuantError, match=r"takes JSON text .*AuditReport.load\(path\)"):
+        AuditReport.from_json(str(path))  # a path is never guessed to be text or a file
     table = again.to_markdown()
     assert table.splitlines()[0].startswith("| model | bits | overall | a | b |")
     assert [line.split("|")[1].strip() for line in table.splitlines()[2:4]] == ["FP", "W4"]
@@ -97,3 +101,40 @@ def test_missing_group_values_fail_early(setup):
     broken = evaluation.map(lambda row, i: {"group": None if i == 5 else row["group"]}, with_indices=True)
     with pytest.raises(ValueError, match="missing .* first at row 5"):
         audit(model, broken, "w8", "group", progress=False)
+
+
+def test_config_and_keywords_are_one_set_of_options(setup):
+    from hf_fairquant.audit import AuditConfig
+
+    model, evaluation, _ = setup
+    config = AuditConfig(recipes=["w4"], n_boot=0, batch_size=7)
+    by_config = audit(model, evaluation, group_spec="group", config=config, progress=False)
+    assert [r.name for r in by_config.quantized] == ["W4"] and by_config.settings["n_boot"] == 0
+    # a keyword wins over the config it comes with; positional recipes win over config.recipes
+    mixed = audit(model, evaluation, ["w8"], "group", config=config, n_boot=5, progress=False)
+    assert [r.name for r in mixed.quantized] == ["W8"] and mixed.settings["n_boot"] == 5
+    with pytest.raises(FairQuantError, match=r"unknown option\(s\) \['n_bootstrap'\]; allowed: .*'n_boot'"):
+        audit(model, evaluation, ["w4"], "group", n_bootstrap=5)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"n_boot": -1}, "audit n_boot must be an integer ≥ 0, got -1"),
+        ({"confidence_level": 95}, "audit confidence_level must be a number in (0, 1)"),
+        ({"calibration_size": "512"}, "audit calibration_size must be an integer ≥ 1, got '512'"),
+        ({"batch_size": 0}, "audit batch_size must be an integer ≥ 1, got 0"),
+    ],
+)
+def test_audit_config_checks_every_option(options, message):
+    from hf_fairquant.audit import AuditConfig
+
+    with pytest.raises(FairQuantError) as err:
+        AuditConfig(**options)
+    assert message in str(err.value)
+
+
+def test_comma_lists_of_recipes_are_split():
+    from hf_fairquant.audit import AuditConfig
+
+    assert AuditConfig(recipes=["w8a8,w4", "w2a8"]).recipes == ["w8a8", "w4", "w2a8"]

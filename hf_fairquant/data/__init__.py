@@ -9,6 +9,7 @@ from typing import Any
 
 from datasets import DatasetDict
 
+from .._config import split_commas
 from ..groups import GroupSpec
 from .long_tail import HEAD, TAIL, make_long_tailed
 from .preprocessing import (
@@ -46,24 +47,43 @@ __all__ = [
 
 @dataclass
 class DataConfig:
-    """Where the data comes from and which columns carry labels and groups.
+    """Where the data comes from and which columns carry labels and groups (YAML section ``data``;
+    the CLI's ``audit``/``explain`` data options, generated from these fields).
 
     ``long_tail_classes`` non-empty derives head/tail groups (see :func:`make_long_tailed`)
-    into ``group`` — then ``group_columns`` may name ``group`` or the label column.
+    into ``group`` — then ``group_columns`` may name ``group`` or the label column. On the CLI,
+    ``train_split`` is ``--calibration-split`` (what calibrates activations) and ``eval_split``
+    ``--split`` (what is evaluated).
     """
 
-    source: str = field(default="fashion_mnist", metadata={"help": "offline source, local path or Hub dataset id"})
+    source: str = field(
+        default="fashion_mnist",
+        metadata={"help": f"offline source ({', '.join(OFFLINE_SOURCES)}), local path or Hub dataset id",
+                  "aliases": ["--dataset"]},
+    )
     subset: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration (load_dataset's `name`)"})
-    group_columns: list[str] = field(default_factory=lambda: ["group"], metadata={"help": "column(s) defining groups"})
-    label_column: str = "label"
-    image_column: str | None = "image"
-    text_column: str | None = None
-    train_split: str = "train"
-    eval_split: str = "test"
-    long_tail_classes: list[str] = field(default_factory=list, metadata={"help": "classes kept rare in train"})
-    long_tail_fraction: float = 0.05
-    seed: int = 0
-    max_length: int = 128
+    group_columns: list[str] = field(
+        default_factory=lambda: ["group"],
+        metadata={"help": "column(s) defining groups; several (or a comma list) give intersections a×b",
+                  "aliases": ["--group-column"]},
+    )
+    label_column: str = field(default="label", metadata={"help": "the class label column"})
+    image_column: str | None = field(default="image", metadata={"help": "the image column (image models)"})
+    text_column: str | None = field(default=None, metadata={"help": "the text column (text models; overrides image_column)"})
+    train_split: str = field(
+        default="train", metadata={"help": "the training split (calibration data)", "aliases": ["--calibration-split"]}
+    )
+    eval_split: str = field(default="test", metadata={"help": "the split to evaluate", "aliases": ["--split"]})
+    long_tail_classes: list[str] = field(
+        default_factory=list, metadata={"help": "derive head/tail groups: classes kept rare in the training split"}
+    )
+    long_tail_fraction: float = field(default=0.05, metadata={"help": "share of each tail class's training examples kept"})
+    seed: int = field(default=0, metadata={"help": "seed of the long-tail subsampling"})
+    max_length: int = field(default=128, metadata={"help": "text: tokens per example"})
+
+    def __post_init__(self) -> None:
+        self.group_columns = split_commas(self.group_columns)
+        self.long_tail_classes = split_commas(self.long_tail_classes)
 
 
 def check_subset(config: DataConfig) -> None:

@@ -6,7 +6,7 @@ an ``image`` column (``datasets.Image``) and a ``label`` column (``datasets.Clas
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
+from ..errors import FairQuantError, MissingFileError
 
 import gzip
 import os
@@ -54,7 +54,7 @@ def load_fashion_mnist(data_dir: str | Path | None = None) -> DatasetDict:
     root = Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR
     missing = [f for pair in _FASHION_MNIST_FILES.values() for f in pair if not (root / f).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Fashion-MNIST files {missing} not found in {root}; install Debian's package "
             f"(`apt-get install dataset-fashion-mnist`, or `make data`) or set HF_FAIRQUANT_FASHION_MNIST_DIR"
         )

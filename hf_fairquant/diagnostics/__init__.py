@@ -8,7 +8,8 @@ the measured excess loss. The curvature tools work on any ``hvp`` callable too.
 """
 
 from ..curvature import EigenEstimate, GroupObjective, TraceEstimate, hutchinson_trace, top_eigenvalue
-from ._explain import PARAMETER_SETS, explain
+from ._config import PARAMETER_SETS, ExplainConfig
+from ._explain import explain
 from ._explanation import (
     BoundSummary,
     Explanation,
@@ -26,6 +27,7 @@ __all__ = [
     "BoundSummary",
     "DEFAULT_MAX_EXAMPLES",
     "EigenEstimate",
+    "ExplainConfig",
     "Explanation",
     "GroupBound",
     "GroupCurvature",

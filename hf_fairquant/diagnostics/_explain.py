@@ -23,7 +23,9 @@ from ..data.preprocessing import check_image_size
 from ..groups import GroupSpec
 from ..quantization import RecipeLike, calibration_batches
 from . import _models
-from ..curvature import METHODS, GroupObjective, check_positive, evaluating, hutchinson_trace, top_eigenvalue
+from .._config import resolve_config
+from ..curvature import GroupObjective, evaluating, hutchinson_trace, top_eigenvalue
+from ._config import ExplainConfig
 from ._drift import weight_errors
 from ._explanation import (
     BoundSummary,
@@ -37,9 +39,8 @@ from ._explanation import (
 )
 from ..batching import float_logits
 from ._passes import PairedPass, paired_pass
-from ._sampling import ExamplesPerGroup, check_examples_per_group, examples_to_use, sample_rows
+from ._sampling import examples_to_use, sample_rows
 
-PARAMETER_SETS = ("quantized", "all")
 
 
 def explain(
@@ -49,18 +50,9 @@ def explain(
     group_spec: GroupSpec | str | Sequence[str],
     *,
     calibration_dataset: Any = None,
-    calibration_size: int = 512,
-    examples_per_group: ExamplesPerGroup = None,
-    parameters: str = "quantized",
-    eigen_method: str = "lanczos",
-    tol: float = 1e-3,
-    max_iterations: int = 100,
-    lanczos_vectors: int = 8,
-    probes: int = 32,
-    quantized_curvature: bool = False,
-    batch_size: int = 128,
-    seed: int = 0,
+    config: ExplainConfig | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> Explanation:
     """Measure every link of the chain for ``model`` (full precision, not modified).
 
@@ -69,26 +61,23 @@ def explain(
     ``calibration_dataset``, else of ``dataset``) or a model quantized from ``model``.
     ``dataset``: preprocessed (model inputs, ``labels``, group column(s)).
 
-    Gradients and curvature use each group's mean cross-entropy on ``examples_per_group``
-    examples (None: all, at most 512; ``"all"``; or an int — an error if a group has fewer),
-    over the ``parameters``: ``"quantized"`` (the weights quantization perturbs, default: the
-    bound's Δθ lives there) or ``"all"``. λ_max: ``eigen_method`` ``"lanczos"`` (scipy eigsh,
-    largest algebraic) or ``"power"`` (largest magnitude), to relative tolerance ``tol``, at most
-    ``max_iterations`` (restarts for Lanczos, products for power iteration); the trace from
-    ``probes`` Rademacher probes. ``quantized_curvature`` adds the straight-through quantized
-    model's curvature. Everything is seeded by ``seed``.
+    Options come from ``config`` (:class:`ExplainConfig`) and/or keywords naming its fields
+    (``explain(..., probes=8)``; a keyword wins). Gradients and curvature use each group's mean
+    cross-entropy on ``examples_per_group`` examples (None: all, at most 512; ``"all"``; or an
+    int — an error if a group has fewer), over the ``parameters``: ``"quantized"`` (the weights
+    quantization perturbs, default: the bound's Δθ lives there) or ``"all"``. λ_max:
+    ``eigen_method`` ``"lanczos"`` (scipy eigsh, largest algebraic) or ``"power"`` (largest
+    magnitude), to relative tolerance ``tol``, at most ``max_iterations`` (restarts for Lanczos,
+    products for power iteration); the trace from ``probes`` Rademacher probes.
+    ``quantized_curvature`` adds the straight-through quantized model's curvature. Everything is
+    seeded by ``seed``.
     """
     started = time.perf_counter()
+    cfg = resolve_config(ExplainConfig, config, options, "explain")
+    calibration_size, examples_per_group, parameters = cfg.calibration_size, cfg.examples_per_group, cfg.parameters
+    eigen_method, tol, max_iterations, lanczos_vectors = cfg.eigen_method, cfg.tol, cfg.max_iterations, cfg.lanczos_vectors
+    probes, quantized_curvature, batch_size, seed = cfg.probes, cfg.quantized_curvature, cfg.batch_size, cfg.seed
     # ------------------------------------------------------------ validate (no heavy work)
-    check_positive(
-        calibration_size=calibration_size, tol=tol, max_iterations=max_iterations,
-        lanczos_vectors=lanczos_vectors, probes=probes, batch_size=batch_size,
-    )
-    if eigen_method not in METHODS:
-        raise FairQuantError(f"unknown eigen_method {eigen_method!r}; allowed: {list(METHODS)}")
-    if parameters not in PARAMETER_SETS:
-        raise FairQuantError(f"unknown parameters {parameters!r}; allowed: {list(PARAMETER_SETS)}")
-    check_examples_per_group(examples_per_group)
     spec = group_spec if isinstance(group_spec, GroupSpec) else GroupSpec(group_spec)
     num_labels = _num_labels(model)
     spec.validate(dataset, label_column=LABELS, num_labels=num_labels, split="explain")

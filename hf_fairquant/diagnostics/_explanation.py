@@ -8,12 +8,13 @@ renders one table per link; ``save(output_dir)`` writes ``explain.json``, ``expl
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_directory, atomic_write_text
+from .._format import to_plain
+from ..errors import FairQuantError
 
 JSON_NAME = "explain.json"
 MARKDOWN_NAME = "explain.md"
@@ -118,7 +119,7 @@ class Explanation:
     # ------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: nested dicts and lists of numbers and strings (NaN/inf → None)."""
-        return _jsonable(asdict(self))
+        return to_plain(asdict(self))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
@@ -144,9 +145,22 @@ class Explanation:
         )
 
     @classmethod
-    def from_json(cls, text_or_path: str | Path) -> "Explanation":
-        path = Path(str(text_or_path))
-        return cls.from_dict(json.loads(path.read_text() if path.is_file() else str(text_or_path)))
+    def from_json(cls, text: str) -> "Explanation":
+        """From JSON text (what :meth:`to_json` returns); a saved file or folder: :meth:`load`."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise FairQuantError(f"Explanation.from_json takes JSON text ({err}); to read a file use Explanation.load(path)") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Explanation":
+        """From ``explain.json`` or the folder :meth:`save` wrote."""
+        path = Path(path)
+        file = path / JSON_NAME if path.is_dir() else path
+        if not file.is_file():
+            raise FairQuantError(f"no {JSON_NAME} at {path}: give the folder written by Explanation.save or the file")
+        return cls.from_dict(json.loads(file.read_text(encoding="utf-8")))
 
     # ------------------------------------------------------------ rendering
     def to_markdown(self, plots_dir: str | None = None) -> str:
@@ -155,26 +169,18 @@ class Explanation:
 
         return render(self, plots_dir)
 
-    def save(self, output_dir: str | Path) -> Path:
-        """Write ``explain.json``, ``explain.md`` and ``explain_plots/`` into ``output_dir``."""
+    def save_plots(self, folder: str | Path) -> list[Path]:
+        """``groups.png``, ``activation_drift.png``, ``gradients_curvature.png`` in ``folder``."""
         from ._plots import save_plots
 
+        return save_plots(self, Path(folder))
+
+    def save(self, output_dir: str | Path) -> Path:
+        """Write ``explain.json``, ``explain.md`` and ``explain_plots/`` into ``output_dir``."""
         out = Path(output_dir)
         with atomic_directory(out / PLOTS_DIR) as tmp:
-            save_plots(self, tmp)
+            self.save_plots(tmp)
         atomic_write_text(out / JSON_NAME, self.to_json())
         atomic_write_text(out / MARKDOWN_NAME, self.to_markdown(PLOTS_DIR))
         return out
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return _jsonable(obj.item())
-    return obj
 

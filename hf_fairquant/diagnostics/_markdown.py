@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
+
+from .._format import markdown_table, pct
+from ..groups import INTERSECTION_SEPARATOR
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._explanation import Explanation
@@ -12,14 +15,6 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "—" if value is None else f"{value:.{digits}g}"
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _image(plots_dir: str | None, name: str, alt: str) -> str:
@@ -32,7 +27,7 @@ def render(ex: "Explanation", plots_dir: str | None = None) -> str:
     counts = ", ".join(f"{g} {ex.logits[g].count}" for g in groups)
     parts = [
         f"# Explain: {ex.quantization.get('name', 'quantized')} vs full precision",
-        f"Groups by {'×'.join(ex.group_columns)}; examples per group: {counts}. "
+        f"Groups by {INTERSECTION_SEPARATOR.join(ex.group_columns)}; examples per group: {counts}. "
         f"Gradients and curvature over the `{s.get('parameters', 'quantized')}` parameters "
         f"({s.get('dimension', '?')} values) on up to {s.get('examples_cap', 'all')} examples per group; "
         f"seed {s.get('seed')}."
@@ -51,7 +46,7 @@ def render(ex: "Explanation", plots_dir: str | None = None) -> str:
         "## 1. Quantization moves weights and activations",
         "Weight error ‖W_q − W‖/‖W‖ per quantized module; activation drift ‖a_q − a‖/‖a‖ of its output, "
         "FP and quantized model fed the same inputs (so it includes what earlier layers passed on).\n\n"
-        + _table(head, rows) + _image(plots_dir, "activation_drift.png", "activation drift per layer and group"),
+        + markdown_table(head, rows) + _image(plots_dir, "activation_drift.png", "activation drift per layer and group"),
     ]
 
     # 2. logits
@@ -65,14 +60,14 @@ def render(ex: "Explanation", plots_dir: str | None = None) -> str:
             name, str(gl.count), _num(gl.fp.logit_variance), _num(gl.quantized.logit_variance),
             _num(gl.variance_ratio, 3), _num(gl.fp.margin), _num(gl.quantized.margin),
             _num(gl.fp.confidence, 3), _num(gl.quantized.confidence, 3), _num(gl.fp.loss), _num(gl.quantized.loss),
-            f"{gl.excess_loss:+.4g}", _pct(gl.fp.accuracy), _pct(gl.quantized.accuracy), f"{100 * gl.accuracy_drop:+.1f}",
+            f"{gl.excess_loss:+.4g}", pct(gl.fp.accuracy), pct(gl.quantized.accuracy), f"{100 * gl.accuracy_drop:+.1f}",
         ])
     parts += [
         "## 2. Logits, margins, loss and accuracy per group, FP vs quantized",
         "Means over each group's examples: logit variance across classes (population variance), margin = "
         "true-class logit − best other logit (the distance-to-boundary proxy), confidence = max softmax, "
         "cross-entropy loss, accuracy in %.\n\n"
-        + _table(head, rows) + _image(plots_dir, "groups.png", "accuracy, loss and logit variance per group"),
+        + markdown_table(head, rows) + _image(plots_dir, "groups.png", "accuracy, loss and logit variance per group"),
     ]
 
     # 3. gradients
@@ -80,7 +75,7 @@ def render(ex: "Explanation", plots_dir: str | None = None) -> str:
     parts += [
         "## 3. Gradient norms per group",
         "‖∇θ L_g‖ of each group's mean loss; the quantized model through its fake-quantized "
-        "(straight-through) graph.\n\n" + _table(["group", "examples", "‖∇L‖ FP", "‖∇L‖ quantized"], rows),
+        "(straight-through) graph.\n\n" + markdown_table(["group", "examples", "‖∇L‖ FP", "‖∇L‖ quantized"], rows),
     ]
 
     # 4. curvature
@@ -98,7 +93,7 @@ def render(ex: "Explanation", plots_dir: str | None = None) -> str:
         "## 4. Curvature per group",
         f"Top Hessian eigenvalue of each group's loss ({method}; HVPs = Hessian-vector products used) and "
         "the Hessian trace (Hutchinson, Rademacher probes, ± its standard error).\n\n"
-        + _table(head, rows) + _image(plots_dir, "gradients_curvature.png", "gradient norm and λ_max per group"),
+        + markdown_table(head, rows) + _image(plots_dir, "gradients_curvature.png", "gradient norm and λ_max per group"),
     ]
 
     # 5. bound
@@ -117,7 +112,7 @@ def render(ex: "Explanation", plots_dir: str | None = None) -> str:
         f"‖Δθ‖ = {_num(b.delta_norm)} (the quantization perturbation of the quantized weights). Taylor = "
         "g_g·Δθ + ½·ΔθᵀH_gΔθ, the second-order prediction; measured = L_g(θ_q) − L_g(θ) with the deployed "
         "quantized model (activation quantization included, which Δθ does not cover). Rank 1 = largest.\n\n"
-        + _table(["group", "‖g‖·‖Δθ‖", "½·λ_max·‖Δθ‖²", "bound", "Taylor", "measured", "rank by bound", "rank by measured"], rows)
+        + markdown_table(["group", "‖g‖·‖Δθ‖", "½·λ_max·‖Δθ‖²", "bound", "Taylor", "measured", "rank by bound", "rank by measured"], rows)
         + f"\n\nDoes the bound order the groups as the measured excess loss does? **{verdict}**{tau}.",
     ]
     return "\n\n".join(parts) + "\n"

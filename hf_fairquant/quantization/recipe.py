@@ -108,7 +108,7 @@ class QuantRecipe:
         if isinstance(value, str):
             base = LayerQuant.parse(value)
             return cls(base.weight_bits, base.activation_bits, name=str(base))
-        raise TypeError(f"cannot make a QuantRecipe from {type(value).__name__}: give a preset string or a mapping")
+        raise FairQuantError(f"cannot make a QuantRecipe from {type(value).__name__}: give a preset string or a mapping")
 
     # ------------------------------------------------------------ resolution
     @property

@@ -13,7 +13,7 @@ raise, so a truncated or mismatched checkpoint never loads silently.
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
+from ..errors import FairQuantError, MissingFileError
 
 import json
 from pathlib import Path
@@ -69,7 +69,7 @@ def _resolve(path_or_repo: str | Path, revision: str | None, token: str | None) 
     if path.is_dir():
         return path
     if path.exists() or str(path_or_repo).startswith((".", "/")):
-        raise FileNotFoundError(f"{path_or_repo} is not a folder of a quantized model")
+        raise MissingFileError(f"{path_or_repo} is not a folder of a quantized model")
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(str(path_or_repo), revision=revision, token=token))
@@ -87,7 +87,7 @@ def load_quantized(path_or_repo: str | Path, revision: str | None = None, token:
     folder = _resolve(path_or_repo, revision, token)
     missing_files = [f for f in ("config.json", WEIGHTS_NAME, QMAP_NAME) if not (folder / f).is_file()]
     if missing_files:
-        raise FileNotFoundError(f"{folder} lacks {missing_files}: not a folder written by save_quantized")
+        raise MissingFileError(f"{folder} lacks {missing_files}: not a folder written by save_quantized")
     config = AutoConfig.from_pretrained(folder)
     arch = (config.architectures or [None])[0]
     model_cls = getattr(transformers, arch, None) if arch else None

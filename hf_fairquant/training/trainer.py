@@ -16,7 +16,7 @@ A drop-in ``transformers.Trainer``. What it adds, and where:
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
+from ..errors import FairQuantError, MissingFileError
 
 import json
 import os
@@ -69,7 +69,7 @@ class FairQuantTrainer(Trainer):
     ) -> None:
         args = args if args is not None else FairQuantTrainingArguments(output_dir="trainer_output")
         if not isinstance(args, FairQuantTrainingArguments):
-            raise TypeError(f"FairQuantTrainer needs FairQuantTrainingArguments, got {type(args).__name__}")
+            raise FairQuantError(f"FairQuantTrainer needs FairQuantTrainingArguments, got {type(args).__name__}")
         if model is None:
             raise FairQuantError("FairQuantTrainer needs a model")
         problem = getattr(getattr(model, "config", None), "problem_type", None)
@@ -239,7 +239,7 @@ class FairQuantTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         path = os.path.join(resume_from_checkpoint, STATE_NAME)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{resume_from_checkpoint} has no {STATE_NAME}: not a FairQuantTrainer checkpoint")
+            raise MissingFileError(f"{resume_from_checkpoint} has no {STATE_NAME}: not a FairQuantTrainer checkpoint")
         saved = json.loads(open(path, encoding="utf-8").read())
         current = self._fairquant_state()
         for key in ("group_columns", "group_names", "quantization"):

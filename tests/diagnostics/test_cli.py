@@ -55,9 +55,16 @@ def test_cli_explain_reports_bad_input_without_a_traceback(saved_model, tmp_path
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra", [["--probes", "0"], ["--max-iterations", "-3"], ["--examples-per-group", "some"]])
-def test_cli_rejects_non_positive_counts(saved_model, tmp_path, capsys, extra):
-    with pytest.raises(SystemExit) as exit_:
-        main(["explain", "--model", str(saved_model), "--output-dir", str(tmp_path), *ARGS, *extra])
-    assert exit_.value.code == 2
-    assert "must be a positive integer" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--probes", "0"], "explain probes must be an integer ≥ 1, got 0"),
+        (["--max-iterations", "-3"], "explain max_iterations must be an integer ≥ 1, got -3"),
+        (["--examples-per-group", "some"], "examples_per_group must be a positive int, 'all', or None"),
+        (["--method", "qr"], "unknown eigen_method 'qr'; allowed: ['lanczos', 'power']"),
+    ],
+)
+def test_cli_rejects_bad_options_before_loading_anything(saved_model, tmp_path, capsys, extra, message):
+    code = main(["explain", "--model", str(tmp_path / "no-such-model"), "--output-dir", str(tmp_path), *ARGS, *extra])
+    assert code == 2  # the options are checked before the (missing) model is looked at
+    assert message in capsys.readouterr().err

@@ -5,6 +5,8 @@ import json
 
 import numpy as np
 import pytest
+
+from hf_fairquant.errors import FairQuantError
 import torch
 
 from hf_fairquant import GroupSpec, explain, quantize
@@ -181,7 +183,11 @@ def test_json_round_trip_markdown_and_plots(w4, tmp_path):
     assert json.loads(json.dumps(data)) == data
     assert Explanation.from_dict(json.loads(ex.to_json())).to_dict() == data
     out = ex.save(tmp_path / "out")
-    assert Explanation.from_json(out / "explain.json").to_dict() == data
+    assert Explanation.load(out / "explain.json").to_dict() == data
+    assert Explanation.load(out).to_dict() == data  # the folder save() wrote
+    assert Explanation.from_json(ex.to_json()).to_dict() == data  # text, however long
+    with pytest.raises(FairQuantError, match="takes JSON text"):
+        Explanation.from_json(str(out / "explain.json"))
     text = (out / "explain.md").read_text()
     for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
         assert heading in text
@@ -219,8 +225,8 @@ class OneLogit(TinyClassifier):
     [
         ({"examples_per_group": 30}, r"examples_per_group=30 but group\(s\) 'minor' has 20 example\(s\).*'all'"),
         ({"examples_per_group": 0}, "examples_per_group must be a positive int, 'all', or None"),
-        ({"probes": 0}, "probes must be positive, got 0"),
-        ({"max_iterations": -1}, "max_iterations must be positive, got -1"),
+        ({"probes": 0}, "explain probes must be an integer ≥ 1, got 0"),
+        ({"max_iterations": -1}, "explain max_iterations must be an integer ≥ 1, got -1"),
         ({"eigen_method": "qr"}, r"unknown eigen_method 'qr'; allowed: \['lanczos', 'power'\]"),
         ({"parameters": "biases"}, r"unknown parameters 'biases'; allowed: \['quantized', 'all'\]"),
         ({"recipe": {"preset": "w4", "overrides": {"decoder.*": "w8"}}}, "'decoder.\\*' matches no Conv2d/Linear"),

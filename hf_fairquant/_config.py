@@ -1,0 +1,53 @@
+"""Stage configs: one small dataclass per stage, shared by the Python API, YAML and the CLI.
+
+A function that takes ``config=`` also takes any of the config's fields as keywords
+(``audit(..., n_boot=200)``); :func:`resolve_config` merges the two — a keyword wins over the
+config it is given with, and an unknown keyword is an error naming the allowed ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from .errors import FairQuantError
+
+C = TypeVar("C")
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def resolve_config(cls: type[C], config: C | None, options: dict[str, Any], where: str) -> C:
+    """``config`` (default: ``cls()``) with ``options`` (keyword arguments of ``where``) applied."""
+    if config is None:
+        config = cls()
+    elif not isinstance(config, cls):
+        raise FairQuantError(f"{where}(config=...) takes a {cls.__name__}, got {type(config).__name__}")
+    unknown = sorted(set(options) - set(field_names(cls)))
+    if unknown:
+        raise FairQuantError(f"{where}() got unknown option(s) {unknown}; allowed: {sorted(field_names(cls))}")
+    return dataclasses.replace(config, **options) if options else config
+
+
+def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+    """``value`` is an int (not a bool) ≥ 1 (≥ 0 with ``allow_zero``), else a FairQuantError."""
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise FairQuantError(f"{name} must be an integer ≥ {low}, got {value!r}")
+
+
+def check_positive_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise FairQuantError(f"{name} must be a number > 0, got {value!r}")
+
+
+def split_commas(values: Any) -> list:
+    """``["a,b", "c"]`` or ``"a,b"`` → ``["a", "b", "c"]`` (the CLI's comma lists); other items kept."""
+    if isinstance(values, str):
+        values = [values]
+    out: list = []
+    for v in values or []:
+        out.extend(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else out.append(v)
+    return out

@@ -1,0 +1,45 @@
+"""The per-group tables of a run's ``results.json``: one row per audited model, and the summary
+table shown on the screen, in ``report.md`` and in the model card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._format import markdown_table
+
+
+def model_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per audited model (FP, PTQ recipes, mitigated): accuracies in %, bits, gap."""
+    audit = results["audit"]
+    groups = audit["group_names"]
+    rows = []
+    for r in [audit["fp"], *audit["quantized"]]:
+        m = r["metrics"]
+        rows.append({
+            "name": r["name"],
+            "bits": r["effective_bits"],
+            "overall": 100 * m["accuracy"],
+            "groups": {g: 100 * m["group_accuracy"][g] for g in groups},
+            "gap": 100 * m["accuracy_gap"],
+            "gap_change": 100 * m["gap_change"] if "gap_change" in m else None,
+        })
+    return rows
+
+
+def summary_table(results: dict[str, Any], markdown: bool = False) -> str:
+    """The per-group table (FP / PTQ / mitigated): plain text for the terminal or Markdown."""
+    groups = results["audit"]["group_names"]
+    shown = groups if len(groups) <= 6 else []
+    head = ["model", "bits", "overall", *shown, "gap", "Δgap vs FP"]
+    body = []
+    for row in model_rows(results):
+        body.append([
+            row["name"], f"{row['bits']:.2f}", f"{row['overall']:.1f}",
+            *[f"{row['groups'][g]:.1f}" for g in shown],
+            f"{row['gap']:.1f}", "—" if row["gap_change"] is None else f"{row['gap_change']:+.1f}",
+        ])
+    if markdown:
+        return markdown_table(head, body)
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in [head, *body])
