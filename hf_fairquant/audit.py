@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ._atomic import atomic_write_text
 from ._config import check_positive_int, resolve_config, split_commas
 from ._format import markdown_table, pct, signed_pct, to_plain
+from . import deployment
 from .batching import LABELS, iterate_batches, predict_batches
 from .data.preprocessing import check_image_size
 from .groups import INTERSECTION_SEPARATOR, GroupSpec
@@ -90,6 +91,8 @@ class AuditReport:
     fp: ModelResult
     quantized: list[ModelResult]
     settings: dict[str, Any] = field(default_factory=dict)
+    #: ``{simulated name: comparison}`` of each deployed (ONNX Runtime) model with its simulation
+    deployment: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------ access
     def result(self, name: str) -> ModelResult:
@@ -119,6 +122,7 @@ class AuditReport:
             fp=ModelResult(**data["fp"]),
             quantized=[ModelResult(**r) for r in data["quantized"]],
             settings=data.get("settings", {}),
+            deployment=data.get("deployment", {}),
         )
 
     @classmethod
@@ -176,7 +180,10 @@ class AuditReport:
                 f" Brackets: {self.settings['confidence_level']:.0%} bootstrap intervals "
                 f"({self.settings['n_boot']} resamples, stratified by group)."
             )
-        return markdown_table(head, rows) + "\n" + note + "\n"
+        table = markdown_table(head, rows) + "\n" + note + "\n"
+        if self.deployment:
+            table += "\n**Simulated vs deployed**\n\n" + deployment.to_markdown(self.deployment, groups or [])
+        return table
 
 
 def _ci(metrics: dict, key: str, group: str | None = None) -> list[float] | None:
@@ -205,6 +212,7 @@ def audit(
     config: AuditConfig | None = None,
     progress: bool = True,
     quantized_models: Mapping[str, torch.nn.Module] | None = None,
+    deployed_models: Mapping[str, torch.nn.Module] | None = None,
     **options: Any,
 ) -> AuditReport:
     """Evaluate ``model`` and its PTQ versions under each recipe, per group.
@@ -213,7 +221,10 @@ def audit(
     ``labels`` and the group column(s). ``model`` is not modified (each recipe quantizes a
     copy). ``recipes`` (default: ``config.recipes``) may be empty to audit only
     ``quantized_models`` ({name: model}): models quantized elsewhere (e.g. by QAT with
-    :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference. Options come
+    :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference.
+    ``deployed_models`` ({simulated name: model}, e.g. ``{"W8A8": load_onnx(dir)}``) adds the
+    artifacts that ship (ONNX Runtime models), each as a row ``"<name> ONNX"`` and compared with
+    the simulated row of that name in ``report.deployment``. Options come
     from ``config`` (:class:`AuditConfig`) and/or keywords naming its fields (a keyword wins).
     Everything is validated before the first forward pass.
     """
@@ -224,6 +235,12 @@ def audit(
     spec = GroupSpec(group_spec) if isinstance(group_spec, str) else group_spec
     recipes = parse_recipes(recipes) if recipes else []
     quantized_models = dict(quantized_models or {})
+    deployed_models = dict(deployed_models or {})
+    known = {str(r).upper() for r in recipes} | set(quantized_models)
+    for name, qmodel in deployed_models.items():
+        if name not in known:
+            raise FairQuantError(f"deployed_models[{name!r}] names no audited model; allowed: {sorted(known)}")
+        quantized_models[deployment.deployed_name(name)] = qmodel
     for name, qmodel in quantized_models.items():
         if not is_quantized(qmodel):
             raise FairQuantError(f"quantized_models[{name!r}] holds no quantized module: quantize or train it with QAT first")
@@ -253,8 +270,11 @@ def audit(
         metrics=metric.compute(predictions=fp_preds, losses=fp_losses, **common),
     )
 
+    predictions: dict[str, np.ndarray] = {}
+
     def evaluate(name: str, qmodel: torch.nn.Module, recipe: dict[str, Any] | None) -> ModelResult:
         preds, losses = predict(qmodel, eval_dataset, batch_size, desc=name if progress else None)
+        predictions[name] = preds
         metrics = metric.compute(
             predictions=preds, losses=losses, reference_predictions=fp_preds, reference_losses=fp_losses, **common
         )
@@ -274,4 +294,12 @@ def audit(
         "calibration_size": calibration_size if calibration_dataset is not None else 0,
         "eval_examples": len(eval_dataset),
     }
-    return AuditReport(list(spec.columns), spec.names, fp, results, settings)
+    by_name = {r.name: r for r in results}
+    compared = {
+        name: deployment.compare(
+            metric, predictions[name], predictions[deployment.deployed_name(name)], by_name[name].metrics,
+            by_name[deployment.deployed_name(name)].metrics, **common,
+        )
+        for name in deployed_models
+    }
+    return AuditReport(list(spec.columns), spec.names, fp, results, settings, compared)

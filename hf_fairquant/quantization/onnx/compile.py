@@ -149,7 +149,12 @@ def compile_plan(
         )
     input_names = [i.name for i in fp32.graph.input]
     with tempfile.TemporaryDirectory(prefix="hf_fairquant_onnx_") as tmp:
-        current = str(fp32_path)
+        # ORT's quantizers split a Gemm into Gemm_MatMul + Gemm_Add before matching node names (and
+        # MatMulNBits takes only MatMul): split the planned Gemm nodes first, so names stay put
+        for module, node in list(used.items()):
+            used[module] = _gemm_to_matmul(fp32, node)
+        current = f"{tmp}/prepared.onnx"
+        onnx.save(fp32, current)
         static = [used[m] for m in plan.modules("static") if m in used]
         if static:
             reader = _Batches(calibration_batches, input_names)
@@ -163,17 +168,19 @@ def compile_plan(
                 extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True},
             )
             current = f"{tmp}/static.onnx"
-        dynamic = [used[m] for m in plan.modules("dynamic") if m in used]
+        # each pass may rename nodes (a Gemm becomes Gemm_MatMul + Gemm_Add): look them up again
+        dynamic = [m for m in plan.modules("dynamic") if m in used]
         if dynamic:
+            renamed = weight_nodes(onnx.load(current), dynamic)
             quantize_dynamic(
-                current, f"{tmp}/dynamic.onnx", op_types_to_quantize=list(WEIGHT_OPS), nodes_to_quantize=dynamic,
-                per_channel=False, weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
+                current, f"{tmp}/dynamic.onnx", op_types_to_quantize=list(WEIGHT_OPS),
+                nodes_to_quantize=[renamed[m] for m in dynamic], per_channel=False, weight_type=QuantType.QInt8,
+                extra_options={"MatMulConstBOnly": True},
             )
             current = f"{tmp}/dynamic.onnx"
         model = onnx.load(current)
         nbits = [m for m in plan.modules("nbits") if m in used]
         if nbits:
-            # the int8 passes may have renamed nodes (Gemm → Gemm_MatMul + Gemm_Add): look them up again
             renamed = weight_nodes(model, nbits)
             model = _nbits(model, [renamed[m] for m in nbits], any(plan.bits[m].activation_bits for m in nbits), block_size)
         onnx.save(model, str(out_path))
@@ -181,14 +188,14 @@ def compile_plan(
 
 
 def _nbits(model_proto, node_names: list[str], int8_compute: bool, block_size: int):
-    """MatMulNBits 4-bit blocks for ``node_names`` (Gemm nodes are first split into MatMul + Add,
-    the only op the quantizer takes)."""
+    """MatMulNBits 4-bit blocks for the MatMul nodes ``node_names``."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    names = [_gemm_to_matmul(model_proto, n) for n in node_names]
     quantizer = MatMulNBitsQuantizer(
         model_proto, bits=4, block_size=block_size, is_symmetric=True,
-        accuracy_level=4 if int8_compute else None, nodes_to_include=names,
+        accuracy_level=4 if int8_compute else None,
+        # nodes_to_include only adds to op_types_to_quantize: exclude every other MatMul instead
+        nodes_to_exclude=[n.name for n in model_proto.graph.node if n.name not in set(node_names)],
     )
     quantizer.process()
     return quantizer.model.model
@@ -197,7 +204,6 @@ def _nbits(model_proto, node_names: list[str], int8_compute: bool, block_size: i
 def _gemm_to_matmul(model_proto, node_name: str) -> str:
     """Rewrite the Gemm ``node_name`` (alpha = beta = 1) as MatMul(x, Wᵀ) [+ Add(bias)] in place;
     returns the MatMul's name (a MatMul node is returned as it is)."""
-    import onnx
     from onnx import helper, numpy_helper
 
     graph = model_proto.graph
@@ -222,7 +228,8 @@ def _gemm_to_matmul(model_proto, node_name: str) -> str:
     del graph.node[index]
     for offset, n in enumerate(new):
         graph.node.insert(index + offset, n)
-    onnx.checker.check_model(model_proto)
+    if not any(node.input[1] in n.input for n in graph.node):  # the transposed copy replaces it
+        graph.initializer.remove(inits[node.input[1]])
     return matmul_name
 
 
