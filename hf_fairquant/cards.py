@@ -52,6 +52,15 @@ def eval_results(results: dict[str, Any]) -> list[EvalResult]:
             ("accuracy", f"accuracy, group {g} ({name})", q["group_accuracy"][g]),
             ("accuracy_drop", f"accuracy drop, group {g} ({name} vs FP)", q["group_accuracy_drop"][g]),
         ]
+    for f in (results.get("deployment") or {}).get("files", []):  # the ONNX Runtime artifacts that ship
+        d = next(r for r in audit["quantized"] if r["name"] == f["name"])["metrics"]
+        label = f"{f['name']}, deployed {f['file']}"
+        entries += [("accuracy", f"accuracy ({label})", d["accuracy"])]
+        entries += [("accuracy", f"accuracy, group {g} ({label})", d["group_accuracy"][g]) for g in audit["group_names"]]
+        entries += [("file_size_bytes", f"file size in bytes ({label})", f["size_bytes"])]
+        if f.get("speedup"):
+            entries += [("speedup", f"throughput vs torch FP32, batch {f['speedup']['batch_size']} ({label})",
+                         f["speedup"]["vs_torch_fp32"])]
     return [EvalResult(metric_type=t, metric_name=n, metric_value=v, **common) for t, n, v in entries]
 
 
@@ -115,7 +124,19 @@ def _template_values(results: dict[str, Any]) -> dict[str, Any]:
         "explanation": _explanation_text(results),
         "limitations": _limitations(results),
         "command": results["command"],
+        **_deployment_values(results),
     }
+
+
+def _deployment_values(results: dict[str, Any]) -> dict[str, Any]:
+    """The "run it with onnxruntime" section: the snippet and the files table (empty: no export)."""
+    from .deployment import card_snippet, files_markdown
+
+    deployment = results.get("deployment")
+    if not deployment or not deployment.get("files"):
+        return {"onnx_snippet": "", "onnx_files": ""}
+    repo_id = results["card"].get("repo_id") or results["card"]["model_name"]
+    return {"onnx_snippet": card_snippet(repo_id, deployment), "onnx_files": files_markdown(deployment)}
 
 
 def _quantization_text(p: dict[str, Any]) -> str:

@@ -26,6 +26,8 @@ from .audit import AuditConfig
 from .data import DataConfig, check_image_size, check_subset, load_grouped_dataset
 from .diagnostics import ExplainConfig
 from .groups import GroupSpec
+from . import deployment
+from .quantization.onnx.export import ONNX_DIR, ExportConfig
 
 
 
@@ -70,6 +72,7 @@ class RunRecipe:
     card: CardSection = field(default_factory=CardSection)
     training: Any = None  # transformers.TrainingArguments (full-precision fine-tune) or None
     mitigation: Any = None  # FairQuantTrainingArguments (fair QAT from the FP weights) or None
+    export: ExportConfig | None = None  # ONNX Runtime artifacts of the FP model, audited as deployed
     output_dir: str = "outputs/run"
 
 
@@ -107,7 +110,7 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
             f"recipe {path} must be a YAML mapping with sections {sorted(_SECTIONS) + ['mitigation', 'training']}, "
             f"got a {type(raw).__name__}"
         )
-    allowed = set(_SECTIONS) | {"training", "mitigation", "output_dir"}
+    allowed = set(_SECTIONS) | {"training", "mitigation", "export", "output_dir"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise FairQuantError(f"unknown top-level key(s) {unknown} in recipe {path}; allowed: {sorted(allowed)}")
@@ -127,7 +130,10 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
         if isinstance(cfg.get("group_weighting"), dict):
             cfg["group_weighting"] = json.dumps(cfg["group_weighting"])
         mitigation = _parse_section("mitigation", FairQuantTrainingArguments, cfg)
-    recipe = RunRecipe(training=training, mitigation=mitigation, output_dir=str(out), **sections)
+    export = _parse_section("export", ExportConfig, raw["export"]) if raw.get("export") is not None else None
+    if export is not None and not export.enabled:
+        export = None
+    recipe = RunRecipe(training=training, mitigation=mitigation, export=export, output_dir=str(out), **sections)
     if recipe.model.name_or_path is None and recipe.model.config is None:
         raise FairQuantError("recipe section 'model' needs `name_or_path` or `config`")
     if recipe.model.name_or_path is None and training is None:
@@ -227,6 +233,16 @@ def _check_recipe(recipe: RunRecipe, overwrite: bool) -> list[Any]:
     explained = recipe.explain.recipe
     if recipe.explain.enabled and explained and explained.upper() not in {str(r).upper() for r in audited}:
         raise FairQuantError(f"explain.recipe {explained!r} is not among audit.recipes {recipe.audit.recipes}")
+    if recipe.export is not None:
+        from .quantization import QuantRecipe
+
+        names = {str(r).upper() for r in audited}
+        missing = [r for r in recipe.export.recipes if str(QuantRecipe.parse(r)).upper() not in names]
+        if missing:
+            raise FairQuantError(
+                f"export.recipes {missing} are not among audit.recipes {recipe.audit.recipes}: the deployed model is "
+                "compared with its simulation, so audit each exported recipe too"
+            )
     mitigation = recipe.mitigation
     if mitigation is not None and mitigation.quantization_recipe is None and mitigation.quantization_budget is None:
         raise FairQuantError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
@@ -248,6 +264,8 @@ def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
                  + (f", derived long tail {recipe.data.long_tail_classes}" if recipe.data.long_tail_classes else ""))
     steps.append(f"model: {model}" + (f", fine-tuned for {recipe.training.num_train_epochs:g} epoch(s)" if recipe.training else ""))
     steps.append(f"audit: FP + {', '.join(str(r) for r in audited) or 'nothing'}")
+    if recipe.export is not None:
+        steps.append(f"export: ONNX Runtime {', '.join(recipe.export.recipes)} of the FP model → onnx/, audited as deployed")
     if recipe.explain.enabled and audited:
         steps.append(f"explain: {recipe.explain.recipe or 'the recipe that lowers the worst group most'}")
     if mitigation is not None:
@@ -314,6 +332,8 @@ def run(
     check_image_size(model.config, evaluation)
     if recipe.mitigation is not None and recipe.mitigation.quantization_recipe is not None:
         recipe.mitigation.quantization_recipe.plan(model)  # a pattern matching no module fails here
+    if recipe.export is not None:
+        deployment.check_exportable(model, recipe.export.recipes)  # no ONNX Runtime kernel: fails here
     counts = spec.counts(data)
     echo(f"groups by {spec.name}: " + "; ".join(f"{s}: {c}" for s, c in counts.items()))
     t = lap("data", t)
@@ -323,8 +343,21 @@ def run(
     model.eval()
 
     # ---------------------------------------------------------------- audit PTQ
+    deployed, staging, deployed_info = {}, None, None
+    if recipe.export is not None:
+        import tempfile
+
+        echo(f"[2/5] export to ONNX Runtime: {', '.join(recipe.export.recipes)}")
+        staging = Path(tempfile.mkdtemp(prefix=".onnx-", dir=out.parent if out.parent.exists() else None))
+        deployed, files = deployment.export_deployed(
+            model, recipe.export, train, spec, staging,
+            calibration_size=recipe.audit.calibration_size, seed=recipe.audit.seed,
+        )
+        deployment.measure_speedups(model, deployed, files, evaluation, staging, recipe.export)
+        deployed_info = {"files": files, "not_exported": {}}
+        t = lap("export", t)
     echo(f"[2/5] audit: {', '.join(map(str, recipe.audit.recipes)) or 'FP only'}")
-    report = audit(model, evaluation, None, spec, calibration_dataset=train, config=recipe.audit)
+    report = audit(model, evaluation, None, spec, calibration_dataset=train, config=recipe.audit, deployed_models=deployed)
     t = lap("audit", t)
 
     # ---------------------------------------------------------------- explain the worst
@@ -354,18 +387,30 @@ def run(
         result.recipe = trainer.quant_recipe.to_dict()
         report.quantized.append(result)
         t = lap("mitigated_audit", t)
+        if deployed_info is not None:
+            reason = deployment.not_exportable_reason(model, trainer.quant_recipe)
+            if reason is not None:  # e.g. 2-bit weights: ONNX Runtime has no kernel for them
+                deployed_info["not_exported"][name] = reason
+                echo(f"not exported to ONNX Runtime: {name} — {reason.split('. It runs')[0]}")
 
     # ---------------------------------------------------------------- write, push
     echo("[5/5] write the output folder")
     timings["total"] = round(time.perf_counter() - started, 1)
     results = build_results(
         recipe, report, spec=spec, data=data, model=model, explanation=explanation, explained=explained,
-        trainer=trainer, quantized=quantized, timings=timings, command=command,
+        trainer=trainer, quantized=quantized, timings=timings, command=command, deployment=deployed_info,
     )
-    write_outputs(
-        out, results, fp_model=model if recipe.training is not None else None, quantized=quantized,
-        processor=image_processor or tokenizer, explanation=explanation,
-    )
+    try:
+        write_outputs(
+            out, results, fp_model=model if recipe.training is not None else None, quantized=quantized,
+            processor=image_processor or tokenizer, explanation=explanation,
+            onnx_dir=staging / ONNX_DIR if staging is not None else None,
+        )
+    finally:
+        if staging is not None:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
     pushed = None
     if push_to_hub is not None:
         from .hub import push_folder

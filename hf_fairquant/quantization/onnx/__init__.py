@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "export": ["ExportResult", "export_onnx", "export_fp32", "onnx_file_name", "ONNX_DIR"],
+    "export": ["ExportConfig", "ExportResult", "export_onnx", "export_fp32", "onnx_file_name", "ONNX_DIR"],
     "compile": ["OnnxPlan", "compile_plan", "onnx_plan"],
     "runtime": ["OrtModel", "load_onnx"],
     "timing": ["throughput"],

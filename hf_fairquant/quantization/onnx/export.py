@@ -43,6 +43,37 @@ def onnx_file_name(recipe: RecipeLike | None, primary: bool = True) -> str:
 
 
 @dataclass
+class ExportConfig:
+    """Which recipes a run exports to ONNX Runtime (YAML section ``export``, ``hf-fairquant export``).
+
+    The first recipe is written as ``onnx/model_quantized.onnx``, the others as
+    ``onnx/model_<recipe>.onnx``; each must be an audited recipe, so the deployed model is compared
+    with its simulation. Calibration uses the audit's ``calibration_size`` and ``seed``.
+    """
+
+    enabled: bool = field(default=True, metadata={"help": "export the FP model and the recipes to ONNX Runtime"})
+    recipes: list[str] = field(
+        default_factory=lambda: ["w8a8"],
+        metadata={"help": "recipes to export (w8a8: static int8, w8: dynamic int8, w4: MatMulNBits on Linear)"},
+    )
+    block_size: int = field(default=128, metadata={"help": "MatMulNBits block size for 4-bit weights (power of 2, ≥ 16)"})
+    speed_batch_size: int = field(default=32, metadata={"help": "batch size of the measured speed-up vs torch FP32"})
+    speed_batches: int = field(default=4, metadata={"help": "test batches the speed-up is measured on (0: skip)"})
+
+    def __post_init__(self) -> None:
+        from ..._config import check_positive_int, split_commas
+
+        self.recipes = split_commas(self.recipes)
+        for r in self.recipes:
+            QuantRecipe.parse(r)  # an unknown preset fails here
+        if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) or self.block_size < 16 \
+                or self.block_size & (self.block_size - 1):
+            raise FairQuantError(f"export block_size must be a power of 2 ≥ 16 (e.g. 32, 128), got {self.block_size!r}")
+        check_positive_int("export speed_batch_size", self.speed_batch_size)
+        check_positive_int("export speed_batches", self.speed_batches, allow_zero=True)
+
+
+@dataclass
 class ExportResult:
     """What :func:`export_onnx` wrote: paths, the recipe, each module's kernel, FP32 parity."""
 
