@@ -236,6 +236,10 @@ def _check_recipe(recipe: RunRecipe, overwrite: bool) -> list[Any]:
     if recipe.export is not None:
         from .quantization import QuantRecipe
 
+        from .quantization.onnx.compile import check_recipe_bits
+
+        for r in recipe.export.recipes:
+            check_recipe_bits(QuantRecipe.parse(r))  # 2-bit weights: refused before data or models load
         names = {str(r).upper() for r in audited}
         missing = [r for r in recipe.export.recipes if str(QuantRecipe.parse(r)).upper() not in names]
         if missing:

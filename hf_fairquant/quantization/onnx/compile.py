@@ -76,6 +76,19 @@ def onnx_plan(model: torch.nn.Module, plan: Mapping[str, LayerQuant | None]) -> 
     return OnnxPlan(kernels, dict(plan), numel)
 
 
+def check_recipe_bits(recipe) -> None:
+    """What can be refused without a model: 2-bit weights anywhere in the recipe (its default or an
+    override pattern) have no ONNX Runtime kernel."""
+    where = (["the default bits"] if recipe.weight_bits == 2 else []) + [
+        f"override {p!r}" for p, q in recipe.overrides if q.weight_bits == 2
+    ]
+    if where:
+        raise UnsupportedByBackendError(
+            f"ONNX Runtime has no CPU kernel for 2-bit weights ({', '.join(where)} of recipe {recipe}); it runs "
+            "w8a8 (static int8), w8 (dynamic int8) and w4/w4a8 on Linear (MatMulNBits); the quanto backend simulates 2-bit"
+        )
+
+
 def module_of_node(node_name: str, module_names: Iterable[str]) -> str | None:
     """The torch module an exported node belongs to, or None.
 
