@@ -19,9 +19,8 @@ from . import Plan, QuantBackend, register_backend
 
 
 def _is_ort(model: torch.nn.Module) -> bool:
-    from ..onnx.runtime import OrtModel
-
-    return isinstance(model, OrtModel)
+    # a marker, not isinstance: the OrtModel module imports this one (to register it), not back
+    return getattr(model, "is_onnxruntime_model", False) is True
 
 
 class OnnxRuntimeBackend(QuantBackend):

@@ -27,6 +27,9 @@ from .export import METADATA_KEY, ONNX_DIR, QUANTIZED_FILE
 class OrtModel(torch.nn.Module):
     """``InferenceSession(path, providers=["CPUExecutionProvider"])`` behind a torch forward."""
 
+    #: what the "onnxruntime" backend recognises (see :mod:`..backends.onnxruntime`)
+    is_onnxruntime_model = True
+
     def __init__(self, path: str | Path, *, num_threads: int | None = None, config: Any = None):
         super().__init__()
         import onnxruntime as ort
