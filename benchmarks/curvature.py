@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from transformers import set_seed  # noqa: E402
 
 from hf_fairquant.batching import iterate_batches  # noqa: E402
-from hf_fairquant.diagnostics import GroupObjective, top_eigenvalue  # noqa: E402
+from hf_fairquant.curvature import GroupObjective, top_eigenvalue  # noqa: E402
 from hf_fairquant.pipeline import load_pretrained, load_recipe, run  # noqa: E402
 from hf_fairquant.quantization import quantizable_modules  # noqa: E402
 

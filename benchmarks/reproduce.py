@@ -56,7 +56,7 @@ from hf_fairquant._atomic import atomic_write_text  # noqa: E402
 from hf_fairquant.audit import predict  # noqa: E402
 from hf_fairquant.batching import iterate_batches  # noqa: E402
 from hf_fairquant.data import load_grouped_dataset  # noqa: E402
-from hf_fairquant.diagnostics import GroupObjective, top_eigenvalue  # noqa: E402
+from hf_fairquant.curvature import GroupObjective, top_eigenvalue  # noqa: E402
 from hf_fairquant.metrics import group_compute_metrics, load_group_disparity  # noqa: E402
 from hf_fairquant.pipeline import ModelSection, RunRecipe, _build_model, load_recipe, train_fp_model  # noqa: E402
 from hf_fairquant.quantization import effective_bits, quantizable_modules  # noqa: E402

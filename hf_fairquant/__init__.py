@@ -6,8 +6,9 @@ quick and loads neither transformers nor a quantization library until they are n
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -21,9 +22,7 @@ _EXPORTS = {
                      "save_quantized"],
     "training": ["FairQuantTrainer", "FairQuantTrainingArguments"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .allocation import Allocation, allocate_bits
@@ -34,14 +33,3 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .quantization import QuantRecipe, effective_bits, load_quantized, model_size_bytes, quantize, save_quantized
     from .training import FairQuantTrainer, FairQuantTrainingArguments
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, Sequence
+
+from .errors import FairQuantError, MissingFileError
 
 
 def pct(value: float | None, ci: Sequence[float] | None = None) -> str:
@@ -59,3 +62,36 @@ def to_plain(obj: Any) -> Any:
     if hasattr(obj, "to_dict") and callable(obj.to_dict):
         return to_plain(obj.to_dict())
     return str(obj)
+
+
+class JsonRoundTrip:
+    """``from_json(text)`` and ``load(path)`` for a class with ``from_dict`` — the
+    ``RepoCard(content)`` / ``RepoCard.load(path)`` split: a string is never guessed to be a path."""
+
+    #: the file :meth:`load` reads when given a folder (None: folders are not accepted)
+    json_file_name: str | None = None
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        """From JSON text (what ``to_json`` returns); a file or folder: :meth:`load`."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError) as err:
+            raise FairQuantError(
+                f"{cls.__name__}.from_json takes JSON text ({err}); to read a file use {cls.__name__}.load(path)"
+            ) from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """From a JSON file (or the folder holding :attr:`json_file_name`)."""
+        path = Path(path)
+        file = path / cls.json_file_name if cls.json_file_name and path.is_dir() else path
+        if not file.is_file():
+            raise MissingFileError(f"no {cls.__name__} JSON at {path}: give the file (or folder) its save() wrote")
+        return cls.from_loaded(json.loads(file.read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_loaded(cls, data: Any) -> Any:
+        """The object from a loaded file's data (subclasses may accept wider files)."""
+        return cls.from_dict(data)

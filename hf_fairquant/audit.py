@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from ._atomic import atomic_write_text
 from ._config import check_positive_int, resolve_config, split_commas
-from ._format import markdown_table, pct, signed_pct, to_plain
 from . import deployment
+from ._format import JsonRoundTrip, markdown_table, pct, signed_pct, to_plain
 from .batching import LABELS, iterate_batches, predict_batches
 from .data.preprocessing import check_image_size
 from .groups import INTERSECTION_SEPARATOR, GroupSpec
@@ -83,8 +83,9 @@ class ModelResult:
 
 
 @dataclass
-class AuditReport:
-    """FP vs quantized, per group. ``to_json``/``from_json`` round-trip; ``to_markdown`` renders."""
+class AuditReport(JsonRoundTrip):
+    """FP vs quantized, per group. ``to_json``/``from_json(text)`` round-trip, ``save(path)``/
+    ``load(path)`` too; ``to_markdown`` renders."""
 
     group_columns: list[str]
     group_names: list[str]
@@ -126,21 +127,8 @@ class AuditReport:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "AuditReport":
-        """From JSON text (what :meth:`to_json` returns); a file: :meth:`load`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise FairQuantError(f"AuditReport.from_json takes JSON text ({err}); to read a file use AuditReport.load(path)") from None
-        return cls.from_dict(data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "AuditReport":
-        """From a file written by :meth:`save` (or a run's ``results.json``, whose ``"audit"`` it reads)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FairQuantError(f"no audit report at {path}: give the file written by AuditReport.save or results.json")
-        data = json.loads(path.read_text(encoding="utf-8"))
+    def from_loaded(cls, data: dict[str, Any]) -> "AuditReport":
+        """A saved report, or a run's ``results.json`` (its ``"audit"``)."""
         return cls.from_dict(data["audit"] if "audit" in data and "fp" not in data else data)
 
     # ------------------------------------------------------------ rendering

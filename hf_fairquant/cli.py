@@ -140,10 +140,10 @@ def _add_stage_parser(sub, name: str, help_text: str, configs: tuple, build: boo
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The parser; the options generated from config dataclasses are only built for the
-    subcommand in ``argv`` (default: all of them), so ``hf-fairquant --help`` loads no ML library."""
-    chosen = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), None)
-    build_all = argv is None and chosen is None
+    """The parser. Given ``argv``, the options generated from config dataclasses are only built
+    for the subcommand it names, so ``hf-fairquant --help`` loads no ML library; without, for all."""
+    chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    build_all = argv is None
     parser = argparse.ArgumentParser(prog="hf-fairquant", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -206,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     included, printed without a traceback); anything else is a bug and shows its traceback."""
     from .errors import FairQuantError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     try:
         return args.func(args)

@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 #: Files a pushed folder must hold: what ``load_quantized`` reads, and the model card.
 REQUIRED_FILES = ("config.json", WEIGHTS_NAME, QMAP_NAME, "README.md")
 
-_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
-_REPO_ID_RE = re.compile(f"{_NAME}/{_NAME}")
 _BEARER_RE = re.compile(r"(?i)\bBearer\s+[^\s\"',;}]+")
 # Failures of the Hub or of the connection to it: HTTP errors (HfHubHTTPError is also an OSError),
 # lost connections, hf_xet transfer errors (OSError or RuntimeError), Hub-side validation
@@ -52,14 +50,18 @@ def check_push_arguments(repo_id: str, token: str | None = None) -> str:
 
     Returns the token; raises ``ValueError`` without any network request.
     """
-    if not isinstance(repo_id, str) or not _REPO_ID_RE.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+            raise HFValidationError("expected 'namespace/name'")
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
         raise FairQuantError(
             f"repo_id {repo_id!r} is not a Hub repo id: expected 'namespace/name' (a user or organization, "
             "a slash, the repo name), each made of letters, digits, '-', '_' and '.', not starting or ending "
-            "with '-' or '.', without '--' or '..'"
-        )
-    if len(repo_id.split("/")[1]) > 96:
-        raise FairQuantError(f"repo name of {repo_id!r} is longer than the Hub's limit of 96 characters")
+            f"with '-' or '.', without '--' or '..', at most 96 characters ({err})"
+        ) from None
     token = (token or "").strip() or get_token()
     if not token:
         raise FairQuantError(

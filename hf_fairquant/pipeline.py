@@ -22,6 +22,7 @@ import yaml
 
 from ._atomic import atomic_directory, atomic_write_text
 from ._config import field_names
+from ._paths import local_folder_or_hub_id
 from .audit import AuditConfig
 from .data import DataConfig, check_image_size, check_subset, load_grouped_dataset
 from .diagnostics import ExplainConfig
@@ -203,12 +204,8 @@ def _check_output_dir(out: Path, overwrite: bool) -> None:
 
 def _check_model_path(section: ModelSection) -> None:
     """A local-looking path that does not exist is an error (not a Hub id to try)."""
-    name = section.name_or_path
-    if name is None or Path(name).exists():
-        return
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1  # "user/Model-2.5" is a Hub id
-    if looks_local:
-        raise MissingFileError(f"model path {name} does not exist (give a local folder or a Hub id like user/model)")
+    if section.name_or_path is not None:
+        local_folder_or_hub_id(section.name_or_path)
 
 
 def _worst_recipe(report: Any) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from datasets import Array3D, ClassLabel, DatasetDict, Features, Value
 
-LABELS = "labels"
+from ..batching import LABELS
 
 
 @dataclass(frozen=True)

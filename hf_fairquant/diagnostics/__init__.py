@@ -7,39 +7,14 @@ iteration) and trace (Hutchinson) per group, (5) the bound ‖∇L_g‖·‖Δθ
 the measured excess loss. The curvature tools work on any ``hvp`` callable too.
 """
 
-from ..curvature import EigenEstimate, GroupObjective, TraceEstimate, hutchinson_trace, top_eigenvalue
-from ._config import PARAMETER_SETS, ExplainConfig
-from ._explain import explain
-from ._explanation import (
-    BoundSummary,
-    Explanation,
-    GroupBound,
-    GroupCurvature,
-    GroupGradient,
-    GroupLogits,
-    LayerDrift,
-    LogitSummary,
-)
-from ._logits import logit_statistics
-from ._sampling import DEFAULT_MAX_EXAMPLES
+from .._lazy import lazy_exports
 
-__all__ = [
-    "BoundSummary",
-    "DEFAULT_MAX_EXAMPLES",
-    "EigenEstimate",
-    "ExplainConfig",
-    "Explanation",
-    "GroupBound",
-    "GroupCurvature",
-    "GroupGradient",
-    "GroupLogits",
-    "GroupObjective",
-    "LayerDrift",
-    "LogitSummary",
-    "PARAMETER_SETS",
-    "TraceEstimate",
-    "explain",
-    "hutchinson_trace",
-    "logit_statistics",
-    "top_eigenvalue",
-]
+_EXPORTS = {
+    "_config": ["PARAMETER_SETS", "ExplainConfig"],
+    "_explain": ["explain"],
+    "_explanation": ["BoundSummary", "Explanation", "GroupBound", "GroupCurvature", "GroupGradient", "GroupLogits",
+                     "LayerDrift", "LogitSummary"],
+    "_logits": ["logit_statistics"],
+    "_sampling": ["DEFAULT_MAX_EXAMPLES"],
+}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .._atomic import atomic_directory, atomic_write_text
-from .._format import to_plain
-from ..errors import FairQuantError
+from .._format import JsonRoundTrip, to_plain
 
 JSON_NAME = "explain.json"
 MARKDOWN_NAME = "explain.md"
@@ -102,8 +101,11 @@ class BoundSummary:
 
 
 @dataclass
-class Explanation:
-    """The chain from weight change to group accuracy (see :func:`~hf_fairquant.explain`)."""
+class Explanation(JsonRoundTrip):
+    """The chain from weight change to group accuracy (see :func:`~hf_fairquant.explain`).
+    ``from_json(text)``; ``load(path)`` reads ``explain.json`` or the folder :meth:`save` wrote."""
+
+    json_file_name: ClassVar[str] = JSON_NAME
 
     group_columns: list[str]
     group_names: list[str]
@@ -143,24 +145,6 @@ class Explanation:
             bound=BoundSummary(**bound),
             settings=data.get("settings", {}),
         )
-
-    @classmethod
-    def from_json(cls, text: str) -> "Explanation":
-        """From JSON text (what :meth:`to_json` returns); a saved file or folder: :meth:`load`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise FairQuantError(f"Explanation.from_json takes JSON text ({err}); to read a file use Explanation.load(path)") from None
-        return cls.from_dict(data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Explanation":
-        """From ``explain.json`` or the folder :meth:`save` wrote."""
-        path = Path(path)
-        file = path / JSON_NAME if path.is_dir() else path
-        if not file.is_file():
-            raise FairQuantError(f"no {JSON_NAME} at {path}: give the folder written by Explanation.save or the file")
-        return cls.from_dict(json.loads(file.read_text(encoding="utf-8")))
 
     # ------------------------------------------------------------ rendering
     def to_markdown(self, plots_dir: str | None = None) -> str:

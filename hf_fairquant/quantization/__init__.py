@@ -6,8 +6,7 @@ optimum-quanto only when a quanto model is built).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "api": ["apply_plan", "calibrate", "effective_bits", "freeze", "is_quantized", "layer_bits",
@@ -18,18 +17,5 @@ _EXPORTS = {
                "RecipeLike", "parse_recipes", "quantizable_modules"],
     "serialization": ["load_metadata", "load_quantized", "save_quantized"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

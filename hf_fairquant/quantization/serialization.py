@@ -24,6 +24,7 @@ from optimum.quanto import quantization_map
 from safetensors.torch import load_file, save_file
 
 from .._atomic import atomic_files
+from .._paths import local_folder_or_hub_id
 from .api import apply_plan, effective_bits, is_quantized
 from .backends.quanto import layer_quant_of
 from .recipe import LayerQuant, QuantRecipe
@@ -65,14 +66,14 @@ def save_quantized(
 
 
 def _resolve(path_or_repo: str | Path, revision: str | None, token: str | None) -> Path:
-    path = Path(path_or_repo)
-    if path.is_dir():
-        return path
-    if path.exists() or str(path_or_repo).startswith((".", "/")):
-        raise MissingFileError(f"{path_or_repo} is not a folder of a quantized model")
+    where = local_folder_or_hub_id(path_or_repo, "quantized model")
+    if isinstance(where, Path):
+        if not where.is_dir():
+            raise MissingFileError(f"{where} is not a folder of a quantized model")
+        return where
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(path_or_repo), revision=revision, token=token))
+    return Path(snapshot_download(where, revision=revision, token=token))
 
 
 def load_quantized(path_or_repo: str | Path, revision: str | None = None, token: str | None = None) -> torch.nn.Module:

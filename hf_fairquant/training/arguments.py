@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from ..groups import INTERSECTION_SEPARATOR
 from ..quantization import SUPPORTED_WEIGHT_BITS, QuantRecipe
 
 GROUP_SAMPLING = ("none", "group_balanced", "class_balanced", "group_class_balanced")
@@ -111,7 +112,7 @@ class FairQuantTrainingArguments(TrainingArguments):
     @property
     def group_code_column(self) -> str:
         """The int64 column of group codes the trainer adds (the group column itself if single)."""
-        return "×".join(self.group_columns)
+        return INTERSECTION_SEPARATOR.join(self.group_columns)
 
     @property
     def quantization_budget(self) -> float | None:

@@ -8,27 +8,25 @@ A drop-in ``transformers.Trainer``. What it adds, and where:
   straight-through gradients) and calibrates activation ranges on a group-stratified sample;
 - ``_get_train_sampler``: the group-balanced sampler;
 - ``compute_loss``: pops the group codes before the forward, weights the per-example loss;
-- checkpoints: ``fairquant_state.json`` (recipe, groups, DRO weights) beside the weights, read
-  back on ``resume_from_checkpoint``;
+- checkpoints: a :class:`~hf_fairquant.training.state.FairQuantState` callback (transformers'
+  ``ExportableState``) saves the recipe, the groups and the DRO weights in ``trainer_state.json``;
+  ``train(resume_from_checkpoint=...)`` checks and restores them;
+- ``log``: the Group-DRO weights as ``dro_weight/<group>``;
 - ``train`` freezes the quantized weights at the end; ``save_model`` then writes the folder
   :func:`~hf_fairquant.load_quantized` reads.
 """
 
 from __future__ import annotations
 
-from ..errors import FairQuantError, MissingFileError
+from ..errors import FairQuantError
 
-import json
-import os
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .._atomic import atomic_write_text
 from ..batching import LABELS, float_logits
 from ..groups import GroupSpec
 from ..metrics import group_compute_metrics
@@ -37,9 +35,9 @@ from ..quantization import QuantRecipe, apply_plan, calibrate, calibration_batch
 from ..quantization.api import is_quantized
 from .arguments import FairQuantTrainingArguments
 from .sampling import GroupBalancedSampler, cell_codes, sampling_weights
+from .state import FairQuantState, resolve_checkpoint
 from .weighting import GroupDROWeights, StaticGroupWeights
 
-STATE_NAME = "fairquant_state.json"
 
 
 def _is_frozen(model: torch.nn.Module) -> bool:
@@ -90,7 +88,7 @@ class FairQuantTrainer(Trainer):
         self.group_spec = spec.fit(*splits)
         if train_dataset is not None and evals:
             self.group_spec.check_covered(train_dataset, evals)
-        self.loss_weighting = self._make_weighting(args, train_dataset)
+        self._static_weights = self._make_weighting(args, train_dataset)
         self.quant_recipe: QuantRecipe | None = args.quantization_recipe
         if args.quantization_budget is not None:  # "auto:<budget>": allocate bits on the training data
             self.quant_recipe = self._allocate_recipe(model, args, train_dataset)
@@ -105,22 +103,40 @@ class FairQuantTrainer(Trainer):
             eval_dataset = self._encode_groups(eval_dataset, args)
         if compute_metrics is None:
             compute_metrics = group_compute_metrics(group_names=self.group_spec.names)
+        state = FairQuantState(
+            quantization=self.quant_recipe.to_dict() if self.quant_recipe is not None else None,
+            group_columns=list(self.group_spec.columns), group_names=self.group_spec.names,
+            dro_step_size=args.dro_step_size if args.group_weighting == "dro" else None,
+        )
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), state]
         super().__init__(
             model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
             compute_metrics=compute_metrics, **kwargs,
         )
-        if isinstance(self.loss_weighting, GroupDROWeights) and self.args.world_size > 1:
-            self.loss_weighting.reduce = self._sum_over_processes
         if plan is not None and not is_quantized(self.model):
             self._prepare_qat(plan)
 
     # ------------------------------------------------------------------ set-up
-    def _make_weighting(self, args: FairQuantTrainingArguments, train_dataset: Any) -> Any:
+    @property
+    def fairquant_state(self) -> FairQuantState:
+        """The callback that carries the recipe, the groups and the DRO weights in checkpoints."""
+        return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, FairQuantState))
+
+    @property
+    def loss_weighting(self) -> StaticGroupWeights | GroupDROWeights | None:
+        """The group weighting of the training loss (None: the plain mean)."""
+        if self._static_weights is not None:
+            return self._static_weights
+        dro = self.fairquant_state.dro
+        if dro is not None and dro.reduce is None and self.args.world_size > 1:
+            dro.reduce = self._sum_over_processes  # every rank keeps identical weights
+        return dro
+
+    def _make_weighting(self, args: FairQuantTrainingArguments, train_dataset: Any) -> StaticGroupWeights | None:
+        """Static per-group weights (Group-DRO weights live in :class:`FairQuantState`)."""
         scheme = args.group_weighting
-        if scheme == "none":
+        if scheme in ("none", "dro"):
             return None
-        if scheme == "dro":
-            return GroupDROWeights(self.group_spec.num_groups, args.dro_step_size)
         if train_dataset is None:
             raise FairQuantError(f"group_weighting={scheme!r} needs a train_dataset to count groups")
         weights = self.group_spec.weights(train_dataset, scheme)
@@ -170,6 +186,10 @@ class FairQuantTrainer(Trainer):
 
     # ------------------------------------------------------------------ sampling
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        # A private override, kept on purpose: transformers 5.24 has no public sampler hook —
+        # get_train_dataloader passes sampler_fn=self._get_train_sampler to its private
+        # _get_dataloader, and overriding get_train_dataloader whole would re-implement
+        # accelerate's dataloader preparation. Checked against transformers 5.24.
         mode = self.args.group_sampling
         if mode == "none":
             return super()._get_train_sampler(train_dataset)
@@ -201,10 +221,23 @@ class FairQuantTrainer(Trainer):
             loss = self.loss_weighting(losses, groups)
         return (loss, outputs) if return_outputs else loss
 
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the Group-DRO weights (``dro_weight/<group>``) to every training log."""
+        dro = self.fairquant_state.dro
+        if dro is not None and "loss" in logs:
+            logs = {**logs, **{f"dro_weight/{g}": float(q) for g, q in zip(self.group_spec.names, dro.q.tolist())}}
+        super().log(logs, start_time)
+
     # ------------------------------------------------------------------ QAT end and saving
-    def train(self, *args: Any, **kwargs: Any) -> Any:
-        """Train, then (QAT) freeze: the model holds integer weights from here on."""
-        output = super().train(*args, **kwargs)
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """Train, then (QAT) freeze: the model holds integer weights from here on.
+
+        Resuming checks that the checkpoint was made with this recipe and these groups and
+        restores the Group-DRO weights (from its ``trainer_state.json``) before any step."""
+        checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        if checkpoint is not None:
+            self.fairquant_state.restore(checkpoint)
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
         if self.quant_recipe is not None:
             if getattr(self, "_range_tracker", None) is not None:
                 self._range_tracker.remove()
@@ -222,32 +255,3 @@ class FairQuantTrainer(Trainer):
             return
         super().save_model(output_dir, _internal_call)
 
-    def _fairquant_state(self) -> dict[str, Any]:
-        return {
-            "group_columns": list(self.group_spec.columns),
-            "group_names": self.group_spec.names,
-            "quantization": self.quant_recipe.to_dict() if self.quant_recipe is not None else None,
-            "dro": self.loss_weighting.state_dict() if isinstance(self.loss_weighting, GroupDROWeights) else None,
-        }
-
-    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            atomic_write_text(os.path.join(folder, STATE_NAME), json.dumps(self._fairquant_state(), indent=2))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
-        path = os.path.join(resume_from_checkpoint, STATE_NAME)
-        if not os.path.isfile(path):
-            raise MissingFileError(f"{resume_from_checkpoint} has no {STATE_NAME}: not a FairQuantTrainer checkpoint")
-        saved = json.loads(open(path, encoding="utf-8").read())
-        current = self._fairquant_state()
-        for key in ("group_columns", "group_names", "quantization"):
-            if saved[key] != current[key]:
-                raise FairQuantError(
-                    f"checkpoint {resume_from_checkpoint} was trained with {key}={saved[key]!r}, "
-                    f"this trainer has {current[key]!r}"
-                )
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if isinstance(self.loss_weighting, GroupDROWeights) and saved["dro"] is not None:
-            self.loss_weighting.load_state_dict(saved["dro"])

@@ -5,7 +5,9 @@ import torch.nn.functional as F
 
 from hf_fairquant import FairQuantTrainer, FairQuantTrainingArguments, load_quantized
 from hf_fairquant.batching import iterate_batches
+from hf_fairquant.errors import FairQuantError
 from hf_fairquant.quantization import layer_bits
+from hf_fairquant.training.state import saved_state
 from tests.conftest import image_dataset, text_dataset, tiny_distilbert, tiny_resnet, tiny_vit
 
 
@@ -87,11 +89,12 @@ def _final_state(trainer):
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
-def test_resume_equals_uninterrupted(tmp_path, data):
+@pytest.mark.parametrize("restore_callbacks", [False, True])
+def test_resume_equals_uninterrupted(tmp_path, data, restore_callbacks):
     train, evaluation = data
     common = dict(
         max_steps=8, save_strategy="steps", save_steps=4, group_sampling="group_balanced", group_weighting="dro",
-        dro_step_size=0.5, quantization="w4a8",
+        dro_step_size=0.5, quantization="w4a8", restore_callback_states_from_checkpoint=restore_callbacks,
     )
     full = FairQuantTrainer(model=tiny_resnet(), args=make_args(tmp_path / "a", **common), train_dataset=train, eval_dataset=evaluation)
     full.train()
@@ -99,6 +102,10 @@ def test_resume_equals_uninterrupted(tmp_path, data):
     resumed.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-4"))
     assert torch.equal(full.loss_weighting.q, resumed.loss_weighting.q)
     assert not torch.equal(full.loss_weighting.q, torch.full((2,), 0.5, dtype=torch.float64))
+    # the state travels in transformers' own trainer_state.json (ExportableState), not a side file
+    saved = saved_state(str(tmp_path / "a" / "checkpoint-4"))
+    assert saved["args"]["group_names"] == ["a", "b"] and saved["args"]["quantization"]["name"] == "w4a8"
+    assert len(saved["attributes"]["dro_q"]) == 2
     a, b = _final_state(full), _final_state(resumed)
     assert a.keys() == b.keys()
     for key in a:
@@ -117,8 +124,21 @@ def test_resume_with_another_recipe_is_refused(tmp_path, data):
     )
     first.train()
     second = FairQuantTrainer(model=tiny_resnet(), args=make_args(tmp_path / "b", max_steps=4, quantization="w8"), train_dataset=train)
-    with pytest.raises(ValueError, match="quantization="):
+    with pytest.raises(FairQuantError, match="quantization="):
         second.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-2"))
+
+
+def test_dro_weights_are_logged_per_group(tmp_path, data):
+    train, _ = data
+    args = make_args(tmp_path, max_steps=4, logging_strategy="steps", logging_steps=2, group_weighting="dro", dro_step_size=0.5)
+    trainer = FairQuantTrainer(model=tiny_resnet(), args=args, train_dataset=train)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 2
+    for entry in logged:
+        weights = [entry["dro_weight/a"], entry["dro_weight/b"]]
+        assert sum(weights) == pytest.approx(1.0) and weights != [0.5, 0.5]
+    assert [logged[-1]["dro_weight/a"], logged[-1]["dro_weight/b"]] == pytest.approx(trainer.loss_weighting.q.tolist())
 
 
 @pytest.mark.parametrize(

@@ -548,20 +548,25 @@ class GroupDisparity(evaluate.Metric):
     # evaluate stores inputs in Arrow before `_compute` sees them and would silently turn None
     # into null, 1.5 into 1, or a mixed [1, "a"] into an opaque error that also leaves a half-open
     # writer behind; an error raised inside `_compute` leaves its cache file locked. So these
-    # overrides validate everything first, with messages that name the input, and count the
-    # examples added so that compute-only inputs can be checked against them up front.
+    # overrides validate everything first, with messages that name the input, and keep their own
+    # count of the examples added (and the kind of their groups) — only through evaluate's public
+    # add/add_batch/compute — so that compute-only inputs can be checked against them up front.
 
     def add_batch(self, *, predictions=None, references=None, **kwargs):
         """Add a batch of examples; validated before evaluate stores anything."""
         arrays = self._check_feature_inputs(predictions, references, kwargs)
         super().add_batch(predictions=predictions, references=references, **kwargs)
-        self._n_added = self._n_added_so_far() + len(arrays["predictions"])
+        self._record_added(len(arrays["predictions"]), arrays["groups"])
 
     def add(self, *, prediction=None, reference=None, **kwargs):
         """Add one example; validated before evaluate stores anything."""
-        self._check_feature_inputs([prediction], [reference], {k: [v] for k, v in kwargs.items()})
+        arrays = self._check_feature_inputs([prediction], [reference], {k: [v] for k, v in kwargs.items()})
         super().add(prediction=prediction, reference=reference, **kwargs)
-        self._n_added = self._n_added_so_far() + 1
+        self._record_added(1, arrays["groups"])
+
+    def _record_added(self, count: int, groups: np.ndarray) -> None:
+        self._n_added = self._n_added_so_far() + count
+        self._added_group_kind = _group_kind(groups)
 
     def compute(self, *, predictions=None, references=None, **kwargs) -> Optional[dict]:
         """Compute the metric; see the class docstring for the arguments."""
@@ -579,7 +584,7 @@ class GroupDisparity(evaluate.Metric):
             arrays = self._check_feature_inputs(predictions, references, {"groups": kwargs.get("groups")})
             n_examples = n_added + len(arrays["predictions"])
             label = "predictions" if n_added == 0 else "examples (added + given)"
-        elif self.writer is None:
+        elif n_added == 0:
             raise ValueError(
                 "Empty input: no examples were added; pass predictions, references and groups to "
                 "compute() or add_batch()."
@@ -592,10 +597,10 @@ class GroupDisparity(evaluate.Metric):
         try:
             return super().compute(predictions=predictions, references=references, **kwargs)
         finally:
-            self._n_added = 0
+            self._n_added, self._added_group_kind = 0, None
 
     def _n_added_so_far(self) -> int:
-        return getattr(self, "_n_added", 0) if self.writer is not None else 0
+        return getattr(self, "_n_added", 0)
 
     def _check_feature_inputs(self, predictions: Any, references: Any, kwargs: dict) -> dict[str, Any]:
         """Validate what add/add_batch store: predictions, references, groups."""
@@ -611,9 +616,9 @@ class GroupDisparity(evaluate.Metric):
 
     def _check_same_group_kind(self, groups: np.ndarray) -> None:
         """Batches already stored fixed the groups' kind (ints or strings); later ones must match."""
-        selected = self.selected_feature_format
-        if self.writer is not None and selected is not None and selected["groups"].dtype != _group_kind(groups):
-            had = "strings" if selected["groups"].dtype == "string" else "ints"
+        kind = getattr(self, "_added_group_kind", None)
+        if self._n_added_so_far() and kind is not None and kind != _group_kind(groups):
+            had = "strings" if kind == "string" else "ints"
             raise ValueError(
                 f"`groups` were {had} in an earlier batch; all batches must use the same kind "
                 f"(all ints or all strings), got {_describe(groups.tolist())}."

@@ -8,8 +8,7 @@ Names load on first use (``import hf_fairquant.quantization.onnx`` imports no on
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..._lazy import lazy_exports
 
 _EXPORTS = {
     "export": ["ExportConfig", "ExportResult", "export_onnx", "export_fp32", "onnx_file_name", "ONNX_DIR"],
@@ -17,18 +16,4 @@ _EXPORTS = {
     "runtime": ["OrtModel", "load_onnx"],
     "timing": ["throughput"],
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,151 @@
+"""The package's floor plan (``../shared/DESIGN.md``), checked on its source: lower floors never
+import upper ones, no import cycles between modules, no private name imported across modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "hf_fairquant"
+
+#: Each unit (a top-level module or subpackage) and its floor: a unit may import only units on
+#: strictly lower floors. Floors 0 and 1 hold the error type and the helpers everything may use.
+FLOORS = {
+    "errors": 0,
+    "_config": 1, "_format": 1, "_paths": 1, "_atomic": 1, "_lazy": 1,
+    "groups": 2,
+    "batching": 3,
+    "quantization": 4, "curvature": 4, "metrics": 4, "data": 4,
+    "allocation": 5, "deployment": 5,
+    "diagnostics": 6, "training": 6, "audit": 6,
+    "summary": 7,
+    "cards": 8, "hub": 8,
+    "report": 9,
+    "pipeline": 10,
+    "cli": 11,
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, source: str | None = None) -> list[tuple[str, list[str], int]]:
+    """(imported module, imported names, line) for every import, at any depth — skipping
+    ``if TYPE_CHECKING:`` blocks, which never run."""
+    tree = ast.parse(source if source is not None else path.read_text(encoding="utf-8"))
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+               for n in ast.walk(node)}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(alias.name, [], node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            base = package.split(".")
+            if node.level:
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = [alias.name for alias in node.names]
+            if node.level and not node.module:  # from . import x: x may be a submodule
+                folder = PACKAGE.parent.joinpath(*target.split("."))
+                for n in names:
+                    is_module = (folder / f"{n}.py").is_file() or (folder / n).is_dir()
+                    found.append((f"{target}.{n}", [], node.lineno) if is_module else (target, [n], node.lineno))
+            else:
+                found.append((target, names, node.lineno))
+    return found
+
+
+def _unit(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "hf_fairquant" and len(parts) > 1 else None
+
+
+SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "group_disparity" not in p.parts)  # the evaluate module is standalone
+
+
+def test_every_unit_has_a_floor():
+    units = {_unit(_module_name(p)) for p in SOURCES} - {None}
+    assert units <= set(FLOORS), f"add these to FLOORS (and DESIGN.md): {sorted(units - set(FLOORS))}"
+
+
+def upward_imports(sources: dict[Path, str | None]) -> list[str]:
+    upward = []
+    for path, source in sources.items():
+        here = _unit(_module_name(path))
+        for target, _, line in _imports(path, source):
+            there = _unit(target)
+            if here is None or there is None or there == here:
+                continue
+            if FLOORS[there] >= FLOORS[here]:
+                upward.append(f"{path.relative_to(PACKAGE)}:{line} ({here}, floor {FLOORS[here]}) imports "
+                              f"{target} ({there}, floor {FLOORS[there]})")
+    return upward
+
+
+def test_no_upward_imports():
+    upward = upward_imports(dict.fromkeys(SOURCES))
+    assert not upward, "\n".join(upward)
+
+
+def test_no_private_names_across_modules():
+    leaks = []
+    for path in SOURCES:
+        module = _module_name(path)
+        for target, names, line in _imports(path):
+            if not target.startswith("hf_fairquant") or target == module:
+                continue
+            private = [n for n in names if n.startswith("_") and n != "__version__"]
+            if private:
+                leaks.append(f"{path.relative_to(PACKAGE)}:{line} imports {private} from {target}")
+    assert not leaks, "\n".join(leaks)
+
+
+def test_no_import_cycles():
+    modules = {_module_name(p): p for p in SOURCES}
+    graph = {m: set() for m in modules}
+    for m, path in modules.items():
+        for target, names, _ in _imports(path):
+            for candidate in [target, *(f"{target}.{n}" for n in names)]:
+                if candidate in modules and candidate != m:
+                    graph[m].add(candidate)
+    # a package's __init__ re-exporting its own submodules is not a cycle of behaviour
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if nxt.startswith(node + ".") or node.startswith(nxt + "."):
+                continue
+            if state.get(nxt) == 1:
+                cycles.append(" → ".join(stack[stack.index(nxt):] + [nxt]) if nxt in stack else f"{node} → {nxt}")
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "\n".join(cycles)
+
+
+@pytest.mark.parametrize("source, message", [
+    ("from ..training import FairQuantTrainer\n", "imports hf_fairquant.training"),
+    ("def f():\n    from ..diagnostics import explain\n", "imports hf_fairquant.diagnostics"),
+    ("from .. import pipeline\n", "imports hf_fairquant.pipeline"),
+])
+def test_the_rule_catches_an_upward_import(source, message):
+    """The check itself can fail: a lower floor (quantization) importing an upper one is reported."""
+    probe = PACKAGE / "quantization" / "probe.py"
+    found = upward_imports({probe: source})
+    assert len(found) == 1 and message in found[0] and "(quantization, floor 4)" in found[0]
