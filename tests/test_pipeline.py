@@ -44,6 +44,8 @@ def _write(tmp_path, text: str) -> Path:
         ("data: [unclosed\n", r"is not valid YAML"),
         ("- just\n- a list\n", r"must be a YAML mapping"),
         ("model: {name_or_path: x}\nmitigation: {quantization: int3}\n", r"unknown quantization preset 'int3'"),
+        ("model: {name_or_path: x}\nexport: {recipe: w8}\n", r"\['recipe'\] in recipe section 'export'"),
+        ("model: {name_or_path: x}\nexport: {block_size: 100}\n", r"block_size must be a power of 2"),
     ],
 )
 def test_recipe_errors_name_the_key_and_section(tmp_path, text, message):
@@ -58,6 +60,18 @@ def test_mitigation_needs_quantization_and_explain_an_audited_recipe(tmp_path):
     recipe = load_recipe(_write(tmp_path, "model: {name_or_path: x}\naudit: {recipes: [w4]}\nexplain: {recipe: w2a8}\n"))
     with pytest.raises(ValueError, match=r"explain.recipe 'w2a8' is not among audit.recipes"):
         run(recipe)
+
+
+def test_export_recipes_are_audited_and_have_an_ort_kernel(tmp_path):
+    recipe = load_recipe(_write(tmp_path, "model: {name_or_path: x}\naudit: {recipes: [w8a8]}\nexport: {recipes: [w8]}\n"))
+    with pytest.raises(ValueError, match=r"export.recipes \['w8'\] are not among audit.recipes"):
+        dry_run(recipe)
+    recipe = load_recipe(_write(tmp_path, "model: {name_or_path: x}\naudit: {recipes: [w2a8]}\nexport: {recipes: [w2a8]}\n"))
+    with pytest.raises(ValueError, match="no CPU kernel for 2-bit weights"):
+        dry_run(recipe)
+    recipe = load_recipe(_write(tmp_path, "model: {name_or_path: x}\naudit: {recipes: [w8a8]}\nexport: {recipes: [w8a8]}\n"))
+    assert "export: ONNX Runtime w8a8" in dry_run(recipe)
+    assert load_recipe(_write(tmp_path, "model: {name_or_path: x}\nexport: {enabled: false}\n")).export is None
 
 
 def test_bad_output_folder_and_model_path_fail_before_any_work(tmp_path, monkeypatch, capsys):
