@@ -391,8 +391,7 @@ def run(
         if deployed_info is not None:
             reason = deployment.not_exportable_reason(model, trainer.quant_recipe)
             if reason is not None:  # e.g. 2-bit weights: ONNX Runtime has no kernel for them
-                deployed_info["not_exported"][name] = reason
-                echo(f"not exported to ONNX Runtime: {name} — {reason.split('. It runs')[0]}")
+                deployed_info["not_exported"][name] = reason  # the final screen says so
 
     # ---------------------------------------------------------------- write, push
     echo("[5/5] write the output folder")
