@@ -46,6 +46,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise FairQuantError(f"recipe {args.recipe} has no `mitigation` section: nothing for `train` to do")
     recipe.audit.recipes = []
     recipe.explain.enabled = False
+    recipe.export = None  # only the mitigation: no ONNX export of the FP model
     run(recipe, overwrite=args.overwrite, push_to_hub=args.push_to_hub, token=args.token, command=_command_line())
     return 0
 

@@ -153,7 +153,11 @@ def test_card_numbers_are_the_results_numbers(digits_run):
         assert values[f"accuracy, group {g} (FP)"] == fp["group_accuracy"][g]
         assert values[f"accuracy, group {g} (FAIR-QAT W2A8-MIXED)"] == q["group_accuracy"][g]
         assert values[f"accuracy drop, group {g} (FAIR-QAT W2A8-MIXED vs FP)"] == q["group_accuracy_drop"][g]
-    assert len(values) == 4 + 3 * len(results["audit"]["group_names"])
+    deployed = results["deployment"]["files"]  # the ONNX Runtime file: overall, per group, size, speed-up
+    assert len(values) == 4 + 3 * len(results["audit"]["group_names"]) + len(deployed) * (3 + len(results["audit"]["group_names"]))
+    d = next(r for r in results["audit"]["quantized"] if r["name"] == "W8A8 ONNX")["metrics"]
+    assert values["accuracy (W8A8 ONNX, deployed onnx/model_quantized.onnx)"] == d["accuracy"]
+    assert values["file size in bytes (W8A8 ONNX, deployed onnx/model_quantized.onnx)"] == deployed[0]["size_bytes"]
     body = card.text
     assert f"| FAIR-QAT W2A8-MIXED | {results['published']['effective_bits']:.2f} | {100 * q['accuracy']:.1f} |" in body
     assert f"{100 * q['accuracy_gap']:.1f} points" in body
