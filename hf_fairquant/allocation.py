@@ -3,12 +3,19 @@
 ``allocate_bits(model, dataset, group_spec, budget=4.0)`` measures, for every Conv2d/Linear
 layer ``l``, candidate width ``b`` and group ``g``, the sensitivity ``s[l, b, g]``: how much
 the group's mean loss rises when *only* layer ``l`` is quantized to ``b`` bits (one forward
-pass over a group-stratified calibration subset per layer × width), or its second-order proxy
-``g·ΔW + ½·tr(H)/numel·‖ΔW‖²`` (``sensitivity="hessian"``). It then picks one width per layer
-exactly, with ``scipy.optimize.milp``:
+pass over a group-stratified calibration subset per layer × width), its second-order proxy
+``g·ΔW + ½·tr(H)/numel·‖ΔW‖²`` (``sensitivity="hessian"``), or the gradient score of NVIDIA
+ModelOpt's AutoQuantize made per group (``sensitivity="gradient"``): the group's mean of
+``½·(∂ℓ/∂y · (Q(y) − y))²`` over its examples, y a layer's output and Q(y) the output with that
+layer's weights quantized — every layer and width from one forward and one backward pass over
+the subset (forward hooks keep each layer's input; Q(y) − y = layer(x; ΔW) is linear in ΔW). It
+then picks one width per layer exactly, with ``scipy.optimize.milp``:
 
 - ``objective="worst_group"``: minimise ``max_g Σ_l s[l, b_l, g]`` (ties broken by the mean);
 - ``objective="mean"``: minimise the example-weighted mean over groups (the group-blind baseline);
+- ``objective="cvar"``: minimise the mean of the worst ``alpha`` share of groups by example
+  weight (CVaR_α, the Rockafellar–Uryasev linearisation: ``τ + (1/α)·Σ_g w_g·u_g`` with
+  ``u_g ≥ L_g − τ``, ``u_g ≥ 0``); α = 1 is the mean, α → 0 the worst group;
 
 subject to ``Σ_l params_l · b_l ≤ budget · Σ_l params_l`` (the parameter-weighted mean weight
 bits). The result is a :class:`~hf_fairquant.QuantRecipe` with one override per module (its
@@ -27,9 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.optimize import Bounds, LinearConstraint, milp
+from tqdm.auto import tqdm
 
-from .batching import LABELS, iterate_batches, predict_batches
+from .batching import LABELS, float_logits, iterate_batches, predict_batches
 from .curvature import GroupObjective, hutchinson_trace
 from .groups import GroupSpec, stratified_indices
 from .quantization.api import apply_plan, calibrate, freeze, is_quantized
@@ -42,9 +51,10 @@ from .quantization.recipe import (
     quantizable_modules,
 )
 
-OBJECTIVES = ("worst_group", "mean")
-#: Sensitivity estimators: "measured" (forward passes) or "hessian" (second-order proxy).
-SENSITIVITIES = ("measured", "hessian")
+OBJECTIVES = ("worst_group", "mean", "cvar")
+#: Sensitivity estimators: "measured" (forward passes), "hessian" (second-order proxy) or
+#: "gradient" (AutoQuantize's per-example output-gradient score, per group).
+SENSITIVITIES = ("measured", "hessian", "gradient")
 # After minimising the worst group, the mean is minimised among solutions within this
 # (relative, on sensitivities scaled to max |s| = 1) tolerance of the optimum.
 _TIE_TOLERANCE = 1e-7
@@ -144,6 +154,7 @@ def solve_allocation(
     budget: float,
     objective: str = "worst_group",
     group_weights: Sequence[float] | None = None,
+    alpha: float = 0.2,
 ) -> np.ndarray:
     """Index into ``candidate_bits`` for each layer, optimal for ``objective`` (exact MILP).
 
@@ -151,6 +162,9 @@ def solve_allocation(
     layer; the budget row is ``Σ params_l · bits_b · x[l, b] ≤ budget · Σ params_l``.
     ``worst_group`` adds a free variable ``t ≥ Σ s[:, :, g] · x`` for every group, minimises
     ``t``, then minimises the weighted mean among the solutions that keep ``t`` optimal.
+    ``cvar`` adds ``τ`` (free) and ``u_g ≥ 0`` with ``u_g ≥ Σ s[:, :, g]·x − τ`` and minimises
+    ``τ + Σ_g w_g u_g / alpha`` (``w`` the normalised ``group_weights``): at the optimum that is
+    exactly the mean loss of the worst ``alpha`` share of the example weight.
     """
     s = np.asarray(sensitivity, dtype=float)
     if s.ndim != 3 or 0 in s.shape or not np.isfinite(s).all():
@@ -166,6 +180,7 @@ def solve_allocation(
     if weights.shape != (n_groups,) or (weights < 0).any() or weights.sum() <= 0:
         raise FairQuantError(f"group_weights must be {n_groups} non-negative numbers, not all zero; got {weights.tolist()}")
     weights = weights / weights.sum()
+    check_alpha(alpha)
     scale = np.abs(s).max() or 1.0
     s = s / scale  # milp's tolerances are absolute: keep the coefficients O(1)
 
@@ -181,6 +196,14 @@ def solve_allocation(
         return x.reshape(n_layers, n_bits).argmax(1)
 
     groups_x = s.transpose(2, 0, 1).reshape(n_groups, n_x)  # row g: Σ_l,b s[l,b,g] x[l,b]
+    if objective == "cvar":
+        # variables: x (n_x), τ (1, free), u (n_groups, ≥ 0 by the rows below)
+        pad = lambda c: _with_t(c, 1 + n_groups)  # noqa: E731
+        excess = LinearConstraint(np.hstack([groups_x, -np.ones((n_groups, 1)), -np.eye(n_groups)]), -np.inf, 0)
+        positive = LinearConstraint(np.hstack([np.zeros((n_groups, n_x + 1)), np.eye(n_groups)]), 0, np.inf)
+        c = np.r_[np.zeros(n_x), 1.0, weights / alpha]
+        x = _milp(c, [pad(one_hot), pad(budget_row), excess, positive], n_x, 1 + n_groups, budget, lowest)
+        return x[:n_x].reshape(n_layers, n_bits).argmax(1)
     worst_rows = LinearConstraint(np.hstack([groups_x, -np.ones((n_groups, 1))]), -np.inf, 0)
     base = [_with_t(one_hot), _with_t(budget_row), worst_rows]
     first = _milp(np.r_[np.zeros(n_x), 1.0], base, n_x, 1, budget, lowest)
@@ -190,10 +213,19 @@ def solve_allocation(
     return second[:n_x].reshape(n_layers, n_bits).argmax(1)
 
 
-def _with_t(constraint: LinearConstraint) -> LinearConstraint:
-    """The same constraint with a zero column for the trailing variable ``t``."""
+def _with_t(constraint: LinearConstraint, extra: int = 1) -> LinearConstraint:
+    """The same constraint with zero columns for ``extra`` trailing variables (``t``, ...)."""
     a = np.asarray(constraint.A)
-    return LinearConstraint(np.hstack([a, np.zeros((a.shape[0], 1))]), constraint.lb, constraint.ub)
+    return LinearConstraint(np.hstack([a, np.zeros((a.shape[0], extra))]), constraint.lb, constraint.ub)
+
+
+def check_alpha(alpha: float) -> None:
+    """CVaR's share of the example weight: 0 < alpha ≤ 1."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+        raise FairQuantError(
+            f"alpha {alpha!r} is not a share of the example weight: allowed 0 < alpha ≤ 1 "
+            "(1: the mean over groups; smaller: the mean of the worst groups holding that share)"
+        )
 
 
 def _milp(c: np.ndarray, constraints: list, n_x: int, n_free: int, budget: float, lowest: float) -> np.ndarray:
@@ -238,6 +270,7 @@ def measure_sensitivity(
     layers: Sequence[str],
     candidate_bits: Sequence[int],
     activations: int | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
     """``s[l, b, g]``: group g's mean-loss increase with only ``layers[l]`` at ``candidate_bits[b]``.
 
@@ -248,22 +281,22 @@ def measure_sensitivity(
     fp = _group_means(_losses_and_hits(model, batches)[0], codes, n_groups)
     inputs_only = [inputs for inputs, _ in batches]
     out = np.zeros((len(layers), len(candidate_bits), n_groups))
-    for i, name in enumerate(layers):
+    for i, name in enumerate(tqdm(layers, desc="measured sensitivity", unit="layer", disable=not progress, leave=False)):
         original = model.get_submodule(name)
         for j, bits in enumerate(candidate_bits):
             qmodule = _quantize_one(original, bits, activations)
             model.set_submodule(name, qmodule)
             try:
+                freeze(qmodule)
                 if activations:
                     calibrate(model, inputs_only)
-                freeze(qmodule)
                 out[i, j] = _group_means(_losses_and_hits(model, batches)[0], codes, n_groups) - fp
             finally:
                 model.set_submodule(name, original)
     return out
 
 
-def _group_batches(batches: list, codes: np.ndarray, n_groups: int, batch_size: int) -> list[list]:
+def group_batches(batches: list, codes: np.ndarray, n_groups: int, batch_size: int) -> list[list]:
     """The prepared batches regrouped: one list of batches per group code."""
     inputs = {k: torch.cat([b[0][k] for b in batches]) for k in batches[0][0]}
     labels = torch.cat([b[1] for b in batches])
@@ -290,6 +323,7 @@ def hessian_sensitivity(
     candidate_bits: Sequence[int],
     probes: int = 16,
     seed: int = 0,
+    progress: bool = False,
 ) -> np.ndarray:
     """Second-order proxy of ``s[l, b, g]``: ``g·ΔW + ½ · tr(H)/numel · ‖ΔW‖²``.
 
@@ -299,7 +333,7 @@ def hessian_sensitivity(
     not part of the proxy. Cost: per group and layer, one gradient and ``probes`` HVPs.
     """
     out = np.zeros((len(layers), len(candidate_bits), len(group_batches)))
-    for i, name in enumerate(layers):
+    for i, name in enumerate(tqdm(layers, desc="hessian sensitivity", unit="layer", disable=not progress, leave=False)):
         module = model.get_submodule(name)
         deltas = [_weight_delta(module, b) for b in candidate_bits]
         for g, batches in enumerate(group_batches):
@@ -309,6 +343,102 @@ def hessian_sensitivity(
             for j, delta in enumerate(deltas):
                 out[i, j, g] = float(grad @ delta + 0.5 * trace / delta.numel() * (delta @ delta))
     return out
+
+
+class _OutputRecorder:
+    """Forward hooks that keep every listed module's input and output of one forward (per call)."""
+
+    def __init__(self, modules: Sequence[torch.nn.Module]):
+        self.calls: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in modules]
+        self.active = True
+        self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(modules)]
+
+    def _hook(self, index: int):
+        def hook(module, args, output):
+            if self.active and args and torch.is_tensor(output) and output.requires_grad:
+                self.calls[index].append((args[0].detach(), output))
+        return hook
+
+    def clear(self) -> None:
+        for calls in self.calls:
+            calls.clear()
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def _output_change(module: torch.nn.Module, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Q(y) − y for a Linear/Conv2d: the layer applied to ``x`` with weight ΔW and no bias."""
+    params = {"weight": delta.view_as(module.weight)}
+    if getattr(module, "bias", None) is not None:
+        params["bias"] = torch.zeros_like(module.bias)
+    return torch.func.functional_call(module, params, (x,))
+
+
+def gradient_sensitivity(
+    model: torch.nn.Module,
+    batches: list[tuple[dict, torch.Tensor]],
+    codes: np.ndarray,
+    n_groups: int,
+    layers: Sequence[str],
+    candidate_bits: Sequence[int],
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AutoQuantize's score per group: ``s[l, b, g] = mean_{i∈g} ½·(∂ℓ_i/∂y_l · (Q_b(y_l) − y_l))²``.
+
+    ``y_l`` is layer l's output for example i, ``ℓ_i`` its cross-entropy, ``Q_b(y_l)`` the output
+    with only layer l's weights quantized to b bits (the rest of the network as it is): the
+    first-order change of ℓ_i is ``∂ℓ_i/∂y · Δy``, and the square is the Fisher (Gauss–Newton)
+    estimate of the loss increase. One forward and one backward per batch give ∂ℓ_i/∂y of every
+    layer at once (eval mode: example i's loss depends on example i's outputs only); Δy is the
+    layer applied to its recorded input with weight ΔW, one extra layer evaluation per width.
+    Returns ``(s, per-example FP loss, per-example FP correctness)`` (the loss of the same pass).
+    """
+    modules = [model.get_submodule(n) for n in layers]
+    deltas = [[_weight_delta(m, b) for b in candidate_bits] for m in modules]
+    totals = np.zeros((len(layers), len(candidate_bits), n_groups))
+    losses, hits = [], []
+    weights = [m.weight for m in modules]
+    flags = [w.requires_grad for w in weights]
+    recorder = _OutputRecorder(modules)
+    offset = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for w in weights:
+            w.requires_grad_(True)  # every layer's output then requires grad (parallel branches too)
+        for inputs, labels in tqdm(batches, desc="gradient sensitivity", disable=not progress, leave=False):
+            recorder.clear()
+            recorder.active = True
+            with torch.enable_grad():
+                logits = float_logits(model(**inputs))
+                loss = F.cross_entropy(logits, labels, reduction="none")
+                outputs = [y for calls in recorder.calls for _, y in calls]
+                grads = iter(torch.autograd.grad(loss.sum(), outputs, allow_unused=True))
+            recorder.active = False
+            batch_codes = codes[offset : offset + len(labels)]
+            offset += len(labels)
+            losses.append(loss.detach().cpu().numpy())
+            hits.append((logits.argmax(-1) == labels).cpu().numpy().astype(float))
+            with torch.no_grad():
+                for i, (module, calls) in enumerate(zip(modules, recorder.calls)):
+                    per_call = [(x, next(grads)) for x, _ in calls]
+                    for j, delta in enumerate(deltas[i]):
+                        first_order = sum(
+                            (g * _output_change(module, x, delta)).flatten(1).sum(1) for x, g in per_call if g is not None
+                        )
+                        if torch.is_tensor(first_order):
+                            totals[i, j] += np.bincount(
+                                batch_codes, weights=0.5 * first_order.double().cpu().numpy() ** 2, minlength=n_groups
+                            )
+    finally:
+        recorder.remove()
+        for w, flag in zip(weights, flags):
+            w.requires_grad_(flag)
+        model.train(was_training)
+    counts = np.bincount(codes, minlength=n_groups).astype(float)
+    return totals / np.maximum(counts, 1), np.concatenate(losses), np.concatenate(hits)
 
 
 # ---------------------------------------------------------------- the verb
@@ -322,10 +452,12 @@ def allocate_bits(
     sensitivity: str = "measured",
     activations: int | None = None,
     *,
+    alpha: float = 0.2,
     calibration_size: int = 512,
     batch_size: int = 256,
     hessian_probes: int = 16,
     seed: int = 0,
+    progress: bool = False,
 ) -> Allocation:
     """Choose weight bits per Conv2d/Linear of ``model`` from group sensitivity under ``budget``.
 
@@ -334,13 +466,18 @@ def allocate_bits(
     parameter-weighted mean weight bits over the quantized modules. ``activations=8`` also
     quantizes activations (calibrated on the same subset). ``sensitivity="hessian"`` replaces the
     forward passes by the second-order proxy of :func:`hessian_sensitivity` (``hessian_probes``
-    Hutchinson probes). ``model`` is left unchanged.
+    Hutchinson probes); ``sensitivity="gradient"`` by AutoQuantize's per-group gradient score
+    (:func:`gradient_sensitivity`: one forward + backward over the subset for every layer and
+    width; weights only, like "hessian"). ``objective="cvar"`` minimises the mean loss of the
+    worst ``alpha`` share of the examples' groups. ``progress`` shows a bar per stage.
+    ``model`` is left unchanged.
     Returns an :class:`Allocation` whose ``recipe`` goes straight into ``quantize`` or
     ``FairQuantTrainingArguments(quantization=...)``.
     """
     bits = _check_arguments(tuple(candidate_bits), budget, objective, sensitivity, activations, calibration_size)
     if hessian_probes <= 0:
         raise FairQuantError(f"hessian_probes must be positive, got {hessian_probes}")
+    check_alpha(alpha)
     layers = quantizable_modules(model)
     if is_quantized(model):
         raise FairQuantError(f"{type(model).__name__} is already quantized: allocate bits on the full-precision model")
@@ -363,12 +500,15 @@ def allocate_bits(
     params = [model.get_submodule(n).weight.numel() for n in layers]
 
     was_training = model.training
+    fp = None
     if sensitivity == "hessian":
-        grouped = _group_batches(batches, codes, spec.num_groups, batch_size)
-        s = hessian_sensitivity(model, grouped, layers, bits, probes=hessian_probes, seed=seed)
+        grouped = group_batches(batches, codes, spec.num_groups, batch_size)
+        s = hessian_sensitivity(model, grouped, layers, bits, probes=hessian_probes, seed=seed, progress=progress)
+    elif sensitivity == "gradient":
+        s, *fp = gradient_sensitivity(model, batches, codes, spec.num_groups, layers, bits, progress=progress)
     else:
-        s = measure_sensitivity(model, batches, codes, spec.num_groups, layers, bits, activations)
-    choice = solve_allocation(s, params, bits, float(budget), objective, group_weights=counts)
+        s = measure_sensitivity(model, batches, codes, spec.num_groups, layers, bits, activations, progress=progress)
+    choice = solve_allocation(s, params, bits, float(budget), objective, group_weights=counts, alpha=alpha)
     recipe = _recipe(layers, [bits[k] for k in choice], activations, objective, budget)
     allocation = Allocation(
         recipe=recipe, objective=objective, budget=float(budget), candidate_bits=bits, group_names=spec.names,
@@ -379,7 +519,7 @@ def allocate_bits(
         effective_bits=recipe.effective_bits(model),
         predicted_loss_increase=dict(zip(spec.names, s[np.arange(len(layers)), choice].sum(0).tolist())),
     )
-    _measure_after_ptq(allocation, model, batches, codes, spec)
+    _measure_after_ptq(allocation, model, batches, codes, spec, fp)
     model.train(was_training)
     return allocation
 
@@ -395,15 +535,16 @@ def _recipe(layers: Sequence[str], chosen: Sequence[int], activations: int | Non
 
 
 def _measure_after_ptq(
-    allocation: Allocation, model: torch.nn.Module, batches: list, codes: np.ndarray, spec: GroupSpec
+    allocation: Allocation, model: torch.nn.Module, batches: list, codes: np.ndarray, spec: GroupSpec,
+    fp: Sequence[np.ndarray] | None = None,
 ) -> None:
-    """Fill the FP and PTQ per-group loss/accuracy of ``allocation`` (calibration subset)."""
+    """Fill the FP and PTQ per-group loss/accuracy of ``allocation`` (calibration subset);
+    ``fp`` (per-example loss, correctness) reuses an FP pass already made."""
     n = spec.num_groups
-    fp_loss, fp_hits = _losses_and_hits(model, batches)
-    qmodel = apply_plan(copy.deepcopy(model), allocation.recipe.plan(model))
-    if allocation.recipe.uses_activations:
+    fp_loss, fp_hits = fp if fp else _losses_and_hits(model, batches)
+    qmodel = freeze(apply_plan(copy.deepcopy(model), allocation.recipe.plan(model)))
+    if allocation.recipe.uses_activations:  # after freeze: same ranges, no re-quantizing per forward
         calibrate(qmodel, [inputs for inputs, _ in batches])
-    freeze(qmodel)
     q_loss, q_hits = _losses_and_hits(qmodel.eval(), batches)
     names = spec.names
     allocation.fp_loss = dict(zip(names, _group_means(fp_loss, codes, n).tolist()))

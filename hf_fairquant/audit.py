@@ -11,6 +11,7 @@ from .errors import FairQuantError
 
 import copy
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -59,9 +60,20 @@ class AuditConfig:
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the intervals (0: none)"})
     confidence_level: float = field(default=0.95, metadata={"help": "coverage of the bootstrap intervals, in (0, 1)"})
     seed: int = field(default=0, metadata={"help": "seeds calibration sampling and the bootstrap"})
+    backend: str | None = field(
+        default=None,
+        metadata={"help": "quantization backend of the preset recipes: quanto (the default: Conv2d and Linear, static "
+                          "a8) or torchao (Linear only, dynamic a8); a preset may name its own, e.g. w4a8@torchao"},
+    )
 
     def __post_init__(self) -> None:
         self.recipes = split_commas(self.recipes)
+        if self.backend is not None:  # every preset string on that backend ("w4a8" → "w4a8@torchao")
+            from .quantization import available_backends
+
+            if self.backend not in available_backends():
+                raise FairQuantError(f"audit backend {self.backend!r} is not one of {available_backends()}")
+            self.recipes = [f"{r}@{self.backend}" if isinstance(r, str) and "@" not in r else r for r in self.recipes]
         check_positive_int("audit calibration_size", self.calibration_size)
         check_positive_int("audit batch_size", self.batch_size)
         check_positive_int("audit n_boot", self.n_boot, allow_zero=True)
@@ -250,7 +262,10 @@ def audit(
     references = np.asarray(eval_dataset.with_format("numpy")[LABELS][:])
     common = dict(references=references, groups=groups, n_boot=n_boot, confidence_level=confidence_level, seed=seed)
 
+    timings: dict[str, dict[str, float]] = {}
+    started = time.perf_counter()
     fp_preds, fp_losses = predict(model, eval_dataset, batch_size, desc="FP" if progress else None)
+    timings["FP"] = {"evaluate_s": time.perf_counter() - started}
     fp = ModelResult(
         name="FP",
         effective_bits=effective_bits(model),
@@ -261,8 +276,10 @@ def audit(
     predictions: dict[str, np.ndarray] = {}
 
     def evaluate(name: str, qmodel: torch.nn.Module, recipe: dict[str, Any] | None) -> ModelResult:
+        started = time.perf_counter()
         preds, losses = predict(qmodel, eval_dataset, batch_size, desc=name if progress else None)
         predictions[name] = preds
+        timings.setdefault(name, {})["evaluate_s"] = time.perf_counter() - started
         metrics = metric.compute(
             predictions=preds, losses=losses, reference_predictions=fp_preds, reference_losses=fp_losses, **common
         )
@@ -270,17 +287,21 @@ def audit(
 
     results = []
     for recipe in tqdm(recipes, desc="recipes", disable=not progress or not recipes):
+        started = time.perf_counter()
         qmodel = quantize(
             copy.deepcopy(model), recipe, calibration_dataset,
             group_spec=spec, calibration_size=calibration_size, seed=seed,
         )
+        timings[str(recipe).upper()] = {"quantize_s": time.perf_counter() - started}
         results.append(evaluate(str(recipe).upper(), qmodel, recipe.to_dict()))
+        del qmodel  # one quantized copy alive at a time
     for name, qmodel in quantized_models.items():
         results.append(evaluate(name, qmodel, None))
     settings = {
         "n_boot": n_boot, "confidence_level": confidence_level, "seed": seed,
         "calibration_size": calibration_size if calibration_dataset is not None else 0,
         "eval_examples": len(eval_dataset),
+        "timings_s": {k: {t: round(v, 3) for t, v in d.items()} for k, d in timings.items()},
     }
     by_name = {r.name: r for r in results}
     compared = {

@@ -31,15 +31,24 @@ def model_input_names(model: torch.nn.Module, dataset: Any) -> list[str]:
 def iterate_batches(
     model: torch.nn.Module, dataset: Any, batch_size: int = 256, with_labels: bool = True
 ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor | None]]:
-    """Yield ``(inputs, labels)`` tensor batches in row order (no shuffling, no padding)."""
+    """Yield ``(inputs, labels)`` tensor batches in row order (no shuffling, no padding), on the
+    device of the model's parameters."""
     if batch_size <= 0:
         raise FairQuantError(f"batch_size must be positive, got {batch_size}")
     inputs = model_input_names(model, dataset)
     columns = inputs + ([LABELS] if with_labels else [])
     view = dataset.with_format("torch", columns=columns)
+    device = model_device(model)
+    move = (lambda t: t) if device.type == "cpu" else (lambda t: t.to(device))  # noqa: E731
     for start in range(0, len(view), batch_size):
         batch = view[start : start + batch_size]
-        yield {k: batch[k] for k in inputs}, (batch[LABELS] if with_labels else None)
+        yield {k: move(batch[k]) for k in inputs}, (move(batch[LABELS]) if with_labels else None)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    first = next(iter(model.parameters()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def float_logits(output: Any) -> torch.Tensor:

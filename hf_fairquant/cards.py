@@ -76,10 +76,39 @@ def render_card(results: dict[str, Any]) -> ModelCard:
         pipeline_tag=results["model"]["task"],
         base_model=results["model"]["name_or_path"],
         datasets=[card["dataset_id"]] if card.get("dataset_id") else None,
-        tags=["hf-fairquant", "quantization", "optimum-quanto", "fairness", *card.get("tags", [])],
+        tags=["hf-fairquant", "quantization", _LIBRARY[_backend(results)], "fairness", *card.get("tags", [])],
         eval_results=eval_results(results),
     )
     return ModelCard.from_template(data, template_path=template_path(), **_template_values(results))
+
+
+_LIBRARY = {"quanto": "optimum-quanto", "torchao": "torchao"}
+
+
+def _backend(results: dict[str, Any]) -> str:
+    return results["published"].get("backend", "quanto")
+
+
+def _load_values(results: dict[str, Any], repo_id: str) -> dict[str, str]:
+    """How to load the published model: plain transformers for torchao, ``load_quantized`` else."""
+    auto = "AutoModelForSequenceClassification" if results["model"]["task"] == "text-classification" else "AutoModelForImageClassification"
+    if _backend(results) == "torchao":
+        return {
+            "load_line": (f"Loads with plain transformers (and torchao installed): `{auto}.from_pretrained(\"{repo_id}\")` "
+                          f"or `pipeline(\"{results['model']['task']}\", model=\"{repo_id}\")`; no hf_fairquant needed."),
+            "load_snippet": (f"from transformers import {auto}, pipeline\n\n"
+                             f"model = {auto}.from_pretrained(\"{repo_id}\")  # torchao integer weights, exact logits of the audited model\n"
+                             f"classify = pipeline(\"{results['model']['task']}\", model=\"{repo_id}\")  # with its preprocessor"),
+            "backend_note": ("Quantized with torchao: int8 weights run on int8 kernels with dynamic (per-token) int8 "
+                             "activations; int4/int2 weights are stored unpacked in int8 bytes."),
+        }
+    return {
+        "load_line": (f"Load it with `hf_fairquant.load_quantized(\"{repo_id}\")`: these are optimum-quanto weights, and "
+                      f"plain `transformers.from_pretrained` refuses this folder (by design) rather than load random weights."),
+        "load_snippet": (f"from hf_fairquant import load_quantized\n\n"
+                         f"model = load_quantized(\"{repo_id}\")  # integer weights, exact logits of the audited model"),
+        "backend_note": "Quantization is simulated by optimum-quanto: the model is smaller on disk but not faster on a CPU.",
+    }
 
 
 def _published(results: dict[str, Any]) -> dict[str, Any]:
@@ -97,9 +126,11 @@ def _template_values(results: dict[str, Any]) -> dict[str, Any]:
     q, fp = published["metrics"], audit["fp"]["metrics"]
     base = results["model"]["name_or_path"] or f"a {results['model']['model_type']} trained from scratch by this run"
     confidence = audit["settings"].get("confidence_level", 0.95)
+    repo_id = card.get("repo_id") or card["model_name"]
     return {
+        **_load_values(results, repo_id),
         "model_name": card["model_name"],
-        "repo_id": card.get("repo_id") or card["model_name"],
+        "repo_id": repo_id,
         "summary": (
             f"{p['name']}: {base}, quantized to {p['effective_bits']:.2f} mean weight bits with fairness-aware "
             f"quantization-aware training (`FairQuantTrainer`), and audited per group against its full-precision "
@@ -142,8 +173,11 @@ def _deployment_values(results: dict[str, Any]) -> dict[str, Any]:
 def _quantization_text(p: dict[str, Any]) -> str:
     rows = "\n".join(f"| `{n}` | {b} |" for n, b in p["layer_bits"].items())
     return (
-        "optimum-quanto (weights per layer as below; `a8` = 8-bit activations, calibrated on group-stratified "
-        f"training examples). Mean weight bits, weighted by parameters: {p['effective_bits']:.2f}.\n\n"
+        ("torchao (weights per layer as below; `a8` = dynamic 8-bit activations, ranges computed per forward). "
+         if p.get("backend") == "torchao" else
+         "optimum-quanto (weights per layer as below; `a8` = 8-bit activations, calibrated on group-stratified "
+         "training examples). ")
+        + f"Mean weight bits, weighted by parameters: {p['effective_bits']:.2f}.\n\n"
         f"| layer | bits |\n| --- | --- |\n{rows}"
     )
 
@@ -206,6 +240,7 @@ def _limitations(results: dict[str, Any]) -> list[str]:
         "examples only — they do not cover the variation between training seeds."
     )
     items.append("One training run (one seed) per model; the quantization gains and losses can change with the seed.")
-    items.append("Not measured: latency or memory at inference (quanto simulates quantization on a CPU), calibration "
-                 "of predicted probabilities, robustness to distribution shift.")
+    items.append("Not measured: latency or memory at inference"
+                 + (" (quanto simulates quantization on a CPU)" if _backend(results) == "quanto" else "")
+                 + ", calibration of predicted probabilities, robustness to distribution shift.")
     return items

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
 
-from .quantization.serialization import META_NAME, QMAP_NAME, WEIGHTS_NAME
+from .quantization.backends import backend_for_folder
+from .quantization.serialization import META_NAME, WEIGHTS_NAME
 
 try:  # huggingface_hub >= 2 talks HTTP through httpx2, 1.x through httpx
     from httpx2 import HTTPError
@@ -30,8 +31,8 @@ except ImportError:  # pragma: no cover - depends on the installed huggingface_h
 
 logger = logging.getLogger(__name__)
 
-#: Files a pushed folder must hold: what ``load_quantized`` reads, and the model card.
-REQUIRED_FILES = ("config.json", WEIGHTS_NAME, QMAP_NAME, "README.md")
+#: Files a pushed folder must hold: the model (plus what its backend reads) and the model card.
+REQUIRED_FILES = ("config.json", WEIGHTS_NAME, "README.md")
 
 _BEARER_RE = re.compile(r"(?i)\bBearer\s+[^\s\"',;}]+")
 # Failures of the Hub or of the connection to it: HTTP errors (HfHubHTTPError is also an OSError),
@@ -83,6 +84,13 @@ def check_folder(folder: str | Path) -> Path:
             f"cannot push {path}: it lacks {', '.join(missing)}; a pushed folder needs {', '.join(REQUIRED_FILES)} "
             "(written by save_quantized plus a model card, as `hf-fairquant run` does)"
         )
+    try:
+        backend_for_folder(path)
+    except FileNotFoundError:
+        raise FairQuantError(
+            f"cannot push {path}: it lacks quantization_map.json (an optimum-quanto model) and its config.json has no "
+            "torchao quantization_config (a torchao model): not a folder written by save_quantized"
+        ) from None
     return path
 
 

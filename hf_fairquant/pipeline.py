@@ -62,6 +62,12 @@ class CardSection:
     dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset id for model-index (default: data.source)"})
     group_description: str | None = field(default=None, metadata={"help": "how the groups are defined (say if derived)"})
     tags: list[str] = field(default_factory=list)
+    publish_backend: str = field(
+        default="auto",
+        metadata={"help": "backend the mitigated model is trained and published with: auto (torchao — loads with plain "
+                          "transformers — when it can quantize every planned module, i.e. all are Linear; else the "
+                          "recipe's), quanto or torchao"},
+    )
 
 
 @dataclass
@@ -219,11 +225,44 @@ def _worst_recipe(report: Any) -> str | None:
     return worst.name
 
 
+def publish_backend(choice: str, quant: Any, model: Any) -> str:
+    """The backend the mitigated model is trained and published with (see ``CardSection``):
+    ``auto`` picks torchao — transformers-native artifacts — when it can quantize every planned
+    module (all Linear, group size fits) and the recipe names no other backend."""
+    from .errors import UnsupportedByBackendError
+    from .quantization import DEFAULT_BACKEND, available_backends, get_backend
+
+    allowed = ["auto", *available_backends()]
+    if choice not in allowed:
+        raise FairQuantError(f"card.publish_backend {choice!r} is not one of {allowed}")
+    if choice != "auto":
+        return choice
+    if quant.backend != DEFAULT_BACKEND:
+        return quant.backend
+    torchao = get_backend("torchao").configure(quant)
+    try:
+        torchao.check(model, quant.plan(model))
+    except UnsupportedByBackendError:
+        return quant.backend
+    return torchao.name
+
+
+def _with_backend(args: Any, backend: str) -> None:
+    """Compile the mitigation recipe (``args.quantization``) to ``backend``."""
+    quant = args.quantization_recipe
+    if quant is not None and quant.backend != backend:
+        args.quantization = dataclasses.replace(quant, backend=backend).to_dict()
+
+
 def _check_recipe(recipe: RunRecipe, overwrite: bool) -> list[Any]:
     """What can be checked without data or models; returns the audited PTQ recipes."""
     from .quantization import parse_recipes
 
+    from .quantization import available_backends
+
     audited = parse_recipes(recipe.audit.recipes) if recipe.audit.recipes else []
+    if recipe.card.publish_backend not in ["auto", *available_backends()]:
+        raise FairQuantError(f"card.publish_backend {recipe.card.publish_backend!r} is not one of {['auto', *available_backends()]}")
     _check_output_dir(Path(recipe.output_dir), overwrite)
     _check_model_path(recipe.model)
     check_subset(recipe.data)
@@ -272,7 +311,9 @@ def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
     if mitigation is not None:
         quant = mitigation.quantization_recipe
         if quant is not None and recipe.model.config is not None:
-            quant.plan(_build_model(recipe.model, ["0", "1"], is_text=bool(recipe.data.text_column)))  # patterns match?
+            built = _build_model(recipe.model, ["0", "1"], is_text=bool(recipe.data.text_column))
+            quant.plan(built)  # patterns match?
+            quant = dataclasses.replace(quant, backend=publish_backend(recipe.card.publish_backend, quant, built))
         what = str(quant) if quant is not None else f"bits allocated under a {mitigation.quantization_budget:g}-bit budget"
         steps.append(f"mitigate: FairQuantTrainer, {what}, sampling {mitigation.group_sampling} "
                      f"(power {mitigation.sampling_power:g}), weighting {mitigation.group_weighting}")
@@ -323,6 +364,8 @@ def run(
     t = time.perf_counter()
     image_processor, tokenizer = _processors(recipe.model, recipe.data)
     data, spec = load_grouped_dataset(recipe.data, image_processor=image_processor, tokenizer=tokenizer)
+    # published beside the model: the model's own, else the fitted default transform as an image processor
+    processor = image_processor or tokenizer or getattr(data, "image_processor", None)
     train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
     class_names = _class_names(train)
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
@@ -332,7 +375,9 @@ def run(
         spec.validate(ds, label_column="labels", num_labels=model.config.num_labels, split=split)
     check_image_size(model.config, evaluation)
     if recipe.mitigation is not None and recipe.mitigation.quantization_recipe is not None:
-        recipe.mitigation.quantization_recipe.plan(model)  # a pattern matching no module fails here
+        quant = recipe.mitigation.quantization_recipe
+        quant.plan(model)  # a pattern matching no module fails here
+        _with_backend(recipe.mitigation, publish_backend(recipe.card.publish_backend, quant, model))
     if recipe.export is not None:
         deployment.check_exportable(model, recipe.export.recipes)  # no ONNX Runtime kernel: fails here
     counts = spec.counts(data)
@@ -403,7 +448,7 @@ def run(
     try:
         write_outputs(
             out, results, fp_model=model if recipe.training is not None else None, quantized=quantized,
-            processor=image_processor or tokenizer, explanation=explanation,
+            processor=processor, explanation=explanation,
             onnx_dir=staging / ONNX_DIR if staging is not None else None,
         )
     finally:

@@ -47,7 +47,7 @@ def build_results(
 ) -> dict[str, Any]:
     """Everything a run measured, as plain JSON types."""
     from . import __version__
-    from .quantization import layer_bits
+    from .quantization import backend_of, layer_bits
 
     counts = spec.counts(data)
     results: dict[str, Any] = {
@@ -95,6 +95,7 @@ def build_results(
         }
         results["published"] = {
             "name": mitigated.name,
+            "backend": backend_of(quantized).name,
             "effective_bits": mitigated.effective_bits,
             "size_bytes": mitigated.size_bytes,
             "fp_size_bytes": report.fp.size_bytes,
@@ -143,6 +144,8 @@ def summary_screen(results: dict[str, Any], output_dir: Path, pushed: str | None
     lines.append(f"outputs in {out}/: " + ", ".join(n for n in names if (out / n.rstrip('/')).exists()))
     if published:
         lines.append(f"load it: hf_fairquant.load_quantized({str(out)!r})")
+        if published.get("backend") == "torchao":
+            lines.append(f"or with plain transformers (+ torchao): AutoModelFor*.from_pretrained({str(out)!r})")
     if pushed:
         lines.append(f"pushed: {pushed}")
     return "\n".join(lines)

@@ -405,3 +405,65 @@ def test_hub_ids_with_dots_are_not_taken_for_missing_paths(tmp_path):
     recipe = load_recipe(_write(tmp_path, "data: {source: digits}\nmodel: {name_or_path: runs/a/fp_model}\n"))
     with pytest.raises(FileNotFoundError, match="model path runs/a/fp_model does not exist"):
         dry_run(recipe)
+
+
+# ---------------------------------------------------------------------------- torchao: plain transformers
+PLAIN_PIPELINE = """
+import json, sys
+import numpy as np
+from transformers import AutoModelForImageClassification, pipeline
+pixels, images, out = torch.load(sys.argv[1]), np.load(sys.argv[2]), {}
+for target in sys.argv[3:]:
+    model = AutoModelForImageClassification.from_pretrained(target)
+    with torch.no_grad():
+        torch.save(model(pixel_values=pixels).logits, target.replace("/", "_") + ".logits.pt")
+    classify = pipeline("image-classification", model=target)
+    out[target] = [r[0]["label"] for r in classify([im[..., None] for im in images], top_k=1)]
+print(json.dumps(out))
+"""
+
+
+def test_a_linear_only_recipe_publishes_a_model_plain_transformers_loads(digits_run, hub, tmp_path):
+    """publish_backend auto: every quantized module is a Linear → torchao; the folder and its Hub
+    repo load with plain transformers (no hf_fairquant in the process), `pipeline()` included,
+    with the audited model's exact logits and predictions."""
+    import torch
+
+    from hf_fairquant.data import load_grouped_dataset, load_source
+    from tests.plain_transformers import run_plain
+
+    out, _, _ = digits_run
+    raw = yaml.safe_load(_saved_model_recipe(out, tmp_path).read_text())
+    raw["mitigation"]["quantization"] = {"preset": "w4a8", "name": "w4a8-linear", "overrides": {"classifier": "w8a8"},
+                                         "exclude": ["vit.embeddings.*"]}
+    raw["audit"] = {"recipes": ["w4a8"], "n_boot": 20}
+    recipe = tmp_path / "linear.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    target = tmp_path / "published"
+    assert main(["run", str(recipe), "--output-dir", str(target), "--push-to-hub", "me/digits-torchao"]) == 0
+    results = json.loads((target / "results.json").read_text())
+    assert results["published"]["backend"] == "torchao"
+    assert json.loads((target / "config.json").read_text())["quantization_config"]["quant_method"] == "torchao"
+    assert (target / "preprocessor_config.json").is_file() and not (target / "quantization_map.json").exists()
+    first_lines = (target / "README.md").read_text().split("\n---\n", 1)[1].strip().splitlines()[:3]
+    assert any("AutoModelForImageClassification.from_pretrained" in line and "no hf_fairquant needed" in line
+               for line in first_lines), first_lines
+
+    parsed = load_recipe(recipe, output_dir=str(target))
+    splits, spec = load_grouped_dataset(parsed.data)
+    test = splits["test"].select(range(120))
+    pixels = torch.tensor(np.asarray(test.with_format("numpy")["pixel_values"][:]))
+    audited = load_quantized(target)
+    with torch.no_grad():
+        logits = audited(pixel_values=pixels).logits
+    images = np.stack([np.asarray(im) for im in load_source("digits")["test"]["image"][:120]])
+    torch.save(pixels, tmp_path / "pixels.pt")
+    np.save(tmp_path / "images.npy", images)
+    args = (str(tmp_path / "pixels.pt"), str(tmp_path / "images.npy"), str(target), "me/digits-torchao")
+    done = run_plain(PLAIN_PIPELINE, tmp_path, args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    labels = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = [audited.config.id2label[i] for i in logits.argmax(-1).tolist()]
+    for name in (str(target), "me/digits-torchao"):
+        assert torch.equal(torch.load(tmp_path / (name.replace("/", "_") + ".logits.pt")), logits), name
+        assert labels[name] == expected, name

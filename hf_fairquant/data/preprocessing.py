@@ -31,6 +31,18 @@ class ImageStandardizer:
         arr = np.stack([_to_chw(im) for im in images])
         return cls(tuple(arr.mean(axis=(0, 2, 3)).tolist()), tuple(np.maximum(arr.std(axis=(0, 2, 3)), 1e-6).tolist()))
 
+    def image_processor(self, size: tuple[int, int]) -> Any:
+        """This transform as a transformers image processor (saved beside a published model, so
+        ``pipeline("image-classification", model=folder)`` preprocesses as training did): rescale
+        by 1/255, normalise by the fitted mean/std, at the data's ``(height, width)`` (no resize
+        happens for images of that size)."""
+        from transformers import ViTImageProcessor
+
+        return ViTImageProcessor(
+            do_resize=True, size={"height": int(size[0]), "width": int(size[1])}, do_rescale=True,
+            rescale_factor=1 / 255, do_normalize=True, image_mean=list(self.mean), image_std=list(self.std),
+        )
+
     def __call__(self, images: Sequence[Any]) -> np.ndarray:
         arr = np.stack([_to_chw(im) for im in images])
         mean = np.asarray(self.mean, dtype=np.float32)[None, :, None, None]
@@ -54,7 +66,9 @@ def prepare_image_dataset(
     """Add ``pixel_values`` (float32, C×H×W) and ``labels``; drop the raw image column.
 
     Other columns (groups, class names) are kept. Without ``image_processor`` the mean/std
-    come from up to ``fit_sample`` training images (a fixed prefix: deterministic).
+    come from up to ``fit_sample`` training images (a fixed prefix: deterministic); the returned
+    DatasetDict then carries the equivalent transformers processor as ``.image_processor``
+    (:meth:`ImageStandardizer.image_processor`), to publish beside the model.
     """
     first = next(iter(dataset.values()))
     for col in (image_column, label_column):
@@ -82,7 +96,9 @@ def prepare_image_dataset(
             convert, batched=True, batch_size=1000, remove_columns=remove, features=features,
             desc=f"preprocess {split}",
         )
-    return DatasetDict(out)
+    prepared = DatasetDict(out)
+    prepared.image_processor = transform.image_processor(shape[-2:]) if image_processor is None else image_processor
+    return prepared
 
 
 def _label_feature(feature: Any) -> Any:

@@ -10,6 +10,11 @@ from ..errors import FairQuantError
 from ._sampling import DEFAULT_MAX_EXAMPLES, check_examples_per_group
 
 PARAMETER_SETS = ("quantized", "all")
+#: Hessian-vector products per group and model (trace probes + λ_max + the Taylor term). One
+#: HVP over ViT-B/16's 85 M weights costs ≈ 2.5 s on one CPU thread however few the examples
+#: (benchmarks/scale.py); 24 per group keeps explain near 60 FP passes when the groups' samples
+#: are a fraction of the data (see the README's scale table for where it is not).
+DEFAULT_HVP_BUDGET = 24
 
 
 @dataclass
@@ -22,8 +27,8 @@ class ExplainConfig:
     )
     examples_per_group: int | str | None = field(
         default=None,
-        metadata={"help": f"examples per group for gradients and curvature: N, 'all', or unset (all, at most "
-                          f"{DEFAULT_MAX_EXAMPLES})"},
+        metadata={"help": f"examples per group for gradients and curvature: N, 'all', or unset (every group at "
+                          f"the smallest group's count, at most {DEFAULT_MAX_EXAMPLES})"},
     )
     parameters: str = field(
         default="quantized", metadata={"help": f"parameters of gradients and Hessians: one of {', '.join(PARAMETER_SETS)}"}
@@ -32,9 +37,17 @@ class ExplainConfig:
         default="lanczos", metadata={"help": f"λ_max estimator: one of {', '.join(METHODS)}", "aliases": ["--method"]}
     )
     tol: float = field(default=1e-3, metadata={"help": "relative tolerance of λ_max"})
-    max_iterations: int = field(default=100, metadata={"help": "Lanczos restarts / power-iteration steps"})
-    lanczos_vectors: int = field(default=8, metadata={"help": "Lanczos basis size (scipy eigsh ncv)"})
-    probes: int = field(default=32, metadata={"help": "Hutchinson probes for the Hessian trace"})
+    max_iterations: int = field(default=100, metadata={"help": "most Hessian-vector products of λ_max (Lanczos or power)"})
+    lanczos_vectors: int = field(default=4, metadata={"help": "recent Lanczos vectors kept for reorthogonalisation"})
+    probes: int = field(default=8, metadata={"help": "Hutchinson probes for the Hessian trace"})
+    hvp_budget: int | None = field(
+        default=DEFAULT_HVP_BUDGET,
+        metadata={"help": "Hessian-vector products per group and model (trace probes + 1 Taylor + λ_max); "
+                          "λ_max stops there, marked not converged with its residual; unset: no cap"},
+    )
+    chunk_size: int | None = field(
+        default=16, metadata={"help": "examples per micro-batch of gradients and HVPs (bounds memory); unset: batch_size"}
+    )
     quantized_curvature: bool = field(
         default=False, metadata={"help": "also the curvature of the quantized (straight-through) model"}
     )
@@ -47,9 +60,25 @@ class ExplainConfig:
         check_examples_per_group(self.examples_per_group)
         for name in ("calibration_size", "max_iterations", "lanczos_vectors", "probes", "batch_size"):
             check_positive_int(f"explain {name}", getattr(self, name))
+        if self.chunk_size is not None:
+            check_positive_int("explain chunk_size", self.chunk_size)
+        lambda_budget_of(self.hvp_budget, self.probes, self.max_iterations)
         check_positive_int("explain seed", self.seed, allow_zero=True)
         check_positive_number("explain tol", self.tol)
         if self.eigen_method not in METHODS:
             raise FairQuantError(f"unknown eigen_method {self.eigen_method!r}; allowed: {list(METHODS)}")
         if self.parameters not in PARAMETER_SETS:
             raise FairQuantError(f"unknown parameters {self.parameters!r}; allowed: {list(PARAMETER_SETS)}")
+
+
+def lambda_budget_of(hvp_budget: int | None, probes: int, max_iterations: int) -> int:
+    """Products left for λ_max of the FP model after the trace probes and the Taylor term."""
+    if hvp_budget is None:
+        return max_iterations
+    if isinstance(hvp_budget, bool) or not isinstance(hvp_budget, int) or hvp_budget < probes + 3:
+        raise FairQuantError(
+            f"hvp_budget={hvp_budget!r} Hessian-vector products per group cannot cover probes={probes} "
+            f"(trace) + 1 (Taylor term) + at least 2 for λ_max: pass an int ≥ {probes + 3}, "
+            "lower probes, or None (no cap)"
+        )
+    return min(max_iterations, hvp_budget - probes - 1)

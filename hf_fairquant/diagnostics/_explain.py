@@ -25,7 +25,7 @@ from ..quantization import RecipeLike, calibration_batches
 from . import _models
 from .._config import resolve_config
 from ..curvature import GroupObjective, evaluating, hutchinson_trace, top_eigenvalue
-from ._config import ExplainConfig
+from ._config import ExplainConfig, lambda_budget_of
 from ._drift import weight_errors
 from ._explanation import (
     BoundSummary,
@@ -39,7 +39,7 @@ from ._explanation import (
 )
 from ..batching import float_logits
 from ._passes import PairedPass, paired_pass
-from ._sampling import examples_to_use, sample_rows
+from ._sampling import examples_to_use, sample_rows, split_halves
 
 
 
@@ -63,14 +63,19 @@ def explain(
 
     Options come from ``config`` (:class:`ExplainConfig`) and/or keywords naming its fields
     (``explain(..., probes=8)``; a keyword wins). Gradients and curvature use each group's mean
-    cross-entropy on ``examples_per_group`` examples (None: all, at most 512; ``"all"``; or an
-    int — an error if a group has fewer), over the ``parameters``: ``"quantized"`` (the weights
-    quantization perturbs, default: the bound's Δθ lives there) or ``"all"``. λ_max:
-    ``eigen_method`` ``"lanczos"`` (scipy eigsh, largest algebraic) or ``"power"`` (largest
-    magnitude), to relative tolerance ``tol``, at most ``max_iterations`` (restarts for Lanczos,
-    products for power iteration); the trace from ``probes`` Rademacher probes.
-    ``quantized_curvature`` adds the straight-through quantized model's curvature. Everything is
-    seeded by ``seed``.
+    cross-entropy on ``examples_per_group`` examples (None, the default: every group at the
+    smallest group's count, at most 128 — so groups are compared at equal sample size;
+    ``"all"``; or an int — an error if a group has fewer); beside each ‖∇L‖ its sampling noise
+    floor at that size (split halves, no extra pass). Gradients and HVPs are accumulated over
+    micro-batches of ``chunk_size`` examples (memory bounded by the chunk), over the
+    ``parameters``: ``"quantized"`` (the weights quantization perturbs, default: the bound's Δθ
+    lives there) or ``"all"``. λ_max: ``eigen_method`` ``"lanczos"`` (largest algebraic) or
+    ``"power"`` (largest magnitude), to relative tolerance ``tol``, at most ``max_iterations``
+    products; the trace from ``probes`` Rademacher probes. ``hvp_budget`` caps the products per
+    group and model (None: no cap): the Taylor term takes 1 and the trace ``probes``, λ_max the
+    rest, and stops there with its achieved residual and "not converged" rather than running
+    on. ``quantized_curvature`` adds the straight-through quantized model's curvature.
+    Everything is seeded by ``seed``.
     """
     started = time.perf_counter()
     cfg = resolve_config(ExplainConfig, config, options, "explain")
@@ -78,6 +83,8 @@ def explain(
     eigen_method, tol, max_iterations, lanczos_vectors = cfg.eigen_method, cfg.tol, cfg.max_iterations, cfg.lanczos_vectors
     probes, quantized_curvature, batch_size, seed = cfg.probes, cfg.quantized_curvature, cfg.batch_size, cfg.seed
     # ------------------------------------------------------------ validate (no heavy work)
+    hvp_budget, chunk_size = cfg.hvp_budget, cfg.chunk_size
+    lambda_budget = lambda_budget_of(hvp_budget, probes, max_iterations)
     spec = group_spec if isinstance(group_spec, GroupSpec) else GroupSpec(group_spec)
     num_labels = _num_labels(model)
     spec.validate(dataset, label_column=LABELS, num_labels=num_labels, split="explain")
@@ -117,27 +124,30 @@ def explain(
     deltas = _models.weight_deltas(model, qm.frozen, plan)
     delta = torch.cat([
         deltas[n.rsplit(".", 1)[0]].reshape(-1) if n.endswith(".weight") and n.rsplit(".", 1)[0] in deltas
-        else torch.zeros(p.numel(), dtype=p.dtype)
+        else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
         for n, p in zip(names, fp_params)
     ]).to(fp_params[0].dtype)
     delta_norm = float(delta.double().norm())
-    eig = dict(method=eigen_method, tol=tol, max_iterations=max_iterations, lanczos_vectors=lanczos_vectors, seed=seed)
+    eig = dict(method=eigen_method, tol=tol, max_iterations=lambda_budget, lanczos_vectors=lanczos_vectors, seed=seed)
+    eig_quantized = {**eig, "max_iterations": min(max_iterations, lambda_budget + 1)}  # no Taylor term there
 
     gradients, curvature, taylor = {}, {"fp": {}}, {}
     if quantized_curvature:
         curvature["quantized"] = {}
     for g in tqdm(list(counts), desc="groups", disable=not progress):
         rows = sample_rows(codes, spec.code_of(g), sizes[g], seed)
-        batches = list(iterate_batches(model, dataset.select(rows.tolist()), batch_size))
-        fp_obj = GroupObjective(model, fp_params, batches)
-        q_obj = GroupObjective(qm.straight_through, q_params, batches)
-        grad = fp_obj.gradient()
-        gradients[g] = GroupGradient(len(rows), float(grad.double().norm()), float(q_obj.gradient().double().norm()))
+        batches = list(iterate_batches(model, dataset.select(rows.tolist()), chunk_size or batch_size))
+        fp_obj = GroupObjective(model, fp_params, batches, chunk_size)
+        q_obj = GroupObjective(qm.straight_through, q_params, batches, chunk_size)
+        grad, noise = _gradient_and_noise(model, fp_params, dataset, rows, chunk_size or batch_size, seed)
+        gradients[g] = GroupGradient(
+            len(rows), float(grad.double().norm()), float(q_obj.gradient().double().norm()), noise
+        )
         with tqdm(desc=f"curvature {g}", unit="HVP", disable=not progress, leave=False) as bar:
             fp_obj.on_hvp = q_obj.on_hvp = bar.update
             curvature["fp"][g] = _curvature(fp_obj, eig, probes, seed)
             if quantized_curvature:
-                curvature["quantized"][g] = _curvature(q_obj, eig, probes, seed)
+                curvature["quantized"][g] = _curvature(q_obj, eig_quantized, probes, seed)
             quadratic = float(torch.dot(fp_obj.hvp(delta).double(), delta.double()))
         taylor[g] = float(torch.dot(grad.double(), delta.double())) + 0.5 * quadratic
 
@@ -145,7 +155,9 @@ def explain(
     settings = {
         "parameters": parameters, "dimension": int(delta.numel()), "eigen_method": eigen_method, "tol": tol,
         "max_iterations": max_iterations, "lanczos_vectors": lanczos_vectors, "probes": probes,
+        "hvp_budget": hvp_budget, "chunk_size": chunk_size,
         "examples_per_group": examples_per_group, "examples_cap": max(sizes.values()),
+        "equal_examples": len(set(sizes.values())) == 1,
         "batch_size": batch_size, "seed": seed,
         "calibration_size": calibration_size if needs_calibration else 0,
         "calibrated_on": None if not needs_calibration else ("calibration_dataset" if calibration_dataset is not None else "dataset"),
@@ -167,6 +179,24 @@ def explain(
 
 
 # ---------------------------------------------------------------- validation helpers
+def _gradient_and_noise(
+    model: torch.nn.Module, params: list, dataset: Any, rows: np.ndarray, chunk: int, seed: int
+) -> tuple[torch.Tensor, float | None]:
+    """∇ of the group's mean loss on ``rows`` and its split-half sampling noise floor
+    √(n_A·n_B)/n · ‖∇L_A − ∇L_B‖ (E‖∇L̂ − ∇L‖ at n examples; from the same backward passes)."""
+    if len(rows) < 2:
+        one = GroupObjective(model, params, list(iterate_batches(model, dataset.select(rows.tolist()), chunk)))
+        return one.gradient(), None
+    halves = split_halves(rows, seed)
+    grads = [
+        GroupObjective(model, params, list(iterate_batches(model, dataset.select(h.tolist()), chunk)), chunk).gradient()
+        for h in halves
+    ]
+    n_a, n_b, n = len(halves[0]), len(halves[1]), len(rows)
+    gradient = (grads[0] * n_a + grads[1] * n_b) / n
+    noise = float((grads[0].double() - grads[1].double()).norm()) * (n_a * n_b) ** 0.5 / n
+    return gradient, noise
+
 def _num_labels(model: torch.nn.Module) -> int | None:
     config = getattr(model, "config", None)
     problem = getattr(config, "problem_type", None)
@@ -251,7 +281,8 @@ def _curvature(objective: GroupObjective, eig: dict, probes: int, seed: int) -> 
     top = top_eigenvalue(objective.hvp, objective.dim, dtype=objective.dtype, **eig)
     trace = hutchinson_trace(objective.hvp, objective.dim, probes=probes, seed=seed, dtype=objective.dtype)
     return GroupCurvature(
-        objective.num_examples, top.value, top.hvps, top.converged, trace.value, trace.stderr, trace.probes, trace.exact
+        objective.num_examples, top.value, top.hvps, top.converged, trace.value, trace.stderr, trace.probes, trace.exact,
+        top.residual,
     )
 
 

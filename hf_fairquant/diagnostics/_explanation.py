@@ -56,11 +56,15 @@ class GroupLogits:
 
 @dataclass
 class GroupGradient:
-    """Link 3 for one group: ‖∇L_g‖ of FP and quantized (straight-through) model."""
+    """Link 3 for one group: ‖∇L_g‖ of FP and quantized (straight-through) model, and the
+    sampling noise floor of the FP norm at this many examples: √(n_A·n_B)/n · ‖∇L_A − ∇L_B‖
+    over a random split of the sample into halves A, B — an estimate of E‖∇L̂ − ∇L‖, the norm
+    that sampling noise alone gives (None for one example). A norm near it is sample size."""
 
     examples: int
     fp: float
     quantized: float
+    noise_floor: float | None = None
 
 
 @dataclass
@@ -75,6 +79,7 @@ class GroupCurvature:
     trace_stderr: float | None
     trace_probes: int
     trace_exact: bool
+    lambda_residual: float | None = None  # achieved relative residual of the λ_max estimate
 
 
 @dataclass

@@ -15,6 +15,8 @@ def _num(value: float | None, digits: int = 4) -> str:
     return "—" if value is None else f"{value:.{digits}g}"
 
 
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or not den else num / den
 
 
 def _image(plots_dir: str | None, name: str, alt: str) -> str:
@@ -29,8 +31,12 @@ def render(ex: "Explanation", plots_dir: str | None = None) -> str:
         f"# Explain: {ex.quantization.get('name', 'quantized')} vs full precision",
         f"Groups by {INTERSECTION_SEPARATOR.join(ex.group_columns)}; examples per group: {counts}. "
         f"Gradients and curvature over the `{s.get('parameters', 'quantized')}` parameters "
-        f"({s.get('dimension', '?')} values) on up to {s.get('examples_cap', 'all')} examples per group; "
-        f"seed {s.get('seed')}."
+        f"({s.get('dimension', '?')} values) on "
+        + (f"{s.get('examples_cap')} examples of every group (equal counts); " if s.get("equal_examples")
+           else f"up to {s.get('examples_cap', 'all')} examples per group (unequal counts: a smaller sample has a larger ‖∇L‖ "
+                "and λ_max from sampling noise alone); ")
+        + f"at most {s['hvp_budget']} Hessian-vector products per group; " * bool(s.get("hvp_budget"))
+        + f"seed {s.get('seed')}."
         + (f" Wall time {s['wall_time_s']} s." if "wall_time_s" in s else ""),
     ]
 
@@ -71,16 +77,23 @@ def render(ex: "Explanation", plots_dir: str | None = None) -> str:
     ]
 
     # 3. gradients
-    rows = [[g, str(ex.gradients[g].examples), _num(ex.gradients[g].fp), _num(ex.gradients[g].quantized)] for g in groups]
+    rows = [
+        [g, str(ex.gradients[g].examples), _num(ex.gradients[g].fp), _num(ex.gradients[g].noise_floor),
+         _num(_ratio(ex.gradients[g].fp, ex.gradients[g].noise_floor), 3), _num(ex.gradients[g].quantized)]
+        for g in groups
+    ]
     parts += [
         "## 3. Gradient norms per group",
         "‖∇θ L_g‖ of each group's mean loss; the quantized model through its fake-quantized "
-        "(straight-through) graph.\n\n" + markdown_table(["group", "examples", "‖∇L‖ FP", "‖∇L‖ quantized"], rows),
+        "(straight-through) graph. Noise floor: the norm sampling noise alone gives at this many "
+        "examples, √(n_A·n_B)/n·‖∇L_A − ∇L_B‖ over a random split of the group's sample into halves; "
+        "a ‖∇L‖ near its noise floor (ratio ≈ 1) says more about the sample size than about the group.\n\n"
+        + markdown_table(["group", "examples", "‖∇L‖ FP", "noise floor", "‖∇L‖ / floor", "‖∇L‖ quantized"], rows),
     ]
 
     # 4. curvature
     method = s.get("eigen_method", "lanczos")
-    head = ["model", "group", "examples", "λ_max", "HVPs", "trace", "± s.e.", "probes"]
+    head = ["model", "group", "examples", "λ_max", "HVPs", "residual", "trace", "± s.e.", "probes"]
     rows = []
     for model, per_group in ex.curvature.items():
         for g in groups:
@@ -88,10 +101,12 @@ def render(ex: "Explanation", plots_dir: str | None = None) -> str:
             trace_se = "exact" if c.trace_exact else _num(c.trace_stderr, 2)
             converged = "" if c.lambda_converged else " (not converged)"
             rows.append([model, g, str(c.examples), _num(c.lambda_max) + converged, str(c.lambda_hvps),
-                         _num(c.trace), trace_se, str(c.trace_probes)])
+                         _num(c.lambda_residual, 2), _num(c.trace), trace_se, str(c.trace_probes)])
     parts += [
         "## 4. Curvature per group",
-        f"Top Hessian eigenvalue of each group's loss ({method}; HVPs = Hessian-vector products used) and "
+        f"Top Hessian eigenvalue of each group's loss ({method}; HVPs = Hessian-vector products used, "
+        f"stopped at relative residual {s.get('tol', '?')} or at the budget — then marked not converged, "
+        "with the residual it reached) and "
         "the Hessian trace (Hutchinson, Rademacher probes, ± its standard error).\n\n"
         + markdown_table(head, rows) + _image(plots_dir, "gradients_curvature.png", "gradient norm and λ_max per group"),
     ]

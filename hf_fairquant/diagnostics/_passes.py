@@ -54,14 +54,14 @@ def paired_pass(
             q_rec.outputs.clear()
             for key, model in (("fp", fp), ("quantized", quantized)):
                 for stat, values in logit_statistics(float_logits(model(**inputs)), labels).items():
-                    stats[key][stat].append(values.double().numpy())
+                    stats[key][stat].append(values.double().cpu().numpy())
             missing = np.full(len(labels), np.nan)  # a module this forward did not call
             drift.append(np.stack([
-                ((q_rec.outputs[n] - fp_rec.outputs[n]) ** 2).sum(1).numpy() if n in fp_rec.outputs else missing
+                ((q_rec.outputs[n] - fp_rec.outputs[n]) ** 2).sum(1).cpu().numpy() if n in fp_rec.outputs else missing
                 for n in layers
             ], 1))
             norm.append(np.stack([
-                (fp_rec.outputs[n] ** 2).sum(1).numpy() if n in fp_rec.outputs else missing for n in layers
+                (fp_rec.outputs[n] ** 2).sum(1).cpu().numpy() if n in fp_rec.outputs else missing for n in layers
             ], 1))
     return PairedPass(
         list(layers),

@@ -5,7 +5,13 @@ gradient is not contiguous (BERT/DistilBERT: it comes from a transpose in attent
 backward fails with "view size is not compatible with input tensor's size and stride".
 ``.reshape`` is the same operation where ``.view`` works and copies where it cannot.
 
-The patch is written against 0.2.7 (the pinned version): on another version it is not applied
+Under ``torch.inference_mode()`` its ``forward`` fails on int2/int4 weights with "Cannot set
+version_counter for inference tensor": ``other.t()`` makes a view of a ``WeightQBitsTensor``
+created outside inference mode whose data (quanto's fallback dequantizes) is an inference
+tensor. quanto's fallback for ``t`` is ``dequantize().t()``; calling that directly inside
+inference mode computes the same values without the view of the wrapper.
+
+The patches are written against 0.2.7 (the pinned version): on another version it is not applied
 and a warning says so, since the function it replaces may have changed.
 """
 
@@ -35,6 +41,24 @@ def _backward(ctx, gO):  # noqa: N803 - the name quanto uses
     return input_gO, other_gO, bias_gO
 
 
+def _forward(ctx, input, other, bias=None):  # noqa: A002 - quanto's names
+    ctx.save_for_backward(input, other)
+    if torch.is_inference_mode_enabled() and _is_qbits(other):
+        other_t = other.dequantize().t()  # what quanto's fallback computes for other.t()
+    else:
+        other_t = other.t()
+    output = torch.matmul(input, other_t)
+    if bias is not None:
+        output = output + bias
+    return output
+
+
+def _is_qbits(tensor: torch.Tensor) -> bool:
+    from optimum.quanto.tensor.weights.qbits import WeightQBitsTensor
+
+    return isinstance(tensor, WeightQBitsTensor)
+
+
 def apply() -> bool:
     """Install the fixed backward once (idempotent); returns whether it is installed."""
     if _state["applied"]:
@@ -53,6 +77,7 @@ def apply() -> bool:
 
     _state["original"] = QuantizedLinearFunction.backward
     QuantizedLinearFunction.backward = staticmethod(_backward)
+    QuantizedLinearFunction.forward = staticmethod(_forward)
     _state["applied"] = True
     return True
 

@@ -14,14 +14,20 @@ from ..errors import FairQuantError
 from ..groups import GroupSpec
 from .backends import Plan, QuantBackend, backend_of, get_backend
 from .calibration import calibration_batches
-from .recipe import LayerQuant, QuantRecipe, RecipeLike, float_bits, quantizable_modules, weighted_bits
-
-DEFAULT_BACKEND = "quanto"
+from .recipe import (
+    DEFAULT_BACKEND,
+    LayerQuant,
+    QuantRecipe,
+    RecipeLike,
+    float_bits,
+    quantizable_modules,
+    weighted_bits,
+)
 
 
 def recipe_backend(recipe: QuantRecipe) -> QuantBackend:
-    """The backend a recipe compiles to."""
-    return get_backend(getattr(recipe, "backend", None) or DEFAULT_BACKEND)
+    """The backend a recipe compiles to, with the recipe's backend options."""
+    return get_backend(recipe.backend).configure(recipe)
 
 
 def apply_plan(model: torch.nn.Module, plan: Plan, backend: str = DEFAULT_BACKEND) -> torch.nn.Module:
@@ -60,9 +66,10 @@ def quantize(
 ) -> torch.nn.Module:
     """Post-training quantization of every Conv2d/Linear of ``model``, in place (returned too).
 
-    Recipes with 8-bit activations need ``calibration_dataset`` (preprocessed, with the
-    model's input columns); ``calibration_size`` examples are drawn stratified by
-    ``group_spec`` so that rare groups shape the activation ranges too.
+    Recipes with static 8-bit activations (optimum-quanto) need ``calibration_dataset``
+    (preprocessed, with the model's input columns); ``calibration_size`` examples are drawn
+    stratified by ``group_spec`` so that rare groups shape the activation ranges too. torchao's
+    int8 activations are dynamic: no calibration data.
     """
     recipe = QuantRecipe.parse(recipe)
     plan = recipe.plan(model)
@@ -70,7 +77,7 @@ def quantize(
     backend.check(model, plan)
     if calibration_size <= 0:
         raise FairQuantError(f"calibration_size must be positive, got {calibration_size}")
-    needs_calibration = any(q is not None and q.activation_bits for q in plan.values())
+    needs_calibration = backend.needs_calibration(plan)
     if needs_calibration and calibration_dataset is None:
         raise FairQuantError(f"recipe {recipe} quantizes activations: pass a calibration_dataset")
     batches = (
@@ -79,9 +86,13 @@ def quantize(
         else []
     )
     backend.apply(model, plan)
+    # freeze first, then calibrate: the activation ranges come out the same (the frozen weights
+    # are the values the unfrozen modules fake-quantize to), but each calibration forward no
+    # longer re-quantizes every weight (ViT-B/16, 8 examples at 64²: 2.1 s → 0.65 s)
+    backend.freeze(model)
     if batches:
         backend.calibrate(model, batches)
-    return backend.freeze(model)
+    return model
 
 
 def is_quantized(model: torch.nn.Module) -> bool:
@@ -124,10 +135,18 @@ def effective_bits(model: torch.nn.Module) -> float:
 
 
 def model_size_bytes(model: torch.nn.Module) -> int:
-    """Bytes of every tensor in the state dict — what ``save_quantized`` writes (± header); for an
-    ONNX Runtime model, the file's bytes."""
+    """Bytes of every tensor in the state dict — what ``save_quantized`` writes (± header).
+    A tensor subclass (torchao's integer weights) counts the plain tensors it holds; an ONNX
+    Runtime model counts its file's bytes."""
     backend = backend_of(model)
     own = backend.size_bytes(model) if backend is not None else None
     if own is not None:
         return own
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return sum(_tensor_bytes(t) for t in model.state_dict().values())
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> int:
+    if type(tensor) not in (torch.Tensor, torch.nn.Parameter) and hasattr(tensor, "__tensor_flatten__"):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(_tensor_bytes(getattr(tensor, n)) for n in names)
+    return tensor.numel() * tensor.element_size()

@@ -3,8 +3,9 @@
 A recipe has default weight/activation bits, per-module overrides by glob pattern (mixed
 precision; the first matching pattern wins) and excluded modules (kept in float). Presets
 are strings ``w{2,4,8}`` optionally followed by ``a8``: ``"w8a8"``, ``"w4a8"``, ``"w4"``,
-``"w2a8"``. :meth:`QuantRecipe.plan` resolves a recipe against a model, failing early on
-patterns that match nothing.
+``"w2a8"``, optionally followed by ``@<backend>`` (``"w4a8@torchao"``). :meth:`QuantRecipe.plan`
+resolves a recipe against a model, failing early on patterns that match nothing; ``backend``
+names the library it compiles to (see :mod:`.backends`; default optimum-quanto).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ SUPPORTED_ACTIVATION_BITS = (None, 8)
 #: The named presets (any ``w{2,4,8}[a8]`` string parses too).
 PRESETS = ("w8a8", "w4a8", "w4", "w2a8")
 QUANTIZABLE_TYPES = (torch.nn.Conv2d, torch.nn.Linear)
+#: The backend a recipe compiles to when it names none.
+DEFAULT_BACKEND = "quanto"
+#: Weight group size of the backends that quantize per group (torchao's int4/int2).
+DEFAULT_GROUP_SIZE = 32
 _PRESET_RE = re.compile(r"^w(\d+)(?:a(\d+))?$")
 
 
@@ -70,7 +75,9 @@ class QuantRecipe:
     """Weight/activation bits for every Conv2d and Linear of a model.
 
     >>> QuantRecipe.parse("w4a8")
-    QuantRecipe(weight_bits=4, activation_bits=8, overrides=(), exclude=(), name='w4a8')
+    QuantRecipe(weight_bits=4, activation_bits=8, overrides=(), exclude=(), name='w4a8', backend='quanto', group_size=32)
+    >>> str(QuantRecipe.parse("w4a8@torchao"))
+    'w4a8@torchao'
     >>> QuantRecipe(2, 8, overrides={"classifier*": "w8a8"}).layer_quant("classifier.1")
     LayerQuant(weight_bits=8, activation_bits=8)
     """
@@ -80,9 +87,19 @@ class QuantRecipe:
     overrides: tuple[tuple[str, LayerQuant], ...] = field(default=())
     exclude: tuple[str, ...] = field(default=())
     name: str | None = None
+    #: the library the recipe compiles to: a name of :func:`~hf_fairquant.quantization.available_backends`
+    backend: str = DEFAULT_BACKEND
+    #: weights per scale of grouped low-bit weights (torchao int4/int2; optimum-quanto uses its own)
+    group_size: int = DEFAULT_GROUP_SIZE
 
     def __post_init__(self) -> None:
+        from .backends import available_backends  # here: the registry module imports this one
+
         LayerQuant(self.weight_bits, self.activation_bits)  # validates the defaults
+        if self.backend not in available_backends():
+            raise FairQuantError(f"unknown quantization backend {self.backend!r}; allowed: {available_backends()}")
+        if not isinstance(self.group_size, int) or isinstance(self.group_size, bool) or self.group_size <= 0:
+            raise FairQuantError(f"group_size must be a positive integer, got {self.group_size!r}")
         overrides = self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides
         object.__setattr__(self, "overrides", tuple((str(p), LayerQuant.parse(q)) for p, q in overrides))
         exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
@@ -95,7 +112,7 @@ class QuantRecipe:
         if isinstance(value, QuantRecipe):
             return value
         if isinstance(value, Mapping):
-            allowed = {"weight_bits", "activation_bits", "overrides", "exclude", "name", "preset"}
+            allowed = {"weight_bits", "activation_bits", "overrides", "exclude", "name", "preset", "backend", "group_size"}
             unknown = set(value) - allowed
             if unknown:
                 raise FairQuantError(f"unknown recipe key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -106,8 +123,9 @@ class QuantRecipe:
                 data.setdefault("activation_bits", base.activation_bits)
             return cls(**data)
         if isinstance(value, str):
-            base = LayerQuant.parse(value)
-            return cls(base.weight_bits, base.activation_bits, name=str(base))
+            preset, _, backend = value.partition("@")
+            base = LayerQuant.parse(preset)
+            return cls(base.weight_bits, base.activation_bits, name=str(base), backend=backend.strip().lower() or DEFAULT_BACKEND)
         raise FairQuantError(f"cannot make a QuantRecipe from {type(value).__name__}: give a preset string or a mapping")
 
     # ------------------------------------------------------------ resolution
@@ -157,23 +175,29 @@ class QuantRecipe:
 
     # ------------------------------------------------------------ display
     def __str__(self) -> str:
-        if self.name:
-            return self.name
-        text = str(self.default)
-        if self.overrides:
-            text += "+" + ",".join(f"{p}:{q}" for p, q in self.overrides)
-        if self.exclude:
-            text += "-" + ",".join(self.exclude)
-        return text
+        text = self.name
+        if not text:
+            text = str(self.default)
+            if self.overrides:
+                text += "+" + ",".join(f"{p}:{q}" for p, q in self.overrides)
+            if self.exclude:
+                text += "-" + ",".join(self.exclude)
+        suffix = f"@{self.backend}"
+        return text if self.backend == DEFAULT_BACKEND or text.endswith(suffix) else text + suffix
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON-ready; :meth:`parse` reads it back (``name`` is the display name)."""
+        out = {
             "name": str(self),
             "weight_bits": self.weight_bits,
             "activation_bits": self.activation_bits,
             "overrides": {p: str(q) for p, q in self.overrides},
             "exclude": list(self.exclude),
+            "backend": self.backend,
         }
+        if self.group_size != DEFAULT_GROUP_SIZE:
+            out["group_size"] = self.group_size
+        return out
 
 
 def parse_recipes(values: RecipeLike | Iterable[RecipeLike]) -> list[QuantRecipe]:

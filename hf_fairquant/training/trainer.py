@@ -4,16 +4,18 @@ A drop-in ``transformers.Trainer``. What it adds, and where:
 
 - ``__init__``: fits a :class:`~hf_fairquant.GroupSpec` on the data, replaces the group
   column(s) by one int64 code column (kept through ``remove_unused_columns`` because it is a
-  label name), validates everything, then swaps in optimum-quanto modules (fake quantization,
-  straight-through gradients) and calibrates activation ranges on a group-stratified sample;
+  label name), validates everything, then asks the recipe's backend to prepare QAT
+  (``backend.prepare_qat``: optimum-quanto modules calibrated on a group-stratified sample, or
+  torchao ``QATConfig(base, step="prepare")`` — fake quantization, straight-through gradients);
 - ``_get_train_sampler``: the group-balanced sampler;
 - ``compute_loss``: pops the group codes before the forward, weights the per-example loss;
 - checkpoints: a :class:`~hf_fairquant.training.state.FairQuantState` callback (transformers'
   ``ExportableState``) saves the recipe, the groups and the DRO weights in ``trainer_state.json``;
   ``train(resume_from_checkpoint=...)`` checks and restores them;
 - ``log``: the Group-DRO weights as ``dro_weight/<group>``;
-- ``train`` freezes the quantized weights at the end; ``save_model`` then writes the folder
-  :func:`~hf_fairquant.load_quantized` reads.
+- ``train`` converts at the end (``backend.convert_qat``: quanto freezes, torchao
+  ``step="convert"``); ``save_model`` then writes the folder :func:`~hf_fairquant.load_quantized`
+  reads (for torchao also plain ``from_pretrained``).
 """
 
 from __future__ import annotations
@@ -31,19 +33,12 @@ from ..batching import LABELS, float_logits
 from ..groups import GroupSpec
 from ..metrics import group_compute_metrics
 from ..allocation import allocate_bits
-from ..quantization import QuantRecipe, apply_plan, calibrate, calibration_batches, freeze, save_quantized
+from ..quantization import QuantRecipe, calibration_batches, recipe_backend, save_quantized
 from ..quantization.api import is_quantized
 from .arguments import FairQuantTrainingArguments
 from .sampling import GroupBalancedSampler, cell_codes, sampling_weights
 from .state import FairQuantState, resolve_checkpoint
 from .weighting import GroupDROWeights, StaticGroupWeights
-
-
-
-def _is_frozen(model: torch.nn.Module) -> bool:
-    from ..quantization.backends.quanto import is_frozen
-
-    return is_frozen(model)
 
 
 class FairQuantTrainer(Trainer):
@@ -93,8 +88,12 @@ class FairQuantTrainer(Trainer):
         if args.quantization_budget is not None:  # "auto:<budget>": allocate bits on the training data
             self.quant_recipe = self._allocate_recipe(model, args, train_dataset)
         plan = self.quant_recipe.plan(model) if self.quant_recipe is not None else None
-        if plan is not None and self.quant_recipe.uses_activations and train_dataset is None:
-            raise FairQuantError(f"QAT recipe {self.quant_recipe} quantizes activations: calibration needs a train_dataset")
+        self._qat_plan, self._qat_backend, self._qat_converted = plan, None, False
+        if plan is not None:
+            self._qat_backend = recipe_backend(self.quant_recipe)
+            self._qat_backend.check(model, plan)  # what the backend cannot do, before any work
+            if self._qat_backend.needs_calibration(plan) and train_dataset is None:
+                raise FairQuantError(f"QAT recipe {self.quant_recipe} quantizes activations: calibration needs a train_dataset")
 
         train_dataset = self._encode_groups(train_dataset, args)
         if isinstance(eval_dataset, dict):
@@ -164,22 +163,23 @@ class FairQuantTrainer(Trainer):
         return dataset.with_format("torch") if not dataset.format["type"] else dataset
 
     def _prepare_qat(self, plan: dict) -> None:
-        """Swap in fake-quantizing modules; calibrate activations on a group-stratified sample."""
+        """The backend swaps in fake-quantizing modules; static activation ranges (quanto) are
+        calibrated on a group-stratified sample and then follow the training batches."""
         batches = []
-        if self.quant_recipe.uses_activations:
+        if self._qat_backend.needs_calibration(plan):
             code_spec = GroupSpec(self.args.group_code_column)
-            batches = calibration_batches(
-                self.model, self.train_dataset, self.args.calibration_size, code_spec,
-                batch_size=self.args.per_device_train_batch_size, seed=self.args.seed,
-            )
-        apply_plan(self.model, plan)
-        device = next(self.model.parameters()).device
-        if batches:
-            calibrate(self.model, ({k: v.to(device) for k, v in b.items()} for b in batches))
-            # updated every n-th step with momentum 0.9**n: the same time constant as every step
-            from ..quantization.backends.quanto import ActivationRangeTracker
-
-            self._range_tracker = ActivationRangeTracker(self.model, momentum=0.9**self.args.range_update_steps)
+            device = next(self.model.parameters()).device
+            batches = [
+                {k: v.to(device) for k, v in b.items()}
+                for b in calibration_batches(
+                    self.model, self.train_dataset, self.args.calibration_size, code_spec,
+                    batch_size=self.args.per_device_train_batch_size, seed=self.args.seed,
+                )
+            ]
+        # ranges updated every n-th step with momentum 0.9**n: the same time constant as every step
+        self._range_tracker = self._qat_backend.prepare_qat(
+            self.model, plan, batches, range_momentum=0.9**self.args.range_update_steps
+        )
 
     def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor.to(self.args.device), reduction="sum").cpu()
@@ -230,7 +230,7 @@ class FairQuantTrainer(Trainer):
 
     # ------------------------------------------------------------------ QAT end and saving
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
-        """Train, then (QAT) freeze: the model holds integer weights from here on.
+        """Train, then (QAT) convert: the model holds integer weights from here on.
 
         Resuming checks that the checkpoint was made with this recipe and these groups and
         restores the Group-DRO weights (from its ``trainer_state.json``) before any step."""
@@ -238,15 +238,17 @@ class FairQuantTrainer(Trainer):
         if checkpoint is not None:
             self.fairquant_state.restore(checkpoint)
         output = super().train(resume_from_checkpoint, *args, **kwargs)
-        if self.quant_recipe is not None:
+        if self._qat_plan is not None and not self._qat_converted:
             if getattr(self, "_range_tracker", None) is not None:
                 self._range_tracker.remove()
-            freeze(self.model)
+            self.model = self._qat_backend.convert_qat(self.model, self._qat_plan)
+            self._qat_converted = True
         return output
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """A frozen QAT model is written by :func:`save_quantized` (reload: ``load_quantized``)."""
-        if self.quant_recipe is not None and _is_frozen(self.model):
+        """A converted QAT model is written by :func:`save_quantized` (reload: ``load_quantized``;
+        a torchao one also with plain ``from_pretrained``)."""
+        if self._qat_converted:
             output_dir = output_dir or self.args.output_dir
             if self.args.should_save:
                 save_quantized(self.model, output_dir, recipe=self.quant_recipe)

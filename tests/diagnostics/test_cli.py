@@ -9,7 +9,7 @@ from hf_fairquant.cli import main
 from tests.conftest import tiny_vit
 
 ARGS = ["--dataset", "digits", "--long-tail-classes", "3,8", "--long-tail-fraction", "0.1",
-        "--examples-per-group", "16", "--probes", "2", "--max-iterations", "50"]  # fmt: skip
+        "--examples-per-group", "16", "--probes", "2", "--max-iterations", "50", "--hvp-budget", "12"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,7 @@ def test_cli_explain_writes_json_markdown_and_plots(saved_model, tmp_path, capsy
     assert data["group_names"] == ["head", "tail"] and data["quantization"]["name"] == "W4A8"
     assert data["settings"]["calibrated_on"] == "calibration_dataset"
     assert {g["examples"] for g in data["gradients"].values()} == {16}
+    assert all(g["noise_floor"] > 0 for g in data["gradients"].values())
     assert sorted(p.name for p in (out / "explain_plots").iterdir()) == [
         "activation_drift.png", "gradients_curvature.png", "groups.png",
     ]
@@ -62,6 +63,8 @@ def test_cli_explain_reports_bad_input_without_a_traceback(saved_model, tmp_path
         (["--max-iterations", "-3"], "explain max_iterations must be an integer ≥ 1, got -3"),
         (["--examples-per-group", "some"], "examples_per_group must be a positive int, 'all', or None"),
         (["--method", "qr"], "unknown eigen_method 'qr'; allowed: ['lanczos', 'power']"),
+        (["--hvp-budget", "4"], "hvp_budget=4 Hessian-vector products per group cannot cover probes=2"),
+        (["--chunk-size", "0"], "explain chunk_size must be an integer ≥ 1, got 0"),
     ],
 )
 def test_cli_rejects_bad_options_before_loading_anything(saved_model, tmp_path, capsys, extra, message):

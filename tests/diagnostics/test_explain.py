@@ -33,7 +33,7 @@ def _direct_gradient(model, names, x, y):
 def w4(data):
     model = TinyClassifier().eval()
     before = copy.deepcopy(model.state_dict())
-    ex = explain(model, "w4", data, "group", examples_per_group="all", tol=1e-7, probes=500, progress=False)
+    ex = explain(model, "w4", data, "group", examples_per_group="all", tol=1e-7, probes=500, hvp_budget=None, progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # FP model untouched
     return model, ex
 
@@ -104,7 +104,7 @@ def test_curvature_and_bound_match_the_exact_hessian(w4, data):
 
 def test_all_parameters_include_the_biases(data):
     model = TinyClassifier().eval()
-    ex = explain(model, "w4", data, "group", examples_per_group="all", parameters="all", tol=1e-7, **FAST)
+    ex = explain(model, "w4", data, "group", examples_per_group="all", parameters="all", tol=1e-7, hvp_budget=None, **FAST)
     names = [n for n, _ in model.named_parameters()]
     x, y = group_tensors(data, "minor")
     hessian = _exact_hessian(model, names, x, y)
@@ -173,8 +173,8 @@ def test_examples_per_group_is_seeded_and_capped(data):
     assert a.curvature == b.curvature
     assert a.gradients["major"].fp != c.gradients["major"].fp
     assert {g.examples for g in a.gradients.values()} == {10}
-    default = explain(model, "w4", data, "group", **FAST)  # None: all (≤ 512)
-    assert {g: x.examples for g, x in default.gradients.items()} == {"major": 40, "minor": 20}
+    every = explain(model, "w4", data, "group", examples_per_group="all", **FAST)
+    assert {g: x.examples for g, x in every.gradients.items()} == {"major": 40, "minor": 20}
 
 
 def test_json_round_trip_markdown_and_plots(w4, tmp_path):
@@ -227,6 +227,8 @@ class OneLogit(TinyClassifier):
         ({"examples_per_group": 0}, "examples_per_group must be a positive int, 'all', or None"),
         ({"probes": 0}, "explain probes must be an integer ≥ 1, got 0"),
         ({"max_iterations": -1}, "explain max_iterations must be an integer ≥ 1, got -1"),
+        ({"hvp_budget": 6}, r"hvp_budget=6 Hessian-vector products per group cannot cover probes=4"),
+        ({"chunk_size": 0}, "explain chunk_size must be an integer ≥ 1, got 0"),
         ({"eigen_method": "qr"}, r"unknown eigen_method 'qr'; allowed: \['lanczos', 'power'\]"),
         ({"parameters": "biases"}, r"unknown parameters 'biases'; allowed: \['quantized', 'all'\]"),
         ({"recipe": {"preset": "w4", "overrides": {"decoder.*": "w8"}}}, "'decoder.\\*' matches no Conv2d/Linear"),
@@ -252,3 +254,31 @@ def test_intersectional_groups(data):
     ex = explain(TinyClassifier().eval(), "w4", extra, GroupSpec(["group", "site"]), **FAST)
     assert ex.group_names == ["major×x", "major×y", "minor×x", "minor×y"]
     assert ex.group_columns == ["group", "site"]
+
+
+def test_equal_counts_by_default_with_the_noise_floor_beside_each_group(data):
+    model = TinyClassifier().eval()
+    ex = explain(model, "w4", data, "group", **FAST)  # None: the smallest group's count for every group
+    assert {g: x.examples for g, x in ex.gradients.items()} == {"major": 20, "minor": 20}
+    assert {c.examples for c in ex.curvature["fp"].values()} == {20}
+    assert ex.settings["equal_examples"] and ex.settings["examples_cap"] == 20
+    names = [n for n, _ in model.named_parameters() if n.endswith(".weight")]
+    params = [model.get_parameter(n) for n in names]
+    for group, grad in ex.gradients.items():
+        assert grad.noise_floor is not None and grad.noise_floor > 0
+        # the split-half estimate of E‖∇L̂ − ∇L‖ against the one from per-example gradients,
+        # sqrt(tr Σ / n), on the whole group (its 20-example sample is a subset of it)
+        x, y = group_tensors(data, group)
+        per_example = torch.stack([
+            torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+                torch.nn.functional.cross_entropy(model(x[i : i + 1]).logits, y[i : i + 1]), params)])
+            for i in range(len(y))
+        ]).double()
+        expected = (per_example.var(0).sum() / 20).sqrt().item()
+        assert expected / 2 < grad.noise_floor < expected * 2
+    text = ex.to_markdown()
+    assert "20 examples of every group (equal counts)" in text and "noise floor" in text
+    line = next(row for row in text.splitlines() if row.startswith("| minor | 20 |") and row.count("|") == 7)
+    assert f"{ex.gradients['minor'].noise_floor:.4g}" in line
+    again = Explanation.from_dict(json.loads(ex.to_json()))
+    assert again.gradients["minor"].noise_floor == ex.gradients["minor"].noise_floor

@@ -8,6 +8,8 @@ activation ranges); publish through a transformers-native backend where the mode
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -15,12 +17,24 @@ from optimum.quanto import Calibration, QModuleMixin, QTensor, qint2, qint4, qin
 from optimum.quanto import freeze as quanto_freeze
 from optimum.quanto.nn import quantize_module
 
-from ...errors import FairQuantError
+from ...errors import FairQuantError, MissingFileError
 from .. import _quanto_fixes
 from ..recipe import LayerQuant
 from . import Plan, QuantBackend, register_backend
 
 QTYPES = {2: qint2, 4: qint4, 8: qint8}
+WEIGHTS_NAME = "model.safetensors"
+QMAP_NAME = "quantization_map.json"
+#: Put in config.json as ``quantization_config``: transformers' own QuantoConfig refuses it with a
+#: ValueError that quotes this text, so a plain ``from_pretrained`` fails loudly instead of
+#: re-initialising every quantized module (transformers 5 cannot load quanto weights).
+PLAIN_LOAD_REFUSAL = {
+    "quant_method": "quanto",
+    "weights": (
+        "hf_fairquant-quanto (optimum-quanto integer weights that plain transformers cannot load: "
+        "use `from hf_fairquant import load_quantized; model = load_quantized(path_or_repo_id)`)"
+    ),
+}
 BITS_BY_QTYPE_NAME = {q.name: b for b, q in QTYPES.items()}
 
 
@@ -72,6 +86,84 @@ class QuantoBackend(QuantBackend):
     def freeze(self, model: torch.nn.Module) -> torch.nn.Module:
         quanto_freeze(model)
         return model
+
+    def prepare_qat(
+        self, model: torch.nn.Module, plan: Plan, batches: Iterable[Mapping[str, torch.Tensor]] = (), range_momentum: float = 0.9
+    ) -> "ActivationRangeTracker | None":
+        """Swap in fake-quantizing modules; with ``batches``, calibrate the activation ranges and
+        keep them following the training batches (:class:`ActivationRangeTracker`)."""
+        self.check(model, plan)
+        self.apply(model, plan)
+        batches = list(batches)
+        if not batches:
+            return None
+        self.calibrate(model, batches)
+        return ActivationRangeTracker(model, momentum=range_momentum)
+
+    def convert_qat(self, model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
+        return self.freeze(model)
+
+    def save(self, model: torch.nn.Module, folder: Path, recipe: Any = None) -> None:
+        """config.json (with :data:`PLAIN_LOAD_REFUSAL`), the flattened state dict, the quantization map."""
+        from safetensors.torch import save_file
+        from optimum.quanto import quantization_map
+
+        config = model.config
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        config.architectures = [type(model).__name__]
+        config.quantization_config = dict(PLAIN_LOAD_REFUSAL)
+        try:
+            config.save_pretrained(folder)
+        finally:
+            del config.quantization_config
+        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "quantizer": "optimum-quanto"})
+        (folder / QMAP_NAME).write_text(json.dumps(quantization_map(model), indent=2, sort_keys=True))
+
+    def can_load(self, folder: Path) -> bool:
+        return (folder / QMAP_NAME).is_file()
+
+    def load(self, folder: Path) -> torch.nn.Module:
+        """Rebuild the model; missing or unexpected state-dict keys raise (quanto's ``requantize``
+        loads with ``strict=False``, so a truncated checkpoint would load silently)."""
+        from safetensors.torch import load_file
+        import transformers
+
+        missing_files = [f for f in ("config.json", WEIGHTS_NAME, QMAP_NAME) if not (folder / f).is_file()]
+        if missing_files:
+            raise MissingFileError(f"{folder} lacks {missing_files}: not a folder written by save_quantized")
+        config = transformers.AutoConfig.from_pretrained(folder)
+        if hasattr(config, "quantization_config"):  # PLAIN_LOAD_REFUSAL: for plain transformers only
+            del config.quantization_config
+        arch = (config.architectures or [None])[0]
+        model_cls = getattr(transformers, arch, None) if arch else None
+        if model_cls is None:
+            raise FairQuantError(f"config.architectures of {folder} names {arch!r}, not a transformers model class")
+        qmap = json.loads((folder / QMAP_NAME).read_text())
+        state = load_file(str(folder / WEIGHTS_NAME))
+
+        model = model_cls(config)
+        plan = {}
+        for name, q in qmap.items():
+            try:
+                model.get_submodule(name)
+                plan[name] = layer_quant_of(q)
+            except (AttributeError, KeyError, FairQuantError) as err:
+                raise FairQuantError(f"quantization map entry {name!r}: {q} does not fit {arch} ({err})") from err
+        self.check(model, plan)
+        self.apply(model, plan)
+        result = model.load_state_dict(state, strict=False)
+        # quanto reports the missing parts of a flattened quantized weight in result.missing_keys;
+        # anything else shows as a difference between the saved keys and the model's keys.
+        loaded = set(model.state_dict())
+        missing = sorted(set(result.missing_keys)) or sorted(loaded - set(state))
+        unexpected = sorted(set(result.unexpected_keys) | (set(state) - loaded) if not result.missing_keys else set(result.unexpected_keys))
+        if missing or unexpected:
+            raise FairQuantError(
+                f"state dict of {folder / WEIGHTS_NAME} does not match {arch}: "
+                f"missing keys {missing[:8]}{'…' if len(missing) > 8 else ''}, "
+                f"unexpected keys {unexpected[:8]}{'…' if len(unexpected) > 8 else ''}"
+            )
+        return model.eval()
 
     def owns(self, model: torch.nn.Module) -> bool:
         return any(isinstance(m, QModuleMixin) for m in model.modules())
