@@ -31,14 +31,17 @@ class OnnxRuntimeBackend(QuantBackend):
 
         onnx_plan(model, plan)
 
-    def _compiled_elsewhere(self, *_: object) -> torch.nn.Module:
+    def _compiled_elsewhere(self, *_: object, **__: object) -> torch.nn.Module:
         raise FairQuantError(
             "the onnxruntime backend compiles an exported graph, not torch modules: use "
             "hf_fairquant.quantization.onnx.export_onnx(model, recipe, dir, calibration_dataset=...) "
             "and audit the OrtModel it writes (load_onnx(dir))"
         )
 
-    apply = quantize_module = freeze = _compiled_elsewhere
+    apply = quantize_module = freeze = prepare_qat = convert_qat = save = load = _compiled_elsewhere
+
+    def can_load(self, folder) -> bool:
+        return False  # an exported folder's onnx/*.onnx loads with load_onnx (or onnxruntime alone)
 
     def calibrate(self, model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> None:
         self._compiled_elsewhere()
