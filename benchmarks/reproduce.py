@@ -17,9 +17,13 @@ Parts, each written to ``<output-dir>/<part>.json`` (atomically, after every see
 - ``performance``: FairQuantTrainer / Trainer step time, Lanczos / power iteration HVPs,
   ``audit`` / k+1 Trainer.evaluate loops, W4 checkpoint bytes / FP32 bytes — each measured
   side by side in one run (reusing benchmarks/trainer_overhead.py and benchmarks/curvature.py).
+- ``adult``: real demographic groups — recipes/adult_sex_race_bert.yaml (UCI Adult as text, a
+  small BERT with its WordLevel tokenizer, sex × race groups): FP, PTQ, the fair FP fine-tune and
+  the QAT mitigation rows, and per seed ``explain`` under W2A8 on a group-stratified test
+  subset (``ADULT_CHAIN_EXAMPLES`` per group at most) — bounded to ~15 min single-threaded.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/reproduce.py [--seeds 0,1,2] \
-        [--parts resnet,chain,vit,performance] [--quick] [--output-dir docs/results]
+        [--parts resnet,chain,vit,performance,adult] [--quick] [--output-dir docs/results]
     PYTHONPATH=. python benchmarks/render_results.py     # → docs/results.md, docs/results/*.png
 """
 
@@ -55,16 +59,24 @@ from hf_fairquant import FairQuantTrainer, GroupSpec, QuantRecipe, audit, explai
 from hf_fairquant._atomic import atomic_write_text  # noqa: E402
 from hf_fairquant.audit import predict  # noqa: E402
 from hf_fairquant.batching import iterate_batches  # noqa: E402
-from hf_fairquant.data import load_grouped_dataset  # noqa: E402
 from hf_fairquant.curvature import GroupObjective, top_eigenvalue  # noqa: E402
 from hf_fairquant.metrics import group_compute_metrics, load_group_disparity  # noqa: E402
-from hf_fairquant.pipeline import ModelSection, RunRecipe, _build_model, load_recipe, train_fp_model  # noqa: E402
+from hf_fairquant.pipeline import ModelSection, RunRecipe, _build_model, load_recipe, load_recipe_data, train_fp_model  # noqa: E402
 from hf_fairquant.quantization import effective_bits, quantizable_modules  # noqa: E402
 
 from curvature import lanczos_cost, lanczos_sweep, power_cost  # noqa: E402  (benchmarks/)
 from trainer_overhead import fair_run, plain_run  # noqa: E402  (benchmarks/)
 
-PARTS = ("resnet", "chain", "vit", "performance")
+PARTS = ("resnet", "chain", "vit", "performance", "adult")
+#: The adult part's recipe, its rows (the mitigation rows' FP twin is the plain FP fine-tune) and
+#: the test examples per group its chain (explain) uses at most.
+ADULT_RECIPE = "recipes/adult_sex_race_bert.yaml"
+ADULT_ROWS = ("FP", "PTQ W8A8", "PTQ W4A8", "PTQ W4", "PTQ W2A8", "FP fine-tune", "fair FP fine-tune",
+              "fair FP → PTQ W2A8", "QAT W2A8", "QAT W2A8 + balanced", "QAT W2A8 + weights", "QAT W2A8 + DRO",
+              "fair QAT (everything combined)")
+ADULT_CHAIN_EXAMPLES = 128
+ADULT_CHAIN_PRESETS = ("w2a8",)
+FAIR_FP = "fair FP fine-tune"
 PTQ_PRESETS = ("w8a8", "w4a8", "w4", "w2a8")
 CHAIN_PRESETS = ("w2a8", "w4a8")
 ALLOCATION_BUDGET = "auto:3"
@@ -91,17 +103,18 @@ class Context:
     groups: list[str]
     classes: list[str]  # class name of every test example
     quick: bool = False
+    tokenizer: Any = None  # a text recipe's tokenizer (trained on its training split)
 
 
 def load_context(recipe_path: str, output_dir: str, quick: bool) -> Context:
-    """Parse the recipe and load its data (fixed long-tail split)."""
+    """Parse the recipe and load its data (fixed long-tail split) as ``hf-fairquant run`` does."""
     run = load_recipe(recipe_path, output_dir=output_dir)
-    data, spec = load_grouped_dataset(run.data)
+    data, spec, _, tokenizer = load_recipe_data(run.model, run.data)
     train, test = data[run.data.train_split], data[run.data.eval_split]
     class_names = list(train.features["labels"].names)
     labels = np.asarray(test.with_format("numpy")["labels"][:])
     classes = [class_names[i] for i in labels]
-    return Context(run, train, test, spec, class_names, labels, spec.group_names(test), classes, quick)
+    return Context(run, train, test, spec, class_names, labels, spec.group_names(test), classes, quick, tokenizer)
 
 
 @dataclass
@@ -242,7 +255,7 @@ def train_fp(ctx: Context, section: ModelSection, seed: int, overrides: dict[str
     with tempfile.TemporaryDirectory() as out:
         args = dataclasses.replace(ctx.run.training, output_dir=out, seed=seed, disable_tqdm=True, **extra)
         set_seed(seed)
-        model = _build_model(section, ctx.class_names, is_text=False)
+        model = _build_model(section, ctx.class_names, is_text=ctx.tokenizer is not None, tokenizer=ctx.tokenizer)
         return train_fp_model(model, args, ctx.train).eval()
 
 
@@ -287,12 +300,13 @@ def row_info(rows: list[Row]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- chain
-def chain(fp_model: torch.nn.Module, ctx: Context, preset: str) -> dict[str, Any]:
-    """``explain`` under ``preset`` with the recipe's explain settings → its JSON form."""
+def chain(fp_model: torch.nn.Module, ctx: Context, preset: str, test: Any = None) -> dict[str, Any]:
+    """``explain`` under ``preset`` with the recipe's explain settings (on ``test``, default the
+    whole test split) → its JSON form."""
     e = ctx.run.explain
     examples = QUICK["explain_examples"] if ctx.quick else e.examples_per_group
     probes = QUICK["probes"] if ctx.quick else e.probes
-    result = explain(fp_model, preset, ctx.test, ctx.spec, calibration_dataset=ctx.train,
+    result = explain(fp_model, preset, ctx.test if test is None else test, ctx.spec, calibration_dataset=ctx.train,
                      calibration_size=ctx.run.audit.calibration_size, examples_per_group=examples,
                      parameters=e.parameters, eigen_method=e.eigen_method, tol=e.tol, probes=probes,
                      batch_size=e.batch_size, seed=e.seed, progress=False)
@@ -442,6 +456,7 @@ def settings_of(ctx: Context, seeds: list[int]) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="recipes/fashion_mnist_lt_resnet.yaml")
+    parser.add_argument("--adult-recipe", default=ADULT_RECIPE, help="the adult part's recipe")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds (FP training and every fine-tune)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test of the flow, not results")
@@ -462,20 +477,34 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = load_context(args.recipe, tmp, args.quick)
-    if ctx.run.training is None or ctx.run.mitigation is None:
-        raise SystemExit(f"{args.recipe} needs a `training` and a `mitigation` section")
-    meta = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "recipe": args.recipe,
-            "versions": versions(), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "settings": settings_of(ctx, args.seeds)}
-    writers = {p: PartWriter(out / f"{p}.json", meta, command_started, **({} if p == "performance" else {"seeds": {}}))
-               for p in args.parts}
+    writers = {}
+    fashion_parts = [p for p in args.parts if p != "adult"]
+    if fashion_parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            ctx = load_context(args.recipe, tmp, args.quick)
+        meta = part_meta(ctx, args.recipe, args.seeds)
+        writers = {p: PartWriter(out / f"{p}.json", meta, command_started, **({} if p == "performance" else {"seeds": {}}))
+                   for p in fashion_parts}
+    if "adult" in args.parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            adult_ctx = load_context(args.adult_recipe, tmp, args.quick)
+        adult_writer = PartWriter(out / "adult.json", part_meta(adult_ctx, args.adult_recipe, args.seeds), command_started, seeds={})
     if {"resnet", "chain", "performance"} & set(args.parts):
         resnet_parts(ctx, args.seeds, writers)
     if "vit" in writers:
         vit_part(ctx, args.seeds, writers["vit"])
+    if "adult" in args.parts:
+        adult_part(adult_ctx, args.seeds, adult_writer)
+        writers["adult"] = adult_writer
     print(f"wrote {', '.join(str(w.path) for w in writers.values())}")
+
+
+def part_meta(ctx: Context, recipe: str, seeds: list[int]) -> dict[str, Any]:
+    if ctx.run.training is None or ctx.run.mitigation is None:
+        raise SystemExit(f"{recipe} needs a `training` and a `mitigation` section")
+    return {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "recipe": recipe,
+            "versions": versions(), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "settings": settings_of(ctx, seeds)}
 
 
 def train_timed(ctx: Context, section: ModelSection, seed: int, overrides: dict[str, Any] | None = None) -> tuple[torch.nn.Module, float]:
@@ -507,6 +536,41 @@ def resnet_parts(ctx: Context, seeds: list[int], writers: dict[str, PartWriter])
                 with writers["performance"].timed() as data:
                     data[name] = measure(fp, ctx)
                 print(f"performance {name}: {data[name]}", flush=True)
+
+
+def adult_rows(mitigation: Any) -> list[Row]:
+    """The main rows and the QAT mitigation rows; every QAT row's Δgap is against the plain FP
+    fine-tune (no FP twin per sampling/weighting variant: it keeps the 3-seed run bounded)."""
+    unused = QuantRecipe.parse({"preset": "w2a8", "name": MIXED_NAME})  # names rows that ADULT_ROWS leaves out
+    rows = [r for r in resnet_rows(mitigation, unused) if r.name in ADULT_ROWS]
+    return [dataclasses.replace(r, reference="FP fine-tune") if r.kind == "qat" and r.reference != FAIR_FP else r
+            for r in rows]
+
+
+def stratified_test(ctx: Context, per_group: int) -> Any:
+    """At most ``per_group`` test examples of every group (a seeded sample, in test order)."""
+    names = np.asarray(ctx.groups)
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.permutation(np.flatnonzero(names == g))[:per_group] for g in ctx.spec.names])
+    return ctx.test.select(np.sort(rows).tolist())
+
+
+def adult_part(ctx: Context, seeds: list[int], writer: PartWriter) -> None:
+    """Real demographic groups (UCI Adult, sex × race): per seed the FP BERT, its rows, the chain."""
+    per_group = QUICK["explain_examples"] if ctx.quick else ADULT_CHAIN_EXAMPLES
+    test = stratified_test(ctx, per_group)
+    writer.data["chain_test_counts"] = ctx.spec.counts(test)
+    for seed in seeds:
+        with writer.timed() as data:
+            fp, fp_time = train_timed(ctx, ctx.run.model, seed)
+            rows = adult_rows(ctx.run.mitigation)
+            data["rows"] = row_info(rows)
+            result = {"fp_train_s": fp_time, "rows": run_rows(rows, fp, fp_time, ctx, seed)}
+            started = time.perf_counter()
+            result["chain"] = {p.upper(): chain(fp, ctx, p, test) for p in ADULT_CHAIN_PRESETS}
+            result["chain_s"] = round(time.perf_counter() - started, 1)
+            print(f"  seed {seed} chain ({', '.join(ADULT_CHAIN_PRESETS)}) in {result['chain_s']} s", flush=True)
+            data["seeds"][str(seed)] = result
 
 
 def vit_part(ctx: Context, seeds: list[int], writer: PartWriter) -> None:

@@ -24,7 +24,10 @@ from ._atomic import atomic_directory, atomic_write_text
 from ._config import field_names
 from ._paths import local_folder_or_hub_id
 from .audit import AuditConfig
-from .data import DataConfig, check_image_size, check_subset, load_grouped_dataset
+from .data import (
+    WORDLEVEL, DataConfig, check_image_size, check_subset, load_grouped_dataset, load_raw_grouped_dataset,
+    preprocess_grouped_dataset, text_length_limit, train_wordlevel_tokenizer,
+)
 from .diagnostics import ExplainConfig
 from .groups import GroupSpec
 from . import deployment
@@ -38,6 +41,10 @@ class ModelSection:
 
     name_or_path: str | None = field(default=None, metadata={"help": "Hub model id or local folder"})
     config: dict[str, Any] | None = field(default=None, metadata={"help": "transformers config kwargs incl. model_type"})
+    tokenizer: str | None = field(
+        default=None, metadata={"help": f"a text model from `config`: '{WORDLEVEL}' trains a WordLevel tokenizer on the "
+                                        "training split's text (saved with the model), or a tokenizer folder / Hub id"}
+    )
 
 
 @dataclass
@@ -131,7 +138,8 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
     if raw.get("mitigation") is not None:
         from .training import FairQuantTrainingArguments
 
-        cfg = {"output_dir": str(Path(out) / "mitigation_checkpoints"), "report_to": "none", **raw["mitigation"]}
+        cfg = {"output_dir": str(Path(out) / "mitigation_checkpoints"), "report_to": "none",
+               "group_column": ",".join(sections["data"].group_columns), **raw["mitigation"]}  # the data's groups
         if isinstance(cfg.get("quantization"), dict):  # HfArgumentParser takes dict fields as JSON
             cfg["quantization"] = json.dumps(cfg["quantization"])
         if isinstance(cfg.get("group_weighting"), dict):
@@ -148,7 +156,7 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
     return recipe
 
 
-def _build_model(section: ModelSection, spec_labels: list[str], is_text: bool) -> Any:
+def _build_model(section: ModelSection, spec_labels: list[str], is_text: bool, tokenizer: Any = None) -> Any:
     import transformers
     from transformers import AutoConfig
 
@@ -160,6 +168,11 @@ def _build_model(section: ModelSection, spec_labels: list[str], is_text: bool) -
     model_type = cfg.pop("model_type", None)
     if model_type is None:
         raise FairQuantError("model.config needs a `model_type` (e.g. resnet, vit, distilbert)")
+    if tokenizer is not None:  # a model from scratch gets its embedding size from the tokenizer
+        if cfg.get("vocab_size", len(tokenizer)) < len(tokenizer):
+            raise FairQuantError(f"model.config vocab_size {cfg['vocab_size']} < the tokenizer's {len(tokenizer)} tokens")
+        cfg.setdefault("vocab_size", len(tokenizer))
+        cfg.setdefault("pad_token_id", tokenizer.pad_token_id)
     config = AutoConfig.for_model(model_type, num_labels=len(spec_labels), id2label=id2label,
                                   label2id={v: k for k, v in id2label.items()}, **cfg)
     return auto.from_config(config)
@@ -167,9 +180,12 @@ def _build_model(section: ModelSection, spec_labels: list[str], is_text: bool) -
 
 def _processors(section: ModelSection, data: DataConfig) -> tuple[Any, Any]:
     """(image_processor, tokenizer) from the model's folder/Hub repo; None when it has none."""
-    if section.name_or_path is None:
-        return None, None
     from transformers import AutoImageProcessor, AutoTokenizer
+
+    if section.tokenizer not in (None, WORDLEVEL) and data.text_column:
+        return None, AutoTokenizer.from_pretrained(section.tokenizer)
+    if section.name_or_path is None:
+        return None, None  # a WordLevel tokenizer is trained once the data is loaded (load_recipe_data)
 
     if data.text_column:
         return None, AutoTokenizer.from_pretrained(section.name_or_path)
@@ -179,11 +195,50 @@ def _processors(section: ModelSection, data: DataConfig) -> tuple[Any, Any]:
         return None, None  # no preprocessor_config.json: the documented default transform
 
 
-def train_fp_model(model: Any, args: Any, train_dataset: Any) -> Any:
+def load_recipe_data(section: ModelSection, data: DataConfig) -> tuple[Any, GroupSpec, Any, Any]:
+    """The model-ready splits, the fitted GroupSpec, and the image processor / tokenizer used:
+    the model's own, or (``model.tokenizer: wordlevel``) a WordLevel tokenizer trained on the
+    raw training split's text — saved with the model by the run."""
+    image_processor, tokenizer = _processors(section, data)
+    raw, spec = load_raw_grouped_dataset(data)
+    model_config = _model_config(section) if data.text_column else None
+    if tokenizer is None and section.tokenizer == WORDLEVEL and data.text_column:
+        length = data.max_length or text_length_limit(None, model_config) or 128
+        tokenizer = train_wordlevel_tokenizer(raw[data.train_split][data.text_column][:], model_max_length=length)
+    prepared = preprocess_grouped_dataset(
+        raw, data, image_processor=image_processor, tokenizer=tokenizer, model_config=model_config
+    )
+    return prepared, spec, image_processor, tokenizer
+
+
+def _model_config(section: ModelSection) -> Any:
+    """The model's transformers config before the model is built (for the text length limit)."""
+    from transformers import AutoConfig
+
+    if section.name_or_path is not None:
+        return AutoConfig.from_pretrained(section.name_or_path)
+    cfg = dict(section.config or {})
+    model_type = cfg.pop("model_type", None)
+    return AutoConfig.for_model(model_type, **cfg) if model_type else None
+
+
+def _check_text_length(data: DataConfig, model: Any) -> None:
+    """An explicit ``max_length`` beyond the model's position embeddings fails before any work."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if data.text_column and data.max_length is not None and isinstance(limit, int) and data.max_length > limit:
+        raise FairQuantError(
+            f"data.max_length={data.max_length} exceeds the model's max_position_embeddings={limit}; "
+            f"use --max-length {limit} or less (default: the smaller of the tokenizer's and the model's limit)"
+        )
+
+
+def train_fp_model(model: Any, args: Any, train_dataset: Any, processing_class: Any = None) -> Any:
     """Plain full-precision fine-tune with ``transformers.Trainer``."""
     from transformers import Trainer
 
-    trainer = Trainer(model=model, args=args, train_dataset=train_dataset.with_format("torch"))
+    trainer = Trainer(  # a tokenizer gives DataCollatorWithPadding: batches padded dynamically
+        model=model, args=args, train_dataset=train_dataset.with_format("torch"), processing_class=processing_class
+    )
     trainer.train()
     return trainer.model
 
@@ -266,6 +321,11 @@ def _check_recipe(recipe: RunRecipe, overwrite: bool) -> list[Any]:
     _check_output_dir(Path(recipe.output_dir), overwrite)
     _check_model_path(recipe.model)
     check_subset(recipe.data)
+    if recipe.model.tokenizer is not None and not recipe.data.text_column:
+        raise FairQuantError("model.tokenizer applies to text data: set data.text_column (or drop model.tokenizer)")
+    if recipe.data.text_column and recipe.model.name_or_path is None and recipe.model.tokenizer is None:
+        raise FairQuantError(f"a text model from `config` needs a tokenizer: model.tokenizer: {WORDLEVEL} (trained on the "
+                             "training split) or a tokenizer folder / Hub id")
     explained = recipe.explain.recipe
     if recipe.explain.enabled and explained and explained.upper() not in {str(r).upper() for r in audited}:
         raise FairQuantError(f"explain.recipe {explained!r} is not among audit.recipes {recipe.audit.recipes}")
@@ -362,18 +422,18 @@ def run(
     # ---------------------------------------------------------------- data and FP model
     echo("[1/5] data and full-precision model")
     t = time.perf_counter()
-    image_processor, tokenizer = _processors(recipe.model, recipe.data)
-    data, spec = load_grouped_dataset(recipe.data, image_processor=image_processor, tokenizer=tokenizer)
+    data, spec, image_processor, tokenizer = load_recipe_data(recipe.model, recipe.data)
     # published beside the model: the model's own, else the fitted default transform as an image processor
     processor = image_processor or tokenizer or getattr(data, "image_processor", None)
     train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
     class_names = _class_names(train)
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)
-    model = _build_model(recipe.model, class_names, is_text=bool(recipe.data.text_column))
+    model = _build_model(recipe.model, class_names, is_text=bool(recipe.data.text_column), tokenizer=tokenizer)
     for split, ds in ((recipe.data.train_split, train), (recipe.data.eval_split, evaluation)):
         spec.validate(ds, label_column="labels", num_labels=model.config.num_labels, split=split)
     check_image_size(model.config, evaluation)
+    _check_text_length(recipe.data, model)
     if recipe.mitigation is not None and recipe.mitigation.quantization_recipe is not None:
         quant = recipe.mitigation.quantization_recipe
         quant.plan(model)  # a pattern matching no module fails here
@@ -384,7 +444,7 @@ def run(
     echo(f"groups by {spec.name}: " + "; ".join(f"{s}: {c}" for s, c in counts.items()))
     t = lap("data", t)
     if recipe.training is not None:
-        model = train_fp_model(model, recipe.training, train)
+        model = train_fp_model(model, recipe.training, train, processing_class=tokenizer)
         t = lap("fp_training", t)
     model.eval()
 
@@ -403,7 +463,10 @@ def run(
         deployed_info = {"files": files, "not_exported": {}}
         t = lap("export", t)
     echo(f"[2/5] audit: {', '.join(map(str, recipe.audit.recipes)) or 'FP only'}")
-    report = audit(model, evaluation, None, spec, calibration_dataset=train, config=recipe.audit, deployed_models=deployed)
+    report = audit(
+        model, evaluation, None, spec, calibration_dataset=train, config=recipe.audit, processing_class=tokenizer,
+        deployed_models=deployed,
+    )
     t = lap("audit", t)
 
     # ---------------------------------------------------------------- explain the worst
@@ -415,7 +478,8 @@ def run(
         echo(f"[3/5] explain {explained}")
         options = {f: getattr(recipe.explain, f) for f in field_names(ExplainConfig)}
         explanation = explain(
-            model, explained.lower(), evaluation, spec, calibration_dataset=train, config=ExplainConfig(**options)
+            model, explained.lower(), evaluation, spec, calibration_dataset=train, config=ExplainConfig(**options),
+            processing_class=tokenizer,
         )
         t = lap("explain", t)
 
@@ -423,15 +487,18 @@ def run(
     quantized = trainer = None
     if recipe.mitigation is not None:
         echo("[4/5] mitigate with FairQuantTrainer")
-        trainer, quantized = _mitigate(model, recipe.mitigation, train)
+        trainer, quantized = _mitigate(model, recipe.mitigation, train, processing_class=tokenizer)
         t = lap("mitigation", t)
         name = f"FAIR-QAT {str(trainer.quant_recipe).upper()}"
         mitigated = audit(
-            model, evaluation, [], spec, calibration_dataset=train, config=recipe.audit, quantized_models={name: quantized}
+            model, evaluation, [], spec, calibration_dataset=train, config=recipe.audit, quantized_models={name: quantized},
+            reference=report,  # the FP pass of the first audit, not a second one
+            processing_class=tokenizer,
         )
         result = mitigated.quantized[0]
         result.recipe = trainer.quant_recipe.to_dict()
         report.quantized.append(result)
+        report.settings.setdefault("timings_s", {})[name] = mitigated.settings["timings_s"][name]
         t = lap("mitigated_audit", t)
         if deployed_info is not None:
             reason = deployment.not_exportable_reason(model, trainer.quant_recipe)
@@ -468,13 +535,15 @@ def run(
     return RunResult(results, out, model, quantized, pushed)
 
 
-def _mitigate(model: Any, args: Any, train: Any) -> tuple[Any, Any]:
+def _mitigate(model: Any, args: Any, train: Any, processing_class: Any = None) -> tuple[Any, Any]:
     """Fair QAT of a copy of ``model`` with :class:`FairQuantTrainer`; returns (trainer, frozen model)."""
     import copy
 
     from .training import FairQuantTrainer
 
-    trainer = FairQuantTrainer(model=copy.deepcopy(model).train(), args=args, train_dataset=train)
+    trainer = FairQuantTrainer(
+        model=copy.deepcopy(model).train(), args=args, train_dataset=train, processing_class=processing_class
+    )
     trainer.train()
     return trainer, trainer.model.eval()
 
@@ -493,6 +562,8 @@ def load_pretrained(name_or_path: str, data: DataConfig) -> tuple[Any, Any, Grou
     loaded as :func:`run` loads them (with the model's image processor/tokenizer if it has one)."""
     section = ModelSection(name_or_path=name_or_path)
     image_processor, tokenizer = _processors(section, data)
-    splits, spec = load_grouped_dataset(data, image_processor=image_processor, tokenizer=tokenizer)
+    model_config = _model_config(section) if data.text_column else None
+    splits, spec = load_grouped_dataset(data, image_processor=image_processor, tokenizer=tokenizer, model_config=model_config)
     model = _build_model(section, _class_names(splits[data.train_split]), is_text=bool(data.text_column))
+    _check_text_length(data, model)
     return model.eval(), splits, spec

@@ -26,10 +26,14 @@ def model_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+#: More groups than this: the summary table shows no per-group columns (the card adds one row per group).
+SUMMARY_GROUP_COLUMNS = 6
+
+
 def summary_table(results: dict[str, Any], markdown: bool = False) -> str:
     """The per-group table (FP / PTQ / mitigated): plain text for the terminal or Markdown."""
     groups = results["audit"]["group_names"]
-    shown = groups if len(groups) <= 6 else []
+    shown = groups if len(groups) <= SUMMARY_GROUP_COLUMNS else []
     head = ["model", "bits", "overall", *shown, "gap", "Δgap vs FP"]
     body = []
     for row in model_rows(results):

@@ -78,6 +78,7 @@ def test_bad_output_folder_and_model_path_fail_before_any_work(tmp_path, monkeyp
     import hf_fairquant.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "load_grouped_dataset", lambda *a, **k: pytest.fail("loaded data before checking"))
+    monkeypatch.setattr(pipeline, "load_raw_grouped_dataset", lambda *a, **k: pytest.fail("loaded data before checking"))
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -174,7 +175,16 @@ def test_report_has_audit_explain_mitigation_and_its_plots(digits_run):
     report = (out / "report.md").read_text()
     for heading in ["## Audit", "## Why: explaining", "## Mitigation: FAIR-QAT W2A8-MIXED"]:
         assert heading in report
+    import json
     import re
+
+    results = json.loads((out / "results.json").read_text())
+    fp_s = results["audit"]["settings"]["timings_s"]["FP"]["evaluate_s"]
+    stages = re.search(r"In FP evaluation passes \(one over the \d+ eval examples took [\d.]+ s\): ([^\n]+)\.", report)
+    assert stages, "the stage-time line in FP passes"
+    shown = dict(item.rsplit(" ", 1) for item in stages.group(1).split(", "))
+    assert float(shown["explain"]) == pytest.approx(results["wall_time_s"]["explain"] / fp_s, abs=0.051)
+    assert results["audit"]["settings"]["timings_s"]["FAIR-QAT W2A8-MIXED"]["evaluate_s"] > 0
 
     for link in re.findall(r"\]\((plots/[^)]+)\)", report):
         assert (out / link).is_file(), link

@@ -137,3 +137,61 @@ def test_a_changed_number_changes_the_document_and_the_bar(baseline, tmp_path):
     assert new != doc
     assert "**The committed code does not clear the bar.**" in new
     assert "| tail accuracy ≥ fair FP's | 73.9 vs 77.9 | **fail** |" in new
+
+
+def _adult(resnet: dict) -> dict:
+    adult = copy.deepcopy(resnet)
+    adult["meta"] = {**adult["meta"], "recipe": "recipes/adult_sex_race_bert.yaml"}
+    adult["chain_test_counts"] = {"head": 50, "tail": 50}
+    for s, seed in adult["seeds"].items():
+        seed["chain"] = {"W2A8": explanation(int(s), 8.0)}
+    return adult
+
+
+def test_adult_section_is_added_without_changing_the_other_parts(baseline, tmp_path):
+    resnet, doc, _ = baseline
+    folder = tmp_path / "results"
+    write_results(folder, resnet)
+    (folder / "adult.json").write_text(json.dumps(_adult(resnet)))
+    render_results.main(["--results-dir", str(folder), "--output", str(tmp_path / "results.md")])
+    new = (tmp_path / "results.md").read_text()
+    assert "## Real demographic groups: UCI Adult, sex × race" in new
+    assert "the **minority** = the worst intersectional group" in new and "(tail, 15 training rows)" in new
+    assert "**On UCI Adult the fair QAT model clears the bar** (minority = tail)." in new
+    assert "### Verdicts on real demographic groups" in new and "Adult BERT: PTQ costs the minority (tail)" in new
+    assert (folder / "adult_groups.png").is_file()
+    # the other parts render exactly as before; only the run-facts row and the command list grow
+    before, after = doc.split("## The demo ResNet")[1], new.split("## The demo ResNet")[1]
+    assert after.split("\n## Real demographic groups")[0] == before.split("\n## Verdicts")[0]
+    assert after.split("\n## Verdicts")[1] == before.split("\n## Verdicts")[1]
+
+
+def test_adult_minority_is_the_worst_group_other_than_the_majority():
+    settings = {"train_counts": {"big": 100, "mid": 50, "small": 10}, "groups": ["big", "mid", "small"]}
+    def with_fp(accs: dict) -> dict:
+        seeds = {str(s): {"rows": {"FP": {"group_accuracy": accs}}} for s in (0, 1)}
+        return render_results.with_adult_groups({"meta": {"settings": settings}, "seeds": seeds})["meta"]["settings"]
+    s = with_fp({"big": 0.7, "mid": 0.6, "small": 0.9})
+    assert (s["majority"], s["minority"]) == ("big", "mid")
+    s = with_fp({"big": 0.5, "mid": 0.95, "small": 0.9})  # the majority is worst: the worst of the others
+    assert (s["majority"], s["minority"]) == ("big", "small")
+    assert render_results.groups_by_size(s) == ("big", "small")
+
+
+def test_merge_parts_unites_disjoint_seeds(baseline):
+    spec = importlib.util.spec_from_file_location("merge_parts", ROOT / "benchmarks" / "merge_parts.py")
+    merge_parts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge_parts)
+    resnet = baseline[0]
+    a, b = copy.deepcopy(resnet), copy.deepcopy(resnet)
+    del a["seeds"]["1"], b["seeds"]["0"]
+    b["meta"] = {**b["meta"], "command": "python other.py", "wall_time_s": 5.0}
+    merged = merge_parts.merge([b, a])
+    assert list(merged["seeds"]) == ["0", "1"] and merged["seeds"] == resnet["seeds"]
+    assert merged["meta"]["wall_time_s"] == 17.0 and merged["meta"]["settings"]["seeds"] == [0, 1]
+    assert merged["meta"]["command"] == "python other.py ; " + resnet["meta"]["command"]
+    with pytest.raises(SystemExit, match=r"seed\(s\) \['0'\] appear in more than one input"):
+        merge_parts.merge([a, a])
+    b["rows"] = b["rows"][:-1]
+    with pytest.raises(SystemExit, match="differ in 'rows'"):
+        merge_parts.merge([a, b])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import FairQuantError
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,9 @@ from .preprocessing import (
     check_image_size,
     prepare_image_dataset,
     prepare_text_dataset,
+    text_length_limit,
 )
+from .adult import load_adult
 from .sources import (
     FASHION_MNIST_CLASSES,
     OFFLINE_SOURCES,
@@ -25,6 +28,9 @@ from .sources import (
     load_fashion_mnist,
     load_source,
 )
+from .tokenizer import WORDLEVEL, train_wordlevel_tokenizer
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DataConfig",
@@ -35,13 +41,19 @@ __all__ = [
     "OFFLINE_SOURCES",
     "check_image_size",
     "check_subset",
+    "WORDLEVEL",
+    "load_adult",
     "load_digits_dataset",
     "load_fashion_mnist",
     "load_grouped_dataset",
+    "load_raw_grouped_dataset",
     "load_source",
     "make_long_tailed",
     "prepare_image_dataset",
     "prepare_text_dataset",
+    "preprocess_grouped_dataset",
+    "train_wordlevel_tokenizer",
+    "text_length_limit",
 ]
 
 
@@ -79,7 +91,12 @@ class DataConfig:
     )
     long_tail_fraction: float = field(default=0.05, metadata={"help": "share of each tail class's training examples kept"})
     seed: int = field(default=0, metadata={"help": "seed of the long-tail subsampling"})
-    max_length: int = field(default=128, metadata={"help": "text: tokens per example"})
+    max_length: int | None = field(
+        default=None,
+        metadata={"help": "text: truncate to this many tokens (default: the smaller of the tokenizer's "
+                          "model_max_length and the model's max_position_embeddings); batches are padded "
+                          "dynamically"},
+    )
 
     def __post_init__(self) -> None:
         self.group_columns = split_commas(self.group_columns)
@@ -93,12 +110,27 @@ def check_subset(config: DataConfig) -> None:
 
 
 def load_grouped_dataset(
-    config: DataConfig, image_processor: Any = None, tokenizer: Any = None
+    config: DataConfig, image_processor: Any = None, tokenizer: Any = None, model_config: Any = None
 ) -> tuple[DatasetDict, GroupSpec]:
     """Load, derive groups, validate, then preprocess: → (model-ready splits, fitted GroupSpec).
 
-    Everything that can be wrong with columns or groups is checked before preprocessing.
+    Everything that can be wrong with columns or groups is checked before preprocessing. A group
+    present only in the evaluation split is kept (audit and explain report it as eval-only) and
+    logged; training on it is what :meth:`GroupSpec.check_covered` refuses. Text is truncated to
+    ``config.max_length`` (None: :func:`text_length_limit` of ``tokenizer`` and ``model_config``)
+    and not padded (the input layer pads each batch).
     """
+    raw, spec = load_raw_grouped_dataset(config)
+    prepared = preprocess_grouped_dataset(
+        raw, config, image_processor=image_processor, tokenizer=tokenizer, model_config=model_config
+    )
+    return prepared, spec
+
+
+def load_raw_grouped_dataset(config: DataConfig) -> tuple[DatasetDict, GroupSpec]:
+    """The first half of :func:`load_grouped_dataset`: the train/eval splits as loaded (groups
+    derived and validated, nothing preprocessed) and the fitted GroupSpec — e.g. to train a
+    tokenizer on the raw training text before tokenising."""
     check_subset(config)
     raw = load_source(config.source, **({"name": config.subset} if config.subset else {}))
     for split in (config.train_split, config.eval_split):
@@ -114,16 +146,26 @@ def load_grouped_dataset(
     for split, ds in raw.items():
         spec.validate(ds, label_column=config.label_column, split=split)
     spec = spec.fit(*raw.values())
-    spec.check_covered(raw[config.train_split], {config.eval_split: raw[config.eval_split]})
+    eval_only = spec.eval_only_groups(raw[config.train_split], {config.eval_split: raw[config.eval_split]})
+    if eval_only:
+        logger.warning(
+            "group(s) %s occur only in split '%s' (no training example): audited and explained as eval-only groups",
+            eval_only, config.eval_split,
+        )
+    return raw, spec
 
+
+def preprocess_grouped_dataset(
+    raw: DatasetDict, config: DataConfig, image_processor: Any = None, tokenizer: Any = None, model_config: Any = None
+) -> DatasetDict:
+    """The second half of :func:`load_grouped_dataset`: tokenise or transform into model inputs."""
     if config.text_column:
         if tokenizer is None:
             raise FairQuantError(f"text column '{config.text_column}' needs a tokenizer")
-        prepared = prepare_text_dataset(raw, tokenizer, config.text_column, config.label_column, config.max_length)
-    elif config.image_column:
-        prepared = prepare_image_dataset(
+        max_length = config.max_length if config.max_length is not None else text_length_limit(tokenizer, model_config)
+        return prepare_text_dataset(raw, tokenizer, config.text_column, config.label_column, max_length)
+    if config.image_column:
+        return prepare_image_dataset(
             raw, config.image_column, config.label_column, image_processor, train_split=config.train_split
         )
-    else:
-        raise FairQuantError("DataConfig needs an image_column or a text_column")
-    return prepared, spec
+    raise FairQuantError("DataConfig needs an image_column or a text_column")

@@ -1,7 +1,8 @@
 """Offline data sources (no network) and the generic loader for Hub ids and local files.
 
 Every source returns a ``datasets.DatasetDict`` with the schema of its Hub counterpart:
-an ``image`` column (``datasets.Image``) and a ``label`` column (``datasets.ClassLabel``).
+an ``image`` column (``datasets.Image``) or a ``text`` column (Adult), and a ``label`` column
+(``datasets.ClassLabel``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+
+from .adult import load_adult
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the original idx files.
 FASHION_MNIST_DIR = Path(os.environ.get("HF_FAIRQUANT_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
@@ -92,6 +95,8 @@ def load_digits_dataset(test_size: float = 0.25, seed: int = 0) -> DatasetDict:
 OFFLINE_SOURCES: dict[str, Callable[[], DatasetDict]] = {
     "fashion_mnist": load_fashion_mnist,
     "digits": load_digits_dataset,
+    "adult": load_adult,  # UCI Adult, text without sex and race (they stay group columns)
+    "adult_sensitive": lambda: load_adult(include_sensitive=True),  # … with "sex …. race …." in the text
 }
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -100,7 +105,7 @@ _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json
 def load_source(source: str, **load_kwargs: Any) -> DatasetDict:
     """Load a dataset by offline source name, local file/folder, or Hub id.
 
-    - ``"fashion_mnist"`` / ``"digits"``: the offline sources above;
+    - ``"fashion_mnist"`` / ``"digits"`` / ``"adult"`` / ``"adult_sensitive"``: the offline sources above;
     - a local data file (``.csv``, ``.json``, ``.jsonl``, ``.parquet``) or a folder (anything
       ``datasets.load_dataset`` reads: a saved ``DatasetDict``, an imagefolder, data files);
     - otherwise a Hub id, through ``datasets.load_dataset(source, **load_kwargs)``.
