@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ._atomic import atomic_write_text
 from ._config import check_positive_int, resolve_config, split_commas
+from . import deployment
 from ._format import JsonRoundTrip, markdown_table, pct, signed_pct, to_plain
 from .batching import ModelInputs, predict_batches
 from .data.preprocessing import check_image_size
@@ -104,6 +105,8 @@ class AuditReport(JsonRoundTrip):
     fp: ModelResult
     quantized: list[ModelResult]
     settings: dict[str, Any] = field(default_factory=dict)
+    #: ``{simulated name: comparison}`` of each deployed (ONNX Runtime) model with its simulation
+    deployment: dict[str, Any] = field(default_factory=dict)
     #: the FP model's per-example (predictions, losses) in this process (never serialised): a
     #: later ``audit(..., reference=report)`` over the same data reuses them instead of a pass
     fp_outputs: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
@@ -138,6 +141,7 @@ class AuditReport(JsonRoundTrip):
             fp=ModelResult(**data["fp"]),
             quantized=[ModelResult(**r) for r in data["quantized"]],
             settings=data.get("settings", {}),
+            deployment=data.get("deployment", {}),
         )
 
     @classmethod
@@ -190,7 +194,10 @@ class AuditReport(JsonRoundTrip):
                 f"({self.settings['n_boot']} resamples, stratified by group)."
             )
         per_group = "" if groups else "\nPer group (one row each, too many groups for columns above):\n\n" + self.group_markdown()
-        return markdown_table(head, rows) + "\n" + note + "\n" + per_group
+        table = markdown_table(head, rows) + "\n" + note + "\n" + per_group
+        if self.deployment:
+            table += "\n**Simulated vs deployed**\n\n" + deployment.to_markdown(self.deployment, groups or [])
+        return table
 
     def group_markdown(self) -> str:
         """One row per group (its test count, then each model's accuracy with its bootstrap
@@ -235,6 +242,7 @@ def audit(
     config: AuditConfig | None = None,
     progress: bool = True,
     quantized_models: Mapping[str, torch.nn.Module] | None = None,
+    deployed_models: Mapping[str, torch.nn.Module] | None = None,
     reference: AuditReport | None = None,
     data_collator: Any = None,
     processing_class: Any = None,
@@ -250,7 +258,10 @@ def audit(
     and listed in ``settings["eval_only_groups"]``. ``model`` is not modified (each recipe
     quantizes a copy). ``recipes`` (default: ``config.recipes``) may be empty to audit only
     ``quantized_models`` ({name: model}): models quantized elsewhere (e.g. by QAT with
-    :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference. Options come
+    :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference.
+    ``deployed_models`` ({simulated name: model}, e.g. ``{"W8A8": load_onnx(dir)}``) adds the
+    artifacts that ship (ONNX Runtime models), each as a row ``"<name> ONNX"`` and compared with
+    the simulated row of that name in ``report.deployment``. Options come
     from ``config`` (:class:`AuditConfig`) and/or keywords naming its fields (a keyword wins).
     ``reference``: an earlier report of this process on the same ``eval_dataset`` and FP
     ``model``; its FP row and per-example outputs are reused (no second FP pass).
@@ -264,6 +275,12 @@ def audit(
     recipes = parse_recipes(recipes) if recipes else []
     quantized_models = dict(quantized_models or {})
     check_unique_names([str(r).upper() for r in recipes] + list(quantized_models), "audited models")
+    deployed_models = dict(deployed_models or {})
+    known = {str(r).upper() for r in recipes} | set(quantized_models)
+    for name, qmodel in deployed_models.items():
+        if name not in known:
+            raise FairQuantError(f"deployed_models[{name!r}] names no audited model; allowed: {sorted(known)}")
+        quantized_models[deployment.deployed_name(name)] = qmodel
     for name, qmodel in quantized_models.items():
         if not is_quantized(qmodel):
             raise FairQuantError(f"quantized_models[{name!r}] holds no quantized module: quantize or train it with QAT first")
@@ -314,9 +331,12 @@ def audit(
             metrics=metric.compute(predictions=fp_preds, losses=fp_losses, **common),
         )
 
+    predictions: dict[str, np.ndarray] = {}
+
     def evaluate(name: str, qmodel: torch.nn.Module, recipe: dict[str, Any] | None) -> ModelResult:
         started = time.perf_counter()
         preds, losses = predict(qmodel, eval_dataset, batch_size, desc=name if progress else None, inputs=eval_inputs)
+        predictions[name] = preds
         timings.setdefault(name, {})["evaluate_s"] = time.perf_counter() - started
         metrics = metric.compute(
             predictions=preds, losses=losses, reference_predictions=fp_preds, reference_losses=fp_losses, **common
@@ -343,4 +363,13 @@ def audit(
         "eval_only_groups": eval_only,
         "timings_s": {k: {t: round(v, 3) for t, v in d.items()} for k, d in timings.items()},
     }
-    return AuditReport(list(spec.columns), spec.names, fp, results, settings, fp_outputs=(fp_preds, fp_losses))
+    by_name = {r.name: r for r in results}
+    compared = {
+        name: deployment.compare(
+            metric, predictions[name], predictions[deployment.deployed_name(name)], by_name[name].metrics,
+            by_name[deployment.deployed_name(name)].metrics, **common,
+        )
+        for name in deployed_models
+    }
+    return AuditReport(list(spec.columns), spec.names, fp, results, settings, compared,
+                       fp_outputs=(fp_preds, fp_losses))

@@ -78,6 +78,15 @@ def eval_results(results: dict[str, Any]) -> list[EvalResult]:
             ("accuracy", f"accuracy, group {g} ({name})", q["group_accuracy"][g]),
             ("accuracy_drop", f"accuracy drop, group {g} ({name} vs FP)", q["group_accuracy_drop"][g]),
         ]
+    for f in (results.get("deployment") or {}).get("files", []):  # the ONNX Runtime artifacts that ship
+        d = next(r for r in audit["quantized"] if r["name"] == f["name"])["metrics"]
+        label = f"{f['name']}, deployed {f['file']}"
+        entries += [("accuracy", f"accuracy ({label})", d["accuracy"])]
+        entries += [("accuracy", f"accuracy, group {g} ({label})", d["group_accuracy"][g]) for g in audit["group_names"]]
+        entries += [("file_size_bytes", f"file size in bytes ({label})", f["size_bytes"])]
+        if f.get("speedup"):
+            entries += [("speedup", f"throughput vs torch FP32, batch {f['speedup']['batch_size']} ({label})",
+                         f["speedup"]["vs_torch_fp32"])]
     return [EvalResult(metric_type=t, metric_name=n, metric_value=v, **common) for t, n, v in entries]
 
 
@@ -185,6 +194,7 @@ def _template_values(results: dict[str, Any]) -> dict[str, Any]:
             "![accuracy per group](plots/group_accuracy.png)"
         ),
         "footer": "Full report: `report.md`. Every number: `results.json`.",
+        **_deployment_values(results),
     }
 
 
@@ -198,6 +208,17 @@ def _group_table(results: dict[str, Any]) -> str:
     confidence = audit["settings"].get("confidence_level", 0.95)
     return (f"\n\nPer group, accuracy in % with its {confidence:.0%} bootstrap interval (small groups have wide "
             f"intervals):\n\n" + AuditReport.from_dict(audit).group_markdown().rstrip("\n"))
+
+
+def _deployment_values(results: dict[str, Any]) -> dict[str, Any]:
+    """The "run it with onnxruntime" section: the snippet and the files table (empty: no export)."""
+    from .deployment import card_snippet, files_markdown
+
+    deployment = results.get("deployment")
+    if not deployment or not deployment.get("files"):
+        return {"onnx_snippet": "", "onnx_files": ""}
+    repo_id = results["card"].get("repo_id") or results["card"]["model_name"]
+    return {"onnx_snippet": card_snippet(repo_id, deployment), "onnx_files": files_markdown(deployment)}
 
 
 def _quantization_text(p: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""``hf-fairquant run|train|audit|explain|push``: parse arguments, call the pipeline, explain or push; nothing more."""
+"""``hf-fairquant run|train|audit|explain|export|push``: parse arguments, call the pipeline, explain or push; nothing more."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise FairQuantError(f"recipe {args.recipe} has no `mitigation` section: nothing for `train` to do")
     recipe.audit.recipes = []
     recipe.explain.enabled = False
+    recipe.export = None  # only the mitigation: no ONNX export of the FP model
     run(recipe, overwrite=args.overwrite, push_to_hub=args.push_to_hub, token=args.token, command=_command_line())
     return 0
 
@@ -75,6 +76,25 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         data=_from_namespace(DataConfig, args), model=ModelSection(name_or_path=args.model),
         audit=_from_namespace(AuditConfig, args), explain=ExplainSection(enabled=False), output_dir=args.output_dir,
     )
+    run(recipe, overwrite=args.overwrite, command=_command_line())
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    """FP model → ONNX Runtime artifacts (``onnx/``), each audited per group as deployed and
+    compared with its simulation (the exported recipes are the audited ones)."""
+    from .audit import AuditConfig
+    from .data import DataConfig
+    from .pipeline import ExplainSection, ModelSection, RunRecipe, run
+    from .quantization.onnx import ExportConfig
+
+    export = _from_namespace(ExportConfig, args)
+    recipe = RunRecipe(
+        data=_from_namespace(DataConfig, args), model=ModelSection(name_or_path=args.model),
+        audit=_from_namespace(AuditConfig, args), explain=ExplainSection(enabled=False), export=export,
+        output_dir=args.output_dir,
+    )
+    recipe.audit.recipes = list(export.recipes)
     run(recipe, overwrite=args.overwrite, command=_command_line())
     return 0
 
@@ -164,14 +184,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         from .audit import AuditConfig
         from .data import DataConfig
         from .diagnostics import ExplainConfig
+        from .quantization.onnx import ExportConfig
 
-        known = {"data": DataConfig, "audit": AuditConfig, "explain": ExplainConfig}
+        known = {"data": DataConfig, "audit": AuditConfig, "explain": ExplainConfig, "export": ExportConfig}
         return tuple(known[n] for n in names[1:])
 
     audit_configs = configs("audit", "data", "audit")
     p_audit = _add_stage_parser(sub, "audit", "audit how PTQ recipes change per-group accuracy",
                                 audit_configs, bool(audit_configs))
     p_audit.set_defaults(func=_cmd_audit)
+
+    export_configs = configs("export", "data", "audit", "export")
+    p_export = _add_stage_parser(
+        sub, "export", "export the FP model to ONNX Runtime int8/int4 (onnx/) and audit the deployed files per group",
+        export_configs, bool(export_configs),
+    )
+    p_export.set_defaults(func=_cmd_export)
 
     explain_configs = configs("explain", "data", "explain")
     p_explain = _add_stage_parser(

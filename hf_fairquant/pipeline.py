@@ -31,6 +31,8 @@ from .data import (
 )
 from .diagnostics import ExplainConfig
 from .groups import GroupSpec
+from . import deployment
+from .quantization.onnx.export import ONNX_DIR, ExportConfig
 
 
 
@@ -85,6 +87,7 @@ class RunRecipe:
     card: CardSection = field(default_factory=CardSection)
     training: Any = None  # transformers.TrainingArguments (full-precision fine-tune) or None
     mitigation: Any = None  # FairQuantTrainingArguments (fair QAT from the FP weights) or None
+    export: ExportConfig | None = None  # ONNX Runtime artifacts of the FP model, audited as deployed
     output_dir: str = "outputs/run"
 
 
@@ -128,7 +131,7 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
             f"recipe {path} must be a YAML mapping with sections {sorted(_SECTIONS) + ['mitigation', 'training']}, "
             f"got a {type(raw).__name__}"
         )
-    allowed = set(_SECTIONS) | {"training", "mitigation", "output_dir"}
+    allowed = set(_SECTIONS) | {"training", "mitigation", "export", "output_dir"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise FairQuantError(f"unknown top-level key(s) {unknown} in recipe {path}; allowed: {sorted(allowed)}")
@@ -149,7 +152,10 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
         if isinstance(cfg.get("group_weighting"), dict):
             cfg["group_weighting"] = json.dumps(cfg["group_weighting"])
         mitigation = _parse_section("mitigation", FairQuantTrainingArguments, cfg)
-    recipe = RunRecipe(training=training, mitigation=mitigation, output_dir=str(out), **sections)
+    export = _parse_section("export", ExportConfig, raw["export"]) if raw.get("export") is not None else None
+    if export is not None and not export.enabled:
+        export = None
+    recipe = RunRecipe(training=training, mitigation=mitigation, export=export, output_dir=str(out), **sections)
     if recipe.model.name_or_path is None and recipe.model.config is None:
         raise FairQuantError("recipe section 'model' needs `name_or_path` or `config`")
     if recipe.model.name_or_path is None and training is None:
@@ -407,6 +413,20 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
     for section in ("training", "mitigation"):
         if getattr(recipe, section) is not None:
             _check_training_arguments(section, getattr(recipe, section))
+    if recipe.export is not None:
+        from .quantization import QuantRecipe
+
+        from .quantization.onnx.compile import check_recipe_bits
+
+        for r in recipe.export.recipes:
+            check_recipe_bits(QuantRecipe.parse(r))  # 2-bit weights: refused before data or models load
+        names = {str(r).upper() for r in audited}
+        missing = [r for r in recipe.export.recipes if str(QuantRecipe.parse(r)).upper() not in names]
+        if missing:
+            raise FairQuantError(
+                f"export.recipes {missing} are not among audit.recipes {recipe.audit.recipes}: the deployed model is "
+                "compared with its simulation, so audit each exported recipe too"
+            )
     mitigation = recipe.mitigation
     if mitigation is not None and mitigation.quantization_recipe is None and mitigation.quantization_budget is None:
         raise FairQuantError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
@@ -547,6 +567,8 @@ def dry_run(recipe: RunRecipe, *, overwrite: bool = False) -> str:
                  + (f", derived long tail {recipe.data.long_tail_classes}" if recipe.data.long_tail_classes else ""))
     steps.append(f"model: {model}" + (f", fine-tuned for {recipe.training.num_train_epochs:g} epoch(s)" if recipe.training else ""))
     steps.append(f"audit: FP + {', '.join(str(r) for r in audited) or 'nothing'}")
+    if recipe.export is not None:
+        steps.append(f"export: ONNX Runtime {', '.join(recipe.export.recipes)} of the FP model → onnx/, audited as deployed")
     if recipe.explain.enabled and audited:
         steps.append(f"explain: {recipe.explain.recipe or 'the recipe that lowers the worst group most'}")
     if mitigation is not None:
@@ -581,7 +603,10 @@ def run(
     try:
         with scratch_directory(out, "checkpoints") as scratch:
             _checkpoints_outside(recipe, scratch)
-            return _run(recipe, overwrite=overwrite, push_to_hub=push_to_hub, token=token, command=command, echo=echo)
+            return _run(
+                recipe, overwrite=overwrite, push_to_hub=push_to_hub, token=token, command=command, echo=echo,
+                scratch=scratch,
+            )
     finally:
         for section, folder in saved.items():
             getattr(recipe, section).output_dir = folder
@@ -595,6 +620,7 @@ def _run(
     token: str | None = None,
     command: str | None = None,
     echo: Any = print,
+    scratch: Path,
 ) -> RunResult:
     """Execute a recipe: FP model (load or train) → audit PTQ → explain the worst recipe →
     mitigate with FairQuantTrainer → audit the mitigated model → write the output folder
@@ -645,6 +671,8 @@ def _run(
         quant = recipe.mitigation.quantization_recipe
         quant.plan(model)  # a pattern matching no module fails here
         _with_backend(recipe.mitigation, publish_backend(recipe.card.publish_backend, quant, model))
+    if recipe.export is not None:
+        deployment.check_exportable(model, recipe.export.recipes)  # no ONNX Runtime kernel: fails here
     counts = spec.counts(data)
     echo(f"groups by {spec.name}: " + "; ".join(f"{s}: {c}" for s, c in counts.items()))
     t = lap("data", t)
@@ -654,9 +682,22 @@ def _run(
     model.eval()
 
     # ---------------------------------------------------------------- audit PTQ
+    deployed, staging, deployed_info = {}, None, None
+    if recipe.export is not None:
+        echo(f"[2/5] export to ONNX Runtime: {', '.join(recipe.export.recipes)}")
+        staging = scratch / "onnx-staging"  # removed with the scratch folder, whatever happens
+        staging.mkdir()
+        deployed, files = deployment.export_deployed(
+            model, recipe.export, train, spec, staging,
+            calibration_size=recipe.audit.calibration_size, seed=recipe.audit.seed,
+        )
+        deployment.measure_speedups(model, deployed, files, evaluation, staging, recipe.export)
+        deployed_info = {"files": files, "not_exported": {}}
+        t = lap("export", t)
     echo(f"[2/5] audit: {', '.join(str(r) for r in audited) or 'FP only'}")
     report = audit(
-        model, evaluation, audited, spec, calibration_dataset=train, config=recipe.audit, processing_class=tokenizer
+        model, evaluation, audited, spec, calibration_dataset=train, config=recipe.audit, processing_class=tokenizer,
+        deployed_models=deployed,
     )
     t = lap("audit", t)
 
@@ -691,17 +732,22 @@ def _run(
         report.quantized.append(result)
         report.settings.setdefault("timings_s", {})[name] = mitigated.settings["timings_s"][name]
         t = lap("mitigated_audit", t)
+        if deployed_info is not None:
+            reason = deployment.not_exportable_reason(model, trainer.quant_recipe)
+            if reason is not None:  # e.g. 2-bit weights: ONNX Runtime has no kernel for them
+                deployed_info["not_exported"][name] = reason  # the final screen says so
 
     # ---------------------------------------------------------------- write, push
     echo("[5/5] write the output folder")
     timings["total"] = round(time.perf_counter() - started, 1)
     results = build_results(
         recipe, report, spec=spec, data=data, model=model, explanation=explanation, explained=explained,
-        trainer=trainer, quantized=quantized, timings=timings, command=command,
+        trainer=trainer, quantized=quantized, timings=timings, command=command, deployment=deployed_info,
     )
     write_outputs(
         out, results, fp_model=model if recipe.training is not None else None, quantized=quantized,
         processor=processor, explanation=explanation,
+        onnx_dir=staging / ONNX_DIR if staging is not None else None,
     )
     pushed = None
     if push_to_hub is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ def build_results(
     quantized: Any = None,
     timings: dict[str, float] | None = None,
     command: str | None = None,
+    deployment: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything a run measured, as plain JSON types."""
     from . import __version__
@@ -73,6 +75,7 @@ def build_results(
         "explain": explanation.to_dict() if explanation is not None else None,
         "mitigation": None,
         "published": None,
+        "deployment": deployment,
         "wall_time_s": dict(timings or {}),
     }
     if trainer is not None and quantized is not None:
@@ -130,8 +133,11 @@ def summary_screen(results: dict[str, Any], output_dir: Path, pushed: str | None
             f"published model: {published['name']} — {published['effective_bits']:.2f} mean weight bits, "
             f"{published['size_bytes'] / 1e3:.0f} kB vs {published['fp_size_bytes'] / 1e3:.0f} kB FP"
         )
+    from .deployment import deployment_lines
+
+    lines += deployment_lines(results.get("deployment"))
     out = Path(output_dir)
-    names = ["README.md", "report.md", "results.json", PLOTS_DIR + "/"]
+    names = ["README.md", "report.md", "results.json", PLOTS_DIR + "/", "onnx/"]
     lines.append(f"outputs in {out}/: " + ", ".join(n for n in names if (out / n.rstrip('/')).exists()))
     repo_id = (results.get("card") or {}).get("repo_id")
     if pushed:
@@ -153,6 +159,7 @@ def write_outputs(
     quantized: Any = None,
     processor: Any = None,
     explanation: Any = None,
+    onnx_dir: str | Path | None = None,
 ) -> Path:
     """Write the whole output folder under a temporary name, then rename it into place
     (an earlier folder is replaced whole; see :func:`~hf_fairquant._atomic.atomic_directory`)."""
@@ -161,6 +168,8 @@ def write_outputs(
 
     out = Path(out)
     with atomic_directory(out) as tmp:  # trainer checkpoints live outside (pipeline's scratch folder)
+        if onnx_dir is not None:  # the ONNX Runtime artifacts (exported and audited before)
+            shutil.copytree(onnx_dir, tmp / Path(onnx_dir).name)
         plots = tmp / PLOTS_DIR
         plots.mkdir()
         save_group_accuracy_plot(results, plots / "group_accuracy.png")
@@ -239,6 +248,10 @@ def render_report(results: dict[str, Any], explanation: Any = None) -> str:
         AuditReport.from_dict(results["audit"]).to_markdown(),
         f"![accuracy per group]({PLOTS_DIR}/group_accuracy.png)",
     ]
+    if results.get("deployment"):
+        from .deployment import files_markdown
+
+        parts += ["## Deployed on a CPU: ONNX Runtime", files_markdown(results["deployment"])]
     if explanation is not None:
         body = explanation.to_markdown(PLOTS_DIR)
         body = body.split("\n", 1)[1] if body.startswith("# ") else body  # its title: our heading says it

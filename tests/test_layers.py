@@ -18,7 +18,7 @@ FLOORS = {
     "groups": 2,
     "batching": 3,
     "quantization": 4, "curvature": 4, "metrics": 4, "data": 4,
-    "allocation": 5,
+    "allocation": 5, "deployment": 5,
     "diagnostics": 6, "training": 6, "audit": 6,
     "summary": 7,
     "cards": 8, "hub": 8,

@@ -44,6 +44,8 @@ def _write(tmp_path, text: str) -> Path:
         ("data: [unclosed\n", r"is not valid YAML"),
         ("- just\n- a list\n", r"must be a YAML mapping"),
         ("model: {name_or_path: x}\nmitigation: {quantization: int3}\n", r"unknown quantization preset 'int3'"),
+        ("model: {name_or_path: x}\nexport: {recipe: w8}\n", r"\['recipe'\] in recipe section 'export'"),
+        ("model: {name_or_path: x}\nexport: {block_size: 100}\n", r"block_size must be a power of 2"),
     ],
 )
 def test_recipe_errors_name_the_key_and_section(tmp_path, text, message):
@@ -58,6 +60,18 @@ def test_mitigation_needs_quantization_and_explain_an_audited_recipe(tmp_path):
     recipe = load_recipe(_write(tmp_path, "model: {name_or_path: x}\naudit: {recipes: [w4]}\nexplain: {recipe: w2a8}\n"))
     with pytest.raises(ValueError, match=r"explain.recipe 'w2a8' is not among audit.recipes"):
         run(recipe)
+
+
+def test_export_recipes_are_audited_and_have_an_ort_kernel(tmp_path):
+    recipe = load_recipe(_write(tmp_path, "model: {name_or_path: x}\naudit: {recipes: [w8a8]}\nexport: {recipes: [w8]}\n"))
+    with pytest.raises(ValueError, match=r"export.recipes \['w8'\] are not among audit.recipes"):
+        dry_run(recipe)
+    recipe = load_recipe(_write(tmp_path, "model: {name_or_path: x}\naudit: {recipes: [w2a8]}\nexport: {recipes: [w2a8]}\n"))
+    with pytest.raises(ValueError, match="no CPU kernel for 2-bit weights"):
+        dry_run(recipe)
+    recipe = load_recipe(_write(tmp_path, "model: {name_or_path: x}\naudit: {recipes: [w8a8]}\nexport: {recipes: [w8a8]}\n"))
+    assert "export: ONNX Runtime w8a8" in dry_run(recipe)
+    assert load_recipe(_write(tmp_path, "model: {name_or_path: x}\nexport: {enabled: false}\n")).export is None
 
 
 def test_bad_output_folder_and_model_path_fail_before_any_work(tmp_path, monkeypatch, capsys):
@@ -99,12 +113,15 @@ def test_run_writes_the_whole_folder(digits_run):
     assert not (out / "checkpoints").exists()  # save_strategy "no": no empty folder either
     results = json.loads((out / "results.json").read_text())
     names = [r["name"] for r in results["audit"]["quantized"]]
-    assert names == ["W8A8", "W4A8", "W4", "W2A8", "FAIR-QAT W2A8-MIXED"]
+    assert names == ["W8A8", "W4A8", "W4", "W2A8", "W8A8 ONNX", "FAIR-QAT W2A8-MIXED"]
     assert results["audit"]["fp"]["metrics"]["accuracy"] > 0.7  # the tiny ViT really learned digits
     assert results["explained_recipe"] == max(
         results["audit"]["quantized"][:4], key=lambda r: r["metrics"]["gap_change"])["name"]
+    assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "model_quantized.onnx").is_file()
     assert results["published"]["effective_bits"] < 2.5
-    for line in ["FP", "W2A8", "FAIR-QAT W2A8-MIXED", "published model", "outputs in", "load_quantized("]:
+    for line in ["FP", "W2A8", "FAIR-QAT W2A8-MIXED", "published model", "outputs in", "load_quantized(",
+                 "deployed (ONNX Runtime): onnx/model_quantized.onnx (W8A8)",
+                 "not exported: FAIR-QAT W2A8-MIXED — ONNX Runtime has no CPU kernel for 2-bit weights"]:
         assert line in screen
 
 
@@ -137,7 +154,11 @@ def test_card_numbers_are_the_results_numbers(digits_run):
         assert values[f"accuracy, group {g} (FP)"] == fp["group_accuracy"][g]
         assert values[f"accuracy, group {g} (FAIR-QAT W2A8-MIXED)"] == q["group_accuracy"][g]
         assert values[f"accuracy drop, group {g} (FAIR-QAT W2A8-MIXED vs FP)"] == q["group_accuracy_drop"][g]
-    assert len(values) == 4 + 3 * len(results["audit"]["group_names"])
+    deployed = results["deployment"]["files"]  # the ONNX Runtime file: overall, per group, size, speed-up
+    assert len(values) == 4 + 3 * len(results["audit"]["group_names"]) + len(deployed) * (3 + len(results["audit"]["group_names"]))
+    d = next(r for r in results["audit"]["quantized"] if r["name"] == "W8A8 ONNX")["metrics"]
+    assert values["accuracy (W8A8 ONNX, deployed onnx/model_quantized.onnx)"] == d["accuracy"]
+    assert values["file size in bytes (W8A8 ONNX, deployed onnx/model_quantized.onnx)"] == deployed[0]["size_bytes"]
     body = card.text
     assert f"| FAIR-QAT W2A8-MIXED | {results['published']['effective_bits']:.2f} | {100 * q['accuracy']:.1f} |" in body
     assert f"{100 * q['accuracy_gap']:.1f} points" in body
@@ -205,6 +226,100 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     code = main(["audit", "--model", "x", "--dataset", "digits", "--group-column", "sex", "--output-dir", str(tmp_path)])
     assert code == 2
     assert "group column(s) ['sex'] not found" in capsys.readouterr().err
+
+
+def test_deployed_onnx_model_is_audited_and_carded(digits_run):
+    out, _, screen = digits_run
+    results = json.loads((out / "results.json").read_text())
+    files = results["deployment"]["files"]
+    assert [f["file"] for f in files] == ["onnx/model_quantized.onnx"]
+    assert files[0]["size_bytes"] == (out / "onnx" / "model_quantized.onnx").stat().st_size
+    assert files[0]["size_bytes"] < 0.6 * files[0]["fp32_size_bytes"]
+    assert files[0]["fp32_max_abs_logit_difference"] < 1e-4
+    assert files[0]["speedup"]["vs_torch_fp32"] > 0
+    assert "FAIR-QAT W2A8-MIXED" in results["deployment"]["not_exported"]
+    comparison = results["audit"]["deployment"]["W8A8"]
+    deployed = next(r for r in results["audit"]["quantized"] if r["name"] == "W8A8 ONNX")["metrics"]
+    simulated = next(r for r in results["audit"]["quantized"] if r["name"] == "W8A8")["metrics"]
+    for g in results["audit"]["group_names"]:
+        assert comparison["group_accuracy_difference"][g] == pytest.approx(
+            deployed["group_accuracy"][g] - simulated["group_accuracy"][g])
+    report = (out / "report.md").read_text()
+    assert "Simulated vs deployed" in report and "Deployed on a CPU: ONNX Runtime" in report
+    card = ModelCard.load(out / "README.md")
+    names = [r.metric_name for r in card.data.eval_results]
+    assert "accuracy, group tail (W8A8 ONNX, deployed onnx/model_quantized.onnx)" in names
+    assert any(n.startswith("file size in bytes (W8A8 ONNX") for n in names)
+    assert any(n.startswith("throughput vs torch FP32, batch 32 (W8A8 ONNX") for n in names)
+    assert "## Run it with onnxruntime" in card.content
+
+
+def test_cli_export_of_a_saved_model(digits_run, tmp_path, capsys):
+    out, _, _ = digits_run
+    code = main([
+        "export", "--model", str(out / "fp_model"), "--dataset", "digits", "--group-column", "group",
+        "--long-tail-classes", "3,8", "--long-tail-fraction", "0.1", "--recipes", "w8", "w8a8",
+        "--n-boot", "0", "--speed-batches", "1", "--output-dir", str(tmp_path / "export"),
+    ])
+    assert code == 0, capsys.readouterr().err
+    target = tmp_path / "export"
+    assert {p.name for p in (target / "onnx").iterdir()} == {"model.onnx", "model_quantized.onnx", "model_w8a8.onnx"}
+    results = json.loads((target / "results.json").read_text())
+    assert [r["name"] for r in results["audit"]["quantized"]] == ["W8", "W8A8", "W8 ONNX", "W8A8 ONNX"]
+    assert set(results["audit"]["deployment"]) == {"W8", "W8A8"}
+    code = main(["export", "--model", str(out / "fp_model"), "--dataset", "digits", "--recipes", "w2a8",
+                 "--output-dir", str(tmp_path / "refused")])
+    assert code == 2
+    assert "no CPU kernel for 2-bit weights" in capsys.readouterr().err
+
+
+_ONNXRUNTIME_ONLY = """
+import json, sys
+import numpy as np
+snippet, inputs_path, out_path = sys.argv[1], sys.argv[2], sys.argv[3]
+exec(snippet)  # the model card's "run it with onnxruntime" code, as written (downloads from the Hub)
+predictions = session.run(["logits"], {"pixel_values": np.load(inputs_path)})[0].argmax(-1)
+np.save(out_path, predictions)
+print(json.dumps(sorted(m for m in ("hf_fairquant", "torch", "transformers") if m in sys.modules)))
+"""
+
+
+def test_pushed_onnx_loads_with_onnxruntime_alone(digits_run, hub, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from hf_fairquant.data import load_grouped_dataset
+    from hf_fairquant.hub import push_folder
+    from hf_fairquant.quantization.onnx import load_onnx
+
+    out, _, _ = digits_run
+    push_folder(out, "me/digits-onnx")
+    files = hub.repo("me/digits-onnx").commits[-1].files
+    assert files["onnx/model_quantized.onnx"] == (out / "onnx" / "model_quantized.onnx").read_bytes()
+    card = files["README.md"].decode().replace(str(out), "me/digits-onnx")  # the card names the local folder
+    snippet = re.search(r"## Run it with onnxruntime.*?```python\n(.*?)```", card, re.S).group(1)
+    assert 'hf_hub_download("me/digits-onnx", "onnx/model_quantized.onnx")' in snippet
+
+    recipe = load_recipe(ROOT / "recipes" / "digits_vit.yaml", output_dir=str(out))
+    splits, spec = load_grouped_dataset(recipe.data)
+    test = splits["test"]
+    np.save(tmp_path / "x.npy", np.asarray(test.with_format("numpy")["pixel_values"][:], dtype=np.float32))
+    done = subprocess.run(
+        [sys.executable, "-c", _ONNXRUNTIME_ONLY, snippet, str(tmp_path / "x.npy"), str(tmp_path / "p.npy")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []  # neither hf_fairquant nor torch was imported
+    remote = np.load(tmp_path / "p.npy")
+    local, _ = predict(load_onnx(out), test)
+    assert np.array_equal(remote, local)
+    labels = np.asarray(test.with_format("numpy")["labels"][:])
+    groups = np.asarray(spec.group_names(test))
+    results = json.loads((out / "results.json").read_text())
+    audited = next(r for r in results["audit"]["quantized"] if r["name"] == "W8A8 ONNX")["metrics"]["group_accuracy"]
+    for g, acc in audited.items():
+        assert np.mean(remote[groups == g] == labels[groups == g]) == pytest.approx(acc, abs=1e-12)
 
 
 # ---------------------------------------------------------------------------- the Hub (loopback server)
@@ -332,6 +447,7 @@ def test_a_linear_only_recipe_publishes_a_model_plain_transformers_loads(digits_
     raw["mitigation"]["quantization"] = {"preset": "w4a8", "name": "w4a8-linear", "overrides": {"classifier": "w8a8"},
                                          "exclude": ["vit.embeddings.*"]}
     raw["audit"] = {"recipes": ["w4a8"], "n_boot": 20}
+    raw.pop("export", None)  # the ONNX export is tested elsewhere; here only the torchao artifact
     recipe = tmp_path / "linear.yaml"
     recipe.write_text(yaml.safe_dump(raw))
     target = tmp_path / "published"

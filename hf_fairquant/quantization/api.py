@@ -109,6 +109,9 @@ def is_quantized(model: torch.nn.Module) -> bool:
 def layer_bits(model: torch.nn.Module) -> dict[str, LayerQuant | None]:
     """What each Conv2d/Linear of a (possibly quantized) model holds: LayerQuant or None (float)."""
     backend = backend_of(model)
+    table = backend.layer_table(model) if backend is not None else None
+    if table is not None:
+        return table
     quantized = backend.layer_bits(model) if backend is not None else {}
     out: dict[str, LayerQuant | None] = {}
     for name, module in model.named_modules():
@@ -127,6 +130,10 @@ def effective_bits(model: torch.nn.Module) -> float:
     Quantized modules count their weight bits; float modules their dtype width (32 for
     float32), so excluding a large layer shows in the number.
     """
+    backend = backend_of(model)
+    own = backend.effective_bits(model) if backend is not None else None
+    if own is not None:
+        return own
     bits = layer_bits(model)
     return weighted_bits(
         (model.get_submodule(n).weight.numel(), q.weight_bits if q else float_bits(model.get_submodule(n).weight))
@@ -136,7 +143,12 @@ def effective_bits(model: torch.nn.Module) -> float:
 
 def model_size_bytes(model: torch.nn.Module) -> int:
     """Bytes of every tensor in the state dict — what ``save_quantized`` writes (± header).
-    A tensor subclass (torchao's integer weights) counts the plain tensors it holds."""
+    A tensor subclass (torchao's integer weights) counts the plain tensors it holds; an ONNX
+    Runtime model counts its file's bytes."""
+    backend = backend_of(model)
+    own = backend.size_bytes(model) if backend is not None else None
+    if own is not None:
+        return own
     return sum(_tensor_bytes(t) for t in model.state_dict().values())
 
 

@@ -74,7 +74,7 @@ def test_recipe_names_its_backend():
     assert (again.backend, str(again), again.to_dict()) == (recipe.backend, str(recipe), recipe.to_dict())
     assert QuantRecipe.parse("w4a8").backend == "quanto" and "@" not in str(QuantRecipe.parse("w4a8"))
     assert QuantRecipe.parse({"preset": "w4", "backend": "torchao", "group_size": 16}).to_dict()["group_size"] == 16
-    with pytest.raises(FairQuantError, match=r"unknown quantization backend 'tensorrt'; allowed: \['quanto', 'torchao'"):
+    with pytest.raises(FairQuantError, match=r"unknown quantization backend 'tensorrt'; allowed: \['onnxruntime', 'quanto', 'torchao'"):
         QuantRecipe.parse("w4@tensorrt")
     with pytest.raises(FairQuantError, match="group_size must be a positive integer"):
         QuantRecipe(4, backend="torchao", group_size=0)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the recipe module validates backend names against this regi
 Plan = Mapping[str, "LayerQuant | None"]
 
 #: Built-in backends and the module that registers each (imported lazily).
-_BUILTIN = {"quanto": f"{__name__}.quanto", "torchao": f"{__name__}.torchao"}
+_BUILTIN = {"quanto": f"{__name__}.quanto", "torchao": f"{__name__}.torchao", "onnxruntime": f"{__name__}.onnxruntime"}
 _REGISTRY: dict[str, "QuantBackend"] = {}
 
 
@@ -96,6 +96,20 @@ class QuantBackend:
     def layer_bits(self, model: torch.nn.Module) -> "dict[str, LayerQuant]":
         """``{module name: LayerQuant}`` of the modules this backend quantized in ``model``."""
         raise NotImplementedError
+
+    # A backend whose model is not a tree of torch modules (an ONNX Runtime session) answers these
+    # itself; None means "read it off the torch modules" (the default).
+    def layer_table(self, model: torch.nn.Module) -> "dict[str, LayerQuant | None] | None":
+        """Every Conv2d/Linear's bits (None: float), or None to read them off ``model``'s modules."""
+        return None
+
+    def effective_bits(self, model: torch.nn.Module) -> float | None:
+        """Parameter-weighted mean weight bits, or None to compute them from ``model``'s modules."""
+        return None
+
+    def size_bytes(self, model: torch.nn.Module) -> int | None:
+        """Bytes of the artifact, or None to count ``model``'s state dict."""
+        return None
 
 
 def register_backend(backend: QuantBackend) -> QuantBackend:
