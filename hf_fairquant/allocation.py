@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from scipy.optimize import Bounds, LinearConstraint, milp
 from tqdm.auto import tqdm
 
-from .batching import LABELS, float_logits, iterate_batches, predict_batches
+from .batching import LABELS, ModelInputs, float_logits, iterate_batches, predict_batches
 from .curvature import GroupObjective, hutchinson_trace
 from .groups import GroupSpec, stratified_indices
 from .quantization.api import apply_plan, calibrate, freeze, is_quantized
@@ -457,7 +457,9 @@ def allocate_bits(
     batch_size: int = 256,
     hessian_probes: int = 16,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool = True,
+    data_collator: Any = None,
+    processing_class: Any = None,
 ) -> Allocation:
     """Choose weight bits per Conv2d/Linear of ``model`` from group sensitivity under ``budget``.
 
@@ -470,7 +472,8 @@ def allocate_bits(
     (:func:`gradient_sensitivity`: one forward + backward over the subset for every layer and
     width; weights only, like "hessian"). ``objective="cvar"`` minimises the mean loss of the
     worst ``alpha`` share of the examples' groups. ``progress`` shows a bar per stage.
-    ``model`` is left unchanged.
+    ``model`` is left unchanged. ``data_collator``/``processing_class`` build the batches as
+    the Trainer does (:class:`~hf_fairquant.batching.ModelInputs`).
     Returns an :class:`Allocation` whose ``recipe`` goes straight into ``quantize`` or
     ``FairQuantTrainingArguments(quantization=...)``.
     """
@@ -483,7 +486,9 @@ def allocate_bits(
         raise FairQuantError(f"{type(model).__name__} is already quantized: allocate bits on the full-precision model")
     spec = GroupSpec(group_spec) if isinstance(group_spec, str) else group_spec
     num_labels = getattr(getattr(model, "config", None), "num_labels", None)
-    spec.validate(dataset, label_column=LABELS, num_labels=num_labels, split="allocation")
+    label2id = getattr(getattr(model, "config", None), "label2id", None)
+    spec.validate(dataset, num_labels=num_labels, split="allocation", label2id=label2id)
+    ModelInputs(model, dataset, data_collator, processing_class)  # the inputs are usable, before any work
     spec = spec if spec.is_fitted else spec.fit(dataset)
     all_codes = spec.encode(dataset)
     counts = np.bincount(all_codes, minlength=spec.num_groups)
@@ -496,7 +501,7 @@ def allocate_bits(
     codes = all_codes[rows]
     device = next(model.parameters()).device
     batches = [({k: v.to(device) for k, v in inputs.items()}, labels.to(device))
-               for inputs, labels in iterate_batches(model, subset, batch_size)]
+               for inputs, labels in ModelInputs(model, subset, data_collator, processing_class).batches(batch_size)]
     params = [model.get_submodule(n).weight.numel() for n in layers]
 
     was_training = model.training

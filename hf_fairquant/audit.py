@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ._atomic import atomic_write_text
 from ._config import check_positive_int, resolve_config, split_commas
 from ._format import JsonRoundTrip, markdown_table, pct, signed_pct, to_plain
-from .batching import LABELS, iterate_batches, predict_batches
+from .batching import ModelInputs, predict_batches
 from .data.preprocessing import check_image_size
 from .groups import INTERSECTION_SEPARATOR, GroupSpec
 from .metrics import load_group_disparity
@@ -103,6 +103,9 @@ class AuditReport(JsonRoundTrip):
     fp: ModelResult
     quantized: list[ModelResult]
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the FP model's per-example (predictions, losses) in this process (never serialised): a
+    #: later ``audit(..., reference=report)`` over the same data reuses them instead of a pass
+    fp_outputs: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------ access
     def result(self, name: str) -> ModelResult:
@@ -116,7 +119,9 @@ class AuditReport(JsonRoundTrip):
 
     # ------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        return to_plain(asdict(self))
+        data = asdict(self)
+        data.pop("fp_outputs")
+        return to_plain(data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -171,6 +176,10 @@ class AuditReport(JsonRoundTrip):
             "drop = FP − quantized accuracy (points; negative: the group gained); disparate drop = "
             "max − min of the per-group drops; flip rate = share of predictions that changed vs FP."
         )
+        if self.settings.get("eval_only_groups"):
+            note += (
+                f" Eval-only group(s), with no calibration/training example: {', '.join(self.settings['eval_only_groups'])}."
+            )
         if self.settings.get("n_boot"):
             note += (
                 f" Brackets: {self.settings['confidence_level']:.0%} bootstrap intervals "
@@ -197,10 +206,17 @@ def _ci(metrics: dict, key: str, group: str | None = None) -> list[float] | None
 
 
 # ---------------------------------------------------------------- evaluation
-def predict(model: torch.nn.Module, dataset: Any, batch_size: int = 256, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One pass: (predicted class, per-example cross-entropy loss) for every row."""
+def predict(
+    model: torch.nn.Module, dataset: Any, batch_size: int = 256, desc: str | None = None,
+    data_collator: Any = None, processing_class: Any = None, inputs: ModelInputs | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pass: (predicted class, per-example cross-entropy loss) for every row.
+
+    ``inputs`` (a :class:`ModelInputs` of ``dataset``) is reused when given; else one is built
+    from ``data_collator`` and ``processing_class``."""
     model.eval()
-    batches = iterate_batches(model, dataset, batch_size)
+    inputs = inputs if inputs is not None else ModelInputs(model, dataset, data_collator, processing_class)
+    batches = inputs.batches(batch_size)
     total = -(-len(dataset) // batch_size)
     return predict_batches(model, tqdm(batches, total=total, desc=desc, disable=desc is None, leave=False))
 
@@ -215,16 +231,25 @@ def audit(
     config: AuditConfig | None = None,
     progress: bool = True,
     quantized_models: Mapping[str, torch.nn.Module] | None = None,
+    reference: AuditReport | None = None,
+    data_collator: Any = None,
+    processing_class: Any = None,
     **options: Any,
 ) -> AuditReport:
     """Evaluate ``model`` and its PTQ versions under each recipe, per group.
 
-    ``eval_dataset`` (and ``calibration_dataset``) are preprocessed: model input columns,
-    ``labels`` and the group column(s). ``model`` is not modified (each recipe quantizes a
-    copy). ``recipes`` (default: ``config.recipes``) may be empty to audit only
+    ``eval_dataset`` (and ``calibration_dataset``) hold the model inputs (materialised or through
+    ``with_transform``), ``labels`` or ``label``, and the group column(s); ``data_collator``
+    (default: dynamic padding when ``processing_class`` is a tokenizer) and ``processing_class``
+    (an image processor turns a PIL column into ``pixel_values``) build the batches, as in
+    ``Trainer``. A group with evaluation examples but none in ``calibration_dataset`` is audited
+    and listed in ``settings["eval_only_groups"]``. ``model`` is not modified (each recipe
+    quantizes a copy). ``recipes`` (default: ``config.recipes``) may be empty to audit only
     ``quantized_models`` ({name: model}): models quantized elsewhere (e.g. by QAT with
     :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference. Options come
     from ``config`` (:class:`AuditConfig`) and/or keywords naming its fields (a keyword wins).
+    ``reference``: an earlier report of this process on the same ``eval_dataset`` and FP
+    ``model``; its FP row and per-example outputs are reused (no second FP pass).
     Everything is validated before the first forward pass.
     """
     cfg = resolve_config(AuditConfig, config, options, "audit")
@@ -237,38 +262,56 @@ def audit(
     for name, qmodel in quantized_models.items():
         if not is_quantized(qmodel):
             raise FairQuantError(f"quantized_models[{name!r}] holds no quantized module: quantize or train it with QAT first")
-    num_labels = getattr(getattr(model, "config", None), "num_labels", None)
-    spec.validate(eval_dataset, label_column=LABELS, num_labels=num_labels, split="eval")
+    model_config = getattr(model, "config", None)
+    num_labels, label2id = getattr(model_config, "num_labels", None), getattr(model_config, "label2id", None)
+    references = spec.validate(eval_dataset, num_labels=num_labels, split="eval", label2id=label2id)
     spec = spec if spec.is_fitted else spec.fit(eval_dataset)
+    eval_only: list[str] = []
     if calibration_dataset is not None:
-        GroupSpec(spec.columns).validate(calibration_dataset, label_column=LABELS, num_labels=num_labels, split="calibration")
+        GroupSpec(spec.columns).validate(calibration_dataset, num_labels=num_labels, split="calibration", label2id=label2id)
         spec = GroupSpec(spec.columns).fit(eval_dataset, calibration_dataset)
-    if hasattr(model, "config"):
-        check_image_size(model.config, eval_dataset)
+        eval_only = spec.eval_only_groups(calibration_dataset, {"eval": eval_dataset})
+    eval_inputs = ModelInputs(model, eval_dataset, data_collator, processing_class)
+    if calibration_dataset is not None:
+        ModelInputs(model, calibration_dataset, data_collator, processing_class)  # its inputs are usable
+    if model_config is not None:
+        check_image_size(model_config, eval_dataset)
     for recipe in recipes:
         recipe.plan(model)  # a pattern matching nothing fails here, before any work
         if recipe.uses_activations and calibration_dataset is None:
             raise FairQuantError(f"recipe {recipe} quantizes activations: pass a calibration_dataset")
 
+    if reference is not None and (reference.fp_outputs is None or len(reference.fp_outputs[0]) != len(eval_dataset)):
+        raise FairQuantError(
+            "audit(reference=...) needs a report made in this process by audit() on the same eval_dataset "
+            f"({len(eval_dataset)} rows); this one "
+            + ("has no per-example FP outputs (loaded from JSON?)" if reference.fp_outputs is None
+               else f"covers {len(reference.fp_outputs[0])} rows")
+        )
+
     metric = load_group_disparity()
     groups = spec.group_names(eval_dataset)
-    references = np.asarray(eval_dataset.with_format("numpy")[LABELS][:])
     common = dict(references=references, groups=groups, n_boot=n_boot, confidence_level=confidence_level, seed=seed)
 
     timings: dict[str, dict[str, float]] = {}
-    started = time.perf_counter()
-    fp_preds, fp_losses = predict(model, eval_dataset, batch_size, desc="FP" if progress else None)
-    timings["FP"] = {"evaluate_s": time.perf_counter() - started}
-    fp = ModelResult(
-        name="FP",
-        effective_bits=effective_bits(model),
-        size_bytes=model_size_bytes(model),
-        metrics=metric.compute(predictions=fp_preds, losses=fp_losses, **common),
-    )
+    if reference is not None:
+        fp_preds, fp_losses = reference.fp_outputs
+        fp = reference.fp
+        timings["FP"] = {**reference.settings.get("timings_s", {}).get("FP", {}), "reused": 1}
+    else:
+        started = time.perf_counter()
+        fp_preds, fp_losses = predict(model, eval_dataset, batch_size, desc="FP" if progress else None, inputs=eval_inputs)
+        timings["FP"] = {"evaluate_s": time.perf_counter() - started}
+        fp = ModelResult(
+            name="FP",
+            effective_bits=effective_bits(model),
+            size_bytes=model_size_bytes(model),
+            metrics=metric.compute(predictions=fp_preds, losses=fp_losses, **common),
+        )
 
     def evaluate(name: str, qmodel: torch.nn.Module, recipe: dict[str, Any] | None) -> ModelResult:
         started = time.perf_counter()
-        preds, losses = predict(qmodel, eval_dataset, batch_size, desc=name if progress else None)
+        preds, losses = predict(qmodel, eval_dataset, batch_size, desc=name if progress else None, inputs=eval_inputs)
         timings.setdefault(name, {})["evaluate_s"] = time.perf_counter() - started
         metrics = metric.compute(
             predictions=preds, losses=losses, reference_predictions=fp_preds, reference_losses=fp_losses, **common
@@ -281,6 +324,7 @@ def audit(
         qmodel = quantize(
             copy.deepcopy(model), recipe, calibration_dataset,
             group_spec=spec, calibration_size=calibration_size, seed=seed,
+            data_collator=data_collator, processing_class=processing_class,
         )
         timings[str(recipe).upper()] = {"quantize_s": time.perf_counter() - started}
         results.append(evaluate(str(recipe).upper(), qmodel, recipe.to_dict()))
@@ -291,6 +335,7 @@ def audit(
         "n_boot": n_boot, "confidence_level": confidence_level, "seed": seed,
         "calibration_size": calibration_size if calibration_dataset is not None else 0,
         "eval_examples": len(eval_dataset),
+        "eval_only_groups": eval_only,
         "timings_s": {k: {t: round(v, 3) for t, v in d.items()} for k, d in timings.items()},
     }
-    return AuditReport(list(spec.columns), spec.names, fp, results, settings)
+    return AuditReport(list(spec.columns), spec.names, fp, results, settings, fp_outputs=(fp_preds, fp_losses))

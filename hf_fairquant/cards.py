@@ -12,14 +12,35 @@ from .errors import FairQuantError
 
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ._format import ci_text, pct
+from ._paths import hub_id
 from .summary import SUMMARY_GROUP_COLUMNS, summary_table
 
 TEMPLATE = "model_card.md"
+
+#: Hub ids of the offline sources' datasets (the model-index names a dataset by its Hub id).
+OFFLINE_DATASET_IDS = {"fashion_mnist": "zalando-datasets/fashion_mnist"}
+def dataset_hub_id(results: dict[str, Any]) -> str | None:
+    """The evaluated dataset's Hub id: the card's ``dataset_id``, an offline source's known id,
+    or the source when it is a Hub id (not a local path, not an offline name without one)."""
+    source = results["data"]["source"]
+    if results["card"].get("dataset_id"):
+        return hub_id(results["card"]["dataset_id"])
+    if source in OFFLINE_DATASET_IDS:
+        return OFFLINE_DATASET_IDS[source]
+    from .data import OFFLINE_SOURCES
+
+    return None if source in OFFLINE_SOURCES else hub_id(source)
+
+
+def _display_name(value: str) -> str:
+    """A local path shown by its last component (``/home/me/data/bios`` → ``bios``)."""
+    return value if hub_id(value) else (Path(value).name or value)
 
 
 def template_path() -> str:
@@ -32,10 +53,13 @@ def eval_results(results: dict[str, Any]) -> list[EvalResult]:
     each group's drop, and both gaps — values as in ``results.json`` (fractions, not %)."""
     audit = results["audit"]
     published = _published(results)
+    # dataset.type: the Hub id when there is one, else a name (an offline source, a local folder's
+    # last component) — never a local path
+    source = results["data"]["source"]
     common = dict(
         task_type=results["model"]["task"],
-        dataset_type=results["card"].get("dataset_id") or results["data"]["source"],
-        dataset_name=results["card"].get("dataset_name") or results["data"]["source"],
+        dataset_type=dataset_hub_id(results) or _display_name(source),
+        dataset_name=results["card"].get("dataset_name") or _display_name(source),
         dataset_split=results["data"]["eval_split"],
     )
     fp, q = audit["fp"]["metrics"], published["metrics"]
@@ -65,8 +89,8 @@ def render_card(results: dict[str, Any]) -> ModelCard:
         license=card["license"],
         library_name="hf-fairquant",
         pipeline_tag=results["model"]["task"],
-        base_model=results["model"]["name_or_path"],
-        datasets=[card["dataset_id"]] if card.get("dataset_id") else None,
+        base_model=hub_id(results["model"]["name_or_path"]),
+        datasets=[d for d in [dataset_hub_id(results)] if d] or None,
         tags=["hf-fairquant", "quantization", _LIBRARY[_backend(results)], "fairness", *card.get("tags", [])],
         eval_results=eval_results(results),
     )
@@ -115,7 +139,8 @@ def _template_values(results: dict[str, Any]) -> dict[str, Any]:
     audit, data, card = results["audit"], results["data"], results["card"]
     published, p = _published(results), results["published"]
     q, fp = published["metrics"], audit["fp"]["metrics"]
-    base = results["model"]["name_or_path"] or f"a {results['model']['model_type']} trained from scratch by this run"
+    name_or_path = results["model"]["name_or_path"]
+    base = _display_name(name_or_path) if name_or_path else f"a {results['model']['model_type']} trained from scratch by this run"
     confidence = audit["settings"].get("confidence_level", 0.95)
     repo_id = card.get("repo_id") or card["model_name"]
     return {
@@ -146,6 +171,18 @@ def _template_values(results: dict[str, Any]) -> dict[str, Any]:
         "explanation": _explanation_text(results),
         "limitations": _limitations(results),
         "command": results["command"],
+        "provenance": "This card was written by hf-fairquant from the run's `results.json`; every number below is in that file.",
+        "accuracy_intro": (
+            f"Test split `{data['eval_split']}` ({_counts(data['group_counts'][data['eval_split']])}). Accuracy in %; "
+            "gap = best − worst group; Δgap = gap − the\nfull-precision model's gap (points)."
+        ),
+        "published_text": (
+            f"The published model is **{p['name']}**: {p['effective_bits']:.2f} mean weight bits. Its accuracy gap between\n"
+            f"groups is {pct(q['accuracy_gap'])} points ({confidence:.0%} bootstrap interval {ci_text(q.get('accuracy_gap_ci'))}), "
+            f"against {pct(fp['accuracy_gap'])} ({ci_text(fp.get('accuracy_gap_ci'))})\nfor the full-precision model.\n\n"
+            "![accuracy per group](plots/group_accuracy.png)"
+        ),
+        "footer": "Full report: `report.md`. Every number: `results.json`.",
     }
 
 

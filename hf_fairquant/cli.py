@@ -55,6 +55,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
     url = push_folder(args.folder, args.repo_id, token=args.token, private=args.private, revision=args.revision)
     print(f"pushed {args.folder} to {args.repo_id}: {url}")
+    print(f'load it: from hf_fairquant import load_quantized; model = load_quantized("{args.repo_id}")')
     return 0
 
 
@@ -91,8 +92,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         QuantRecipe.parse(args.recipe)  # an unknown preset fails before the data is loaded
     model, splits, spec = load_pretrained(args.model, data)
     quantized = load_quantized(args.quantized_model) if args.quantized_model else args.recipe
+    tokenizer = None
+    if data.text_column:  # unpadded token ids: batches padded by the model's tokenizer
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
     result = explain(
-        model, quantized, splits[data.eval_split], spec, calibration_dataset=splits[data.train_split], config=config
+        model, quantized, splits[data.eval_split], spec, calibration_dataset=splits[data.train_split], config=config,
+        processing_class=tokenizer,
     )
     result.settings["total_wall_time_s"] = round(time.perf_counter() - started, 1)
     out = result.save(args.output_dir)

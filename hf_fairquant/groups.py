@@ -50,6 +50,84 @@ def column_names(dataset: Any) -> list[str]:
     return list(names)
 
 
+#: Label column names, in the order they are looked for (``datasets`` and HF examples use
+#: ``label``; Trainer's collators rename it ``labels``).
+LABEL_COLUMNS = ("labels", "label")
+
+
+def example_columns(dataset: Any) -> list[str]:
+    """Columns of the first example as the dataset serves it (after ``with_transform``)."""
+    if len(dataset) == 0:
+        return []
+    first = dataset[:1]
+    return list(first) if isinstance(first, Mapping) else []
+
+
+def resolve_label_column(dataset: Any, label_column: str | None = None, where: str = "dataset") -> str:
+    """``label_column``, else ``labels`` or ``label``: in the stored columns, else in the first
+    transformed example (a ``with_transform`` that computes the labels)."""
+    stored = column_names(dataset)
+    candidates = (label_column,) if label_column else LABEL_COLUMNS
+    for name in candidates:
+        if name in stored:
+            return name
+    served = example_columns(dataset)
+    for name in candidates:
+        if name in served:
+            return name
+    wanted = f"'{label_column}'" if label_column else "'labels' or 'label'"
+    extra = f"; after the dataset's transform: {served}" if served and served != stored else ""
+    raise FairQuantError(f"label column {wanted} not found in {where}; available columns: {stored}{extra}")
+
+
+def label_values(dataset: Any, column: str, chunk: int = 1024) -> list:
+    """Every value of the label column: the stored column when it exists, else read through the
+    dataset's transform (``dataset[i:j]``)."""
+    if column in column_names(dataset):
+        return _column_values(dataset, column)
+    values: list = []
+    for start in range(0, len(dataset), chunk):
+        part = dataset[start : start + chunk][column]
+        values += part.tolist() if hasattr(part, "tolist") else list(part)
+    return values
+
+
+def label_codes(values: Sequence[Any], column: str = "labels", where: str = "dataset",
+                label2id: Mapping[str, int] | None = None) -> np.ndarray:
+    """Class labels as int64 codes, or a FairQuantError naming the column and what is allowed.
+
+    Ints pass; bools become 0/1; floats must be integral (``1.0`` → 1: pandas turns int columns
+    with gaps into floats) and are cast; strings are class names mapped through ``label2id``
+    (the model's ``config.label2id``); anything else, or a missing value, is refused.
+    """
+    values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    missing = next((i for i, v in enumerate(values) if _is_missing(v)), None)
+    if missing is not None:
+        raise FairQuantError(f"label column '{column}' of {where} has missing values, first at row {missing}")
+    if any(isinstance(v, str) for v in values):
+        names = {str(k): int(v) for k, v in (label2id or {}).items()}
+        unknown = sorted({str(v) for v in values if not isinstance(v, str) or v not in names})
+        if unknown:
+            allowed = sorted(names, key=names.get) if names else "none (the model has no config.label2id)"
+            raise FairQuantError(
+                f"label column '{column}' of {where} holds class names {unknown[:5]} that are not in the "
+                f"model's config.label2id; allowed names: {allowed} (or integer class ids)"
+            )
+        return np.asarray([names[v] for v in values], dtype=np.int64)
+    out = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        if isinstance(v, (bool, int)):
+            out[i] = int(v)
+        elif isinstance(v, float) and float(v).is_integer():
+            out[i] = int(v)
+        else:
+            raise FairQuantError(
+                f"label column '{column}' of {where} has the value {v!r} at row {i}; labels must be integer "
+                "class ids (integral floats such as 1.0 and bools are cast) or class names from config.label2id"
+            )
+    return out
+
+
 @dataclass(frozen=True)
 class GroupSpec:
     """The column(s) that define groups, and the group values once fitted.
@@ -232,36 +310,45 @@ class GroupSpec:
     def validate(
         self,
         dataset: Any,
-        label_column: str = "labels",
+        label_column: str | None = None,
         num_labels: int | None = None,
         split: str | None = None,
-    ) -> None:
+        label2id: Mapping[str, int] | None = None,
+    ) -> np.ndarray:
         """Check a split before heavy work: non-empty, label and group columns present,
-        no missing values, labels within ``0..num_labels-1``, groups among the fitted ones."""
+        no missing values, labels within ``0..num_labels-1``, groups among the fitted ones.
+
+        ``label_column`` None finds ``labels`` or ``label`` (see :func:`resolve_label_column`).
+        Returns the labels as int64 codes (see :func:`label_codes`: integral floats and bools are
+        cast, class-name strings mapped through ``label2id``)."""
         where = f"split '{split}'" if split else "dataset"
         if len(dataset) == 0:
             raise FairQuantError(f"{where} is empty: it needs at least one example")
-        available = column_names(dataset)
-        if label_column not in available:
-            raise FairQuantError(f"label column '{label_column}' not found in {where}; available columns: {available}")
+        column = resolve_label_column(dataset, label_column, where)
         self._row_values(dataset, split=split)  # group columns present and complete
         if self.is_fitted:
             self.encode(dataset)
-        labels = _column_values(dataset, label_column)
-        missing = [i for i, v in enumerate(labels) if _is_missing(v)]
-        if missing:
-            raise FairQuantError(f"label column '{label_column}' of {where} has missing values, first at row {missing[0]}")
+        labels = label_codes(label_values(dataset, column), column, where, label2id)
         if num_labels is not None:
-            arr = np.asarray(labels)
-            bad = sorted(set(arr[(arr < 0) | (arr >= num_labels)].tolist()))
+            bad = sorted(set(labels[(labels < 0) | (labels >= num_labels)].tolist()))
             if bad:
                 raise FairQuantError(
-                    f"labels {bad[:10]} in column '{label_column}' of {where} are outside the model's "
+                    f"labels {bad[:10]} in column '{column}' of {where} are outside the model's "
                     f"classes 0..{num_labels - 1}"
                 )
+        return labels
+
+    def eval_only_groups(self, train: Any, others: Mapping[str, Any]) -> list[str]:
+        """Groups present in ``others`` (e.g. the test split) with no example in ``train``."""
+        train_counts = self.counts(train)
+        found: list[str] = []
+        for ds in others.values():
+            found += [n for n, c in self.counts(ds).items() if c > 0 and train_counts.get(n, 0) == 0 and n not in found]
+        return found
 
     def check_covered(self, train: Any, others: Mapping[str, Any]) -> None:
-        """Every group seen in ``others`` (e.g. the test split) must have training examples."""
+        """Every group seen in ``others`` must have training examples (what training needs;
+        audit and explain accept eval-only groups and report them, see :meth:`eval_only_groups`)."""
         train_counts = self.counts(train)
         for split, ds in others.items():
             present = [n for n, c in self.counts(ds).items() if c > 0]
@@ -269,7 +356,8 @@ class GroupSpec:
             if uncovered:
                 raise FairQuantError(
                     f"group(s) {uncovered} of column(s) {list(self.columns)} occur in split '{split}' "
-                    f"but have no training examples; every evaluated group needs some"
+                    f"but have no training examples; training weights and samples groups from the "
+                    f"training data, so every group it evaluates needs some (audit and explain accept them)"
                 )
 
     # ---------------------------------------------------------------- (de)serialisation

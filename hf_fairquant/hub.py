@@ -78,11 +78,14 @@ def check_folder(folder: str | Path) -> Path:
         raise FairQuantError(f"cannot push {path}: it does not exist (give the output folder of a run)")
     if not path.is_dir():
         raise FairQuantError(f"cannot push {path}: it is not a folder (give the output folder of a run)")
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    # a large torchao model is saved in shards: model.safetensors.index.json stands for its weights
+    missing = [name for name in REQUIRED_FILES
+               if not (path / name).is_file() and not (name == WEIGHTS_NAME and (path / f"{name}.index.json").is_file())]
     if missing:
         raise FairQuantError(
             f"cannot push {path}: it lacks {', '.join(missing)}; a pushed folder needs {', '.join(REQUIRED_FILES)} "
-            "(written by save_quantized plus a model card, as `hf-fairquant run` does)"
+            "(written by save_quantized plus a model card, as `hf-fairquant run` and "
+            "`FairQuantTrainer.save_model` do)"
         )
     try:
         backend_for_folder(path)

@@ -26,7 +26,7 @@ from ._paths import local_folder_or_hub_id
 from .audit import AuditConfig
 from .data import (
     WORDLEVEL, DataConfig, check_image_size, check_subset, load_grouped_dataset, load_raw_grouped_dataset,
-    preprocess_grouped_dataset, train_wordlevel_tokenizer,
+    preprocess_grouped_dataset, text_length_limit, train_wordlevel_tokenizer,
 )
 from .diagnostics import ExplainConfig
 from .groups import GroupSpec
@@ -195,17 +195,44 @@ def load_recipe_data(section: ModelSection, data: DataConfig) -> tuple[Any, Grou
     raw training split's text — saved with the model by the run."""
     image_processor, tokenizer = _processors(section, data)
     raw, spec = load_raw_grouped_dataset(data)
+    model_config = _model_config(section) if data.text_column else None
     if tokenizer is None and section.tokenizer == WORDLEVEL and data.text_column:
-        tokenizer = train_wordlevel_tokenizer(raw[data.train_split][data.text_column][:], model_max_length=data.max_length)
-    prepared = preprocess_grouped_dataset(raw, data, image_processor=image_processor, tokenizer=tokenizer)
+        length = data.max_length or text_length_limit(None, model_config) or 128
+        tokenizer = train_wordlevel_tokenizer(raw[data.train_split][data.text_column][:], model_max_length=length)
+    prepared = preprocess_grouped_dataset(
+        raw, data, image_processor=image_processor, tokenizer=tokenizer, model_config=model_config
+    )
     return prepared, spec, image_processor, tokenizer
 
 
-def train_fp_model(model: Any, args: Any, train_dataset: Any) -> Any:
+def _model_config(section: ModelSection) -> Any:
+    """The model's transformers config before the model is built (for the text length limit)."""
+    from transformers import AutoConfig
+
+    if section.name_or_path is not None:
+        return AutoConfig.from_pretrained(section.name_or_path)
+    cfg = dict(section.config or {})
+    model_type = cfg.pop("model_type", None)
+    return AutoConfig.for_model(model_type, **cfg) if model_type else None
+
+
+def _check_text_length(data: DataConfig, model: Any) -> None:
+    """An explicit ``max_length`` beyond the model's position embeddings fails before any work."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if data.text_column and data.max_length is not None and isinstance(limit, int) and data.max_length > limit:
+        raise FairQuantError(
+            f"data.max_length={data.max_length} exceeds the model's max_position_embeddings={limit}; "
+            f"use --max-length {limit} or less (default: the smaller of the tokenizer's and the model's limit)"
+        )
+
+
+def train_fp_model(model: Any, args: Any, train_dataset: Any, processing_class: Any = None) -> Any:
     """Plain full-precision fine-tune with ``transformers.Trainer``."""
     from transformers import Trainer
 
-    trainer = Trainer(model=model, args=args, train_dataset=train_dataset.with_format("torch"))
+    trainer = Trainer(  # a tokenizer gives DataCollatorWithPadding: batches padded dynamically
+        model=model, args=args, train_dataset=train_dataset.with_format("torch"), processing_class=processing_class
+    )
     trainer.train()
     return trainer.model
 
@@ -384,6 +411,7 @@ def run(
     for split, ds in ((recipe.data.train_split, train), (recipe.data.eval_split, evaluation)):
         spec.validate(ds, label_column="labels", num_labels=model.config.num_labels, split=split)
     check_image_size(model.config, evaluation)
+    _check_text_length(recipe.data, model)
     if recipe.mitigation is not None and recipe.mitigation.quantization_recipe is not None:
         quant = recipe.mitigation.quantization_recipe
         quant.plan(model)  # a pattern matching no module fails here
@@ -392,13 +420,15 @@ def run(
     echo(f"groups by {spec.name}: " + "; ".join(f"{s}: {c}" for s, c in counts.items()))
     t = lap("data", t)
     if recipe.training is not None:
-        model = train_fp_model(model, recipe.training, train)
+        model = train_fp_model(model, recipe.training, train, processing_class=tokenizer)
         t = lap("fp_training", t)
     model.eval()
 
     # ---------------------------------------------------------------- audit PTQ
     echo(f"[2/5] audit: {', '.join(map(str, recipe.audit.recipes)) or 'FP only'}")
-    report = audit(model, evaluation, None, spec, calibration_dataset=train, config=recipe.audit)
+    report = audit(
+        model, evaluation, None, spec, calibration_dataset=train, config=recipe.audit, processing_class=tokenizer
+    )
     t = lap("audit", t)
 
     # ---------------------------------------------------------------- explain the worst
@@ -410,7 +440,8 @@ def run(
         echo(f"[3/5] explain {explained}")
         options = {f: getattr(recipe.explain, f) for f in field_names(ExplainConfig)}
         explanation = explain(
-            model, explained.lower(), evaluation, spec, calibration_dataset=train, config=ExplainConfig(**options)
+            model, explained.lower(), evaluation, spec, calibration_dataset=train, config=ExplainConfig(**options),
+            processing_class=tokenizer,
         )
         t = lap("explain", t)
 
@@ -418,15 +449,18 @@ def run(
     quantized = trainer = None
     if recipe.mitigation is not None:
         echo("[4/5] mitigate with FairQuantTrainer")
-        trainer, quantized = _mitigate(model, recipe.mitigation, train)
+        trainer, quantized = _mitigate(model, recipe.mitigation, train, processing_class=tokenizer)
         t = lap("mitigation", t)
         name = f"FAIR-QAT {str(trainer.quant_recipe).upper()}"
         mitigated = audit(
-            model, evaluation, [], spec, calibration_dataset=train, config=recipe.audit, quantized_models={name: quantized}
+            model, evaluation, [], spec, calibration_dataset=train, config=recipe.audit, quantized_models={name: quantized},
+            reference=report,  # the FP pass of the first audit, not a second one
+            processing_class=tokenizer,
         )
         result = mitigated.quantized[0]
         result.recipe = trainer.quant_recipe.to_dict()
         report.quantized.append(result)
+        report.settings.setdefault("timings_s", {})[name] = mitigated.settings["timings_s"][name]
         t = lap("mitigated_audit", t)
 
     # ---------------------------------------------------------------- write, push
@@ -452,13 +486,15 @@ def run(
     return RunResult(results, out, model, quantized, pushed)
 
 
-def _mitigate(model: Any, args: Any, train: Any) -> tuple[Any, Any]:
+def _mitigate(model: Any, args: Any, train: Any, processing_class: Any = None) -> tuple[Any, Any]:
     """Fair QAT of a copy of ``model`` with :class:`FairQuantTrainer`; returns (trainer, frozen model)."""
     import copy
 
     from .training import FairQuantTrainer
 
-    trainer = FairQuantTrainer(model=copy.deepcopy(model).train(), args=args, train_dataset=train)
+    trainer = FairQuantTrainer(
+        model=copy.deepcopy(model).train(), args=args, train_dataset=train, processing_class=processing_class
+    )
     trainer.train()
     return trainer, trainer.model.eval()
 
@@ -477,6 +513,8 @@ def load_pretrained(name_or_path: str, data: DataConfig) -> tuple[Any, Any, Grou
     loaded as :func:`run` loads them (with the model's image processor/tokenizer if it has one)."""
     section = ModelSection(name_or_path=name_or_path)
     image_processor, tokenizer = _processors(section, data)
-    splits, spec = load_grouped_dataset(data, image_processor=image_processor, tokenizer=tokenizer)
+    model_config = _model_config(section) if data.text_column else None
+    splits, spec = load_grouped_dataset(data, image_processor=image_processor, tokenizer=tokenizer, model_config=model_config)
     model = _build_model(section, _class_names(splits[data.train_split]), is_text=bool(data.text_column))
+    _check_text_length(data, model)
     return model.eval(), splits, spec

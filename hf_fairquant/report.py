@@ -136,12 +136,14 @@ def summary_screen(results: dict[str, Any], output_dir: Path, pushed: str | None
     out = Path(output_dir)
     names = ["README.md", "report.md", "results.json", PLOTS_DIR + "/"]
     lines.append(f"outputs in {out}/: " + ", ".join(n for n in names if (out / n.rstrip('/')).exists()))
-    if published:
-        lines.append(f"load it: hf_fairquant.load_quantized({str(out)!r})")
-        if published.get("backend") == "torchao":
-            lines.append(f"or with plain transformers (+ torchao): AutoModelFor*.from_pretrained({str(out)!r})")
+    repo_id = (results.get("card") or {}).get("repo_id")
     if pushed:
         lines.append(f"pushed: {pushed}")
+    if published:  # after a push, the Hub id anyone can load; else the local folder
+        target = repo_id if pushed and repo_id else str(out)
+        lines.append(f"load it: hf_fairquant.load_quantized({target!r})")
+        if published.get("backend") == "torchao":
+            lines.append(f"or with plain transformers (+ torchao): AutoModelFor*.from_pretrained({target!r})")
     return "\n".join(lines)
 
 
@@ -208,6 +210,19 @@ def save_group_accuracy_plot(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _stage_passes(results: dict[str, Any]) -> str:
+    """The stage times as multiples of one FP evaluation pass over the eval split (the audit's)."""
+    settings = results.get("audit", {}).get("settings", {})
+    fp_s = settings.get("timings_s", {}).get("FP", {}).get("evaluate_s")
+    if not fp_s:
+        return ""
+    stages = {k: v for k, v in results["wall_time_s"].items() if k != "total" and isinstance(v, (int, float))}
+    return (
+        f" In FP evaluation passes (one over the {settings.get('eval_examples', '?')} eval examples took {fp_s:.2f} s): "
+        + ", ".join(f"{k} {v / fp_s:.1f}" for k, v in stages.items()) + "."
+    )
+
+
 def render_report(results: dict[str, Any], explanation: Any = None) -> str:
     """``report.md``: audit, explain and mitigation in one document, plots inline."""
     from .audit import AuditReport
@@ -217,7 +232,8 @@ def render_report(results: dict[str, Any], explanation: Any = None) -> str:
         f"# hf-fairquant report: {results['card']['model_name']}",
         f"Reproduce: `{results['command']}` (hf_fairquant {results['hf_fairquant_version']}). "
         f"Wall time {results['wall_time_s'].get('total', '?')} s: "
-        + ", ".join(f"{k} {v} s" for k, v in results["wall_time_s"].items() if k != "total") + ".",
+        + ", ".join(f"{k} {v} s" for k, v in results["wall_time_s"].items() if k != "total") + "."
+        + _stage_passes(results),
         "## Groups",
         (results["card"].get("group_description") or "Groups from the column(s) " + ", ".join(data["group_columns"]) + ".")
         + " Examples per group: "

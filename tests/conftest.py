@@ -92,3 +92,48 @@ MODEL_CASES = {
 def model_case(request):
     make_model, make_data = MODEL_CASES[request.param]
     return request.param, make_model, make_data()
+
+
+def tiny_tokenizer(model_max_length: int = 64):
+    """A word-level fast tokenizer over ``w0``..``w97`` (ids 2..99; 0 pad, 1 unk), built offline."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{f"w{i}": i + 2 for i in range(98)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", model_max_length=model_max_length
+    )
+
+
+def tiny_image_processor(size: int = 8):
+    """A grayscale image processor (resize to ``size``, scale, normalise by 0.5), built offline."""
+    import transformers
+
+    cls = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor
+    return cls(size={"height": size, "width": size}, image_mean=[0.5], image_std=[0.5])
+
+
+def raw_text_dataset(n: int = 24, num_labels: int = 3, seed: int = 0) -> Dataset:
+    """Unpadded text of varying length with a ``label`` column, as ``datasets`` ships it."""
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(f"w{int(t)}" for t in rng.integers(0, 98, int(rng.integers(2, 12)))) for _ in range(n)]
+    return Dataset.from_dict(
+        {"text": texts, "label": rng.integers(0, num_labels, n).tolist(), "group": ["x" if i % 3 else "y" for i in range(n)]}
+    )
+
+
+def pil_dataset(n: int = 32, size: int = 10, num_labels: int = 10, seed: int = 0) -> Dataset:
+    """Grayscale PIL images (an ``Image`` feature) with ``label`` and ``group`` columns."""
+    from datasets import ClassLabel, Image
+
+    rng = np.random.default_rng(seed)
+    features = Features(image=Image(), label=ClassLabel(num_classes=num_labels), group=Value("string"))
+    from PIL import Image as PILImage
+
+    images = [PILImage.fromarray(rng.integers(0, 255, (size, size), dtype=np.uint8)) for _ in range(n)]
+    return Dataset.from_dict(
+        {"image": images, "label": rng.integers(0, num_labels, n).tolist(), "group": ["a" if i % 2 else "b" for i in range(n)]},
+        features=features,
+    )

@@ -40,6 +40,28 @@ def test_each_model_passes_over_the_data_once(setup):
     assert counter.seen == 3 * len(evaluation) + 24
 
 
+def test_a_reference_report_saves_the_second_fp_pass(setup):
+    model, evaluation, calibration = setup
+    first = audit(model, evaluation, ["w8"], "group", n_boot=0, progress=False)
+    assert set(first.settings["timings_s"]) == {"FP", "W8"}
+    assert {"quantize_s", "evaluate_s"} <= set(first.settings["timings_s"]["W8"])
+    qat_like = audit(model, evaluation, ["w4"], "group", n_boot=0, progress=False)  # any quantized model
+    counter = ExampleCounter(model)
+    from hf_fairquant import quantize
+    import copy
+
+    extra = quantize(copy.deepcopy(model), "w4")
+    again = audit(model, evaluation, [], "group", n_boot=0, progress=False, quantized_models={"Q": extra}, reference=first)
+    assert counter.seen == len(evaluation)  # only the quantized model's pass
+    assert again.fp == first.fp
+    assert again.result("Q").metrics["flip_rate"] == qat_like.result("W4").metrics["flip_rate"]
+    assert "fp_outputs" not in again.to_dict()
+    with pytest.raises(FairQuantError, match="no per-example FP outputs"):
+        audit(model, evaluation, ["w8"], "group", n_boot=0, progress=False, reference=AuditReport.from_json(first.to_json()))
+    with pytest.raises(FairQuantError, match="covers 96 rows"):
+        audit(model, evaluation.select(range(10)), ["w8"], "group", n_boot=0, progress=False, reference=first)
+
+
 def test_report_matches_the_predictions(setup):
     model, evaluation, calibration = setup
     before = predict(model, evaluation)[0]

@@ -2,6 +2,8 @@ import math
 
 import numpy as np
 import pytest
+
+from hf_fairquant.errors import FairQuantError
 from datasets import Dataset, DatasetDict
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -93,8 +95,44 @@ def test_missing_group_column_names_it_and_the_alternatives():
 
 
 def test_missing_label_column():
-    with pytest.raises(ValueError, match="label column 'labels' not found"):
-        GroupSpec("g").validate(_ds(g=["a"], label=[0]))
+    with pytest.raises(ValueError, match=r"label column 'labels' or 'label' not found.*\['g', 'y'\]"):
+        GroupSpec("g").validate(_ds(g=["a"], y=[0]))
+
+
+def test_label_or_labels():
+    assert GroupSpec("g").validate(_ds(g=["a", "b"], label=[1, 0])).tolist() == [1, 0]
+    assert GroupSpec("g").validate(_ds(g=["a", "b"], labels=[0, 1], label=[1, 0])).tolist() == [0, 1]
+
+
+def test_labels_through_a_transform_only():
+    ds = _ds(g=["a", "b"], y=[3, 4]).with_transform(lambda b: {"labels": [v - 3 for v in b["y"]], "g": b["g"]})
+    assert GroupSpec("g").validate(ds, num_labels=2).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("values, expected", [([0.0, 1.0, 2.0], [0, 1, 2]), ([True, False, True], [1, 0, 1])])
+def test_integral_floats_and_bools_are_cast(values, expected):
+    assert GroupSpec("g").validate(_ds(g=["a"] * 3, label=values), num_labels=3).tolist() == expected
+
+
+def test_fractional_float_label_is_refused():
+    with pytest.raises(FairQuantError, match=r"label column 'label'.*value 0.5 at row 1.*integer class ids"):
+        GroupSpec("g").validate(_ds(g=["a", "a"], label=[1.0, 0.5]))
+
+
+def test_string_labels_map_through_label2id():
+    label2id = {"cat": 0, "dog": 1}
+    ds = _ds(g=["a", "b", "a"], label=["dog", "cat", "dog"])
+    assert GroupSpec("g").validate(ds, num_labels=2, label2id=label2id).tolist() == [1, 0, 1]
+    with pytest.raises(FairQuantError, match=r"label column 'label'.*\['bird'\].*allowed names: \['cat', 'dog'\]"):
+        GroupSpec("g").validate(_ds(g=["a"], label=["bird"]), label2id=label2id)
+    with pytest.raises(FairQuantError, match=r"no config.label2id"):
+        GroupSpec("g").validate(_ds(g=["a"], label=["bird"]))
+
+
+def test_eval_only_groups_are_listed():
+    train, test = _ds(g=["a", "a"], labels=[0, 0]), _ds(g=["a", "b"], labels=[0, 0])
+    assert GroupSpec("g").fit(train, test).eval_only_groups(train, {"test": test}) == ["b"]
+    assert GroupSpec("g").fit(train, test).eval_only_groups(test, {"train": train}) == []
 
 
 @pytest.mark.parametrize("bad", [None, math.nan])

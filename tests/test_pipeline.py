@@ -154,7 +154,16 @@ def test_report_has_audit_explain_mitigation_and_its_plots(digits_run):
     report = (out / "report.md").read_text()
     for heading in ["## Audit", "## Why: explaining", "## Mitigation: FAIR-QAT W2A8-MIXED"]:
         assert heading in report
+    import json
     import re
+
+    results = json.loads((out / "results.json").read_text())
+    fp_s = results["audit"]["settings"]["timings_s"]["FP"]["evaluate_s"]
+    stages = re.search(r"In FP evaluation passes \(one over the \d+ eval examples took [\d.]+ s\): ([^\n]+)\.", report)
+    assert stages, "the stage-time line in FP passes"
+    shown = dict(item.rsplit(" ", 1) for item in stages.group(1).split(", "))
+    assert float(shown["explain"]) == pytest.approx(results["wall_time_s"]["explain"] / fp_s, abs=0.051)
+    assert results["audit"]["settings"]["timings_s"]["FAIR-QAT W2A8-MIXED"]["evaluate_s"] > 0
 
     for link in re.findall(r"\]\((plots/[^)]+)\)", report):
         assert (out / link).is_file(), link

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import FairQuantError
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from .preprocessing import (
     check_image_size,
     prepare_image_dataset,
     prepare_text_dataset,
+    text_length_limit,
 )
 from .adult import load_adult
 from .sources import (
@@ -27,6 +29,8 @@ from .sources import (
     load_source,
 )
 from .tokenizer import WORDLEVEL, train_wordlevel_tokenizer
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DataConfig",
@@ -49,6 +53,7 @@ __all__ = [
     "prepare_text_dataset",
     "preprocess_grouped_dataset",
     "train_wordlevel_tokenizer",
+    "text_length_limit",
 ]
 
 
@@ -86,7 +91,12 @@ class DataConfig:
     )
     long_tail_fraction: float = field(default=0.05, metadata={"help": "share of each tail class's training examples kept"})
     seed: int = field(default=0, metadata={"help": "seed of the long-tail subsampling"})
-    max_length: int = field(default=128, metadata={"help": "text: tokens per example"})
+    max_length: int | None = field(
+        default=None,
+        metadata={"help": "text: truncate to this many tokens (default: the smaller of the tokenizer's "
+                          "model_max_length and the model's max_position_embeddings); batches are padded "
+                          "dynamically"},
+    )
 
     def __post_init__(self) -> None:
         self.group_columns = split_commas(self.group_columns)
@@ -100,14 +110,21 @@ def check_subset(config: DataConfig) -> None:
 
 
 def load_grouped_dataset(
-    config: DataConfig, image_processor: Any = None, tokenizer: Any = None
+    config: DataConfig, image_processor: Any = None, tokenizer: Any = None, model_config: Any = None
 ) -> tuple[DatasetDict, GroupSpec]:
     """Load, derive groups, validate, then preprocess: → (model-ready splits, fitted GroupSpec).
 
-    Everything that can be wrong with columns or groups is checked before preprocessing.
+    Everything that can be wrong with columns or groups is checked before preprocessing. A group
+    present only in the evaluation split is kept (audit and explain report it as eval-only) and
+    logged; training on it is what :meth:`GroupSpec.check_covered` refuses. Text is truncated to
+    ``config.max_length`` (None: :func:`text_length_limit` of ``tokenizer`` and ``model_config``)
+    and not padded (the input layer pads each batch).
     """
     raw, spec = load_raw_grouped_dataset(config)
-    return preprocess_grouped_dataset(raw, config, image_processor=image_processor, tokenizer=tokenizer), spec
+    prepared = preprocess_grouped_dataset(
+        raw, config, image_processor=image_processor, tokenizer=tokenizer, model_config=model_config
+    )
+    return prepared, spec
 
 
 def load_raw_grouped_dataset(config: DataConfig) -> tuple[DatasetDict, GroupSpec]:
@@ -129,18 +146,24 @@ def load_raw_grouped_dataset(config: DataConfig) -> tuple[DatasetDict, GroupSpec
     for split, ds in raw.items():
         spec.validate(ds, label_column=config.label_column, split=split)
     spec = spec.fit(*raw.values())
-    spec.check_covered(raw[config.train_split], {config.eval_split: raw[config.eval_split]})
+    eval_only = spec.eval_only_groups(raw[config.train_split], {config.eval_split: raw[config.eval_split]})
+    if eval_only:
+        logger.warning(
+            "group(s) %s occur only in split '%s' (no training example): audited and explained as eval-only groups",
+            eval_only, config.eval_split,
+        )
     return raw, spec
 
 
 def preprocess_grouped_dataset(
-    raw: DatasetDict, config: DataConfig, image_processor: Any = None, tokenizer: Any = None
+    raw: DatasetDict, config: DataConfig, image_processor: Any = None, tokenizer: Any = None, model_config: Any = None
 ) -> DatasetDict:
     """The second half of :func:`load_grouped_dataset`: tokenise or transform into model inputs."""
     if config.text_column:
         if tokenizer is None:
             raise FairQuantError(f"text column '{config.text_column}' needs a tokenizer")
-        return prepare_text_dataset(raw, tokenizer, config.text_column, config.label_column, config.max_length)
+        max_length = config.max_length if config.max_length is not None else text_length_limit(tokenizer, model_config)
+        return prepare_text_dataset(raw, tokenizer, config.text_column, config.label_column, max_length)
     if config.image_column:
         return prepare_image_dataset(
             raw, config.image_column, config.label_column, image_processor, train_split=config.train_split

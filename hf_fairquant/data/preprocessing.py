@@ -111,17 +111,24 @@ def prepare_text_dataset(
     tokenizer: Any,
     text_column: str = "text",
     label_column: str = "label",
-    max_length: int = 128,
+    max_length: int | None = None,
+    padding: bool | str = False,
 ) -> DatasetDict:
-    """Tokenise ``text_column`` (padded to ``max_length``) and rename the label to ``labels``
-    (a ``ClassLabel`` stays one, as in :func:`prepare_image_dataset`)."""
+    """Tokenise ``text_column`` and rename the label to ``labels`` (a ``ClassLabel`` stays one, as
+    in :func:`prepare_image_dataset`).
+
+    Truncates to ``max_length`` (None: the tokenizer's ``model_max_length`` when it is a real
+    limit); no padding by default — batches are padded dynamically by ``DataCollatorWithPadding``
+    in the input layer and the trainer. ``padding="max_length"`` pads every row instead.
+    """
     first = next(iter(dataset.values()))
     for col in (text_column, label_column):
         if col not in first.column_names:
             raise FairQuantError(f"column '{col}' not found; available columns: {first.column_names}")
+    limit = max_length if max_length is not None else text_length_limit(tokenizer)
 
     def convert(batch: dict) -> dict:
-        enc = tokenizer(batch[text_column], padding="max_length", truncation=True, max_length=max_length)
+        enc = tokenizer(batch[text_column], padding=padding, truncation=True, max_length=limit)
         return {**enc, LABELS: batch[label_column]}
 
     remove = [text_column] + ([label_column] if label_column != LABELS else [])
@@ -134,11 +141,29 @@ def prepare_text_dataset(
     return DatasetDict(out)
 
 
+def text_length_limit(tokenizer: Any = None, model_config: Any = None) -> int | None:
+    """The longest input both allow: min(tokenizer.model_max_length, config.max_position_embeddings);
+    None when neither sets a real limit (tokenizers without one report ~1e30)."""
+    limits = [getattr(tokenizer, "model_max_length", None), getattr(model_config, "max_position_embeddings", None)]
+    limits = [int(v) for v in limits if isinstance(v, (int, float)) and 0 < v < 1_000_000]
+    return min(limits) if limits else None
+
+
 def check_image_size(model_config: Any, dataset: Any) -> None:
-    """Fail early when the data's channels or size differ from what the model was built for."""
-    if "pixel_values" not in dataset.column_names:
+    """Fail early when the data's channels or size differ from what the model was built for.
+
+    Reads the first example as the dataset serves it (after ``with_transform``; any feature
+    type: Array3D, nested lists, numpy, torch), not the feature schema. A dataset without
+    ``pixel_values`` (text, or PIL images that an image processor will resize) is not checked.
+    """
+    if len(dataset) == 0:
         return
-    shape = tuple(dataset.features["pixel_values"].shape)
+    first = dataset[:1]
+    if "pixel_values" not in first:
+        return
+    shape = tuple(np.shape(np.asarray(first["pixel_values"][0], dtype=np.float32)))
+    if len(shape) != 3:
+        raise FairQuantError(f"pixel_values of one example must be channels × height × width, got shape {shape}")
     channels = getattr(model_config, "num_channels", None)
     if channels is not None and shape[0] != channels:
         raise FairQuantError(f"the model expects {channels} channel(s) (config.num_channels) but the data has {shape[0]}")

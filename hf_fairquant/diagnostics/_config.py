@@ -11,10 +11,10 @@ from ._sampling import DEFAULT_MAX_EXAMPLES, check_examples_per_group
 
 PARAMETER_SETS = ("quantized", "all")
 #: Hessian-vector products per group and model (trace probes + λ_max + the Taylor term). One
-#: HVP over ViT-B/16's 85 M weights costs ≈ 2.5 s on one CPU thread however few the examples
-#: (benchmarks/scale.py); 24 per group keeps explain near 60 FP passes when the groups' samples
-#: are a fraction of the data (see the README's scale table for where it is not).
-DEFAULT_HVP_BUDGET = 24
+#: HVP over ViT-B/16's 85 M weights costs a few seconds on one CPU thread however few the
+#: examples (≈ 2–3 FP passes over 32 examples at 64², benchmarks/scale.py): 12 per group (4 trace
+#: probes, 1 Taylor, 7 Lanczos steps) keeps a two-group explain of ViT-B near 60 FP passes.
+DEFAULT_HVP_BUDGET = 12
 
 
 @dataclass
@@ -39,7 +39,7 @@ class ExplainConfig:
     tol: float = field(default=1e-3, metadata={"help": "relative tolerance of λ_max"})
     max_iterations: int = field(default=100, metadata={"help": "most Hessian-vector products of λ_max (Lanczos or power)"})
     lanczos_vectors: int = field(default=4, metadata={"help": "recent Lanczos vectors kept for reorthogonalisation"})
-    probes: int = field(default=8, metadata={"help": "Hutchinson probes for the Hessian trace"})
+    probes: int = field(default=4, metadata={"help": "Hutchinson probes for the Hessian trace"})
     hvp_budget: int | None = field(
         default=DEFAULT_HVP_BUDGET,
         metadata={"help": "Hessian-vector products per group and model (trace probes + 1 Taylor + λ_max); "

@@ -18,7 +18,7 @@ import torch
 from scipy.stats import kendalltau
 from tqdm.auto import tqdm
 
-from ..batching import LABELS, iterate_batches
+from ..batching import ModelInputs, iterate_batches
 from ..data.preprocessing import check_image_size
 from ..groups import GroupSpec
 from ..quantization import RecipeLike, calibration_batches
@@ -52,6 +52,8 @@ def explain(
     calibration_dataset: Any = None,
     config: ExplainConfig | None = None,
     progress: bool = True,
+    data_collator: Any = None,
+    processing_class: Any = None,
     **options: Any,
 ) -> Explanation:
     """Measure every link of the chain for ``model`` (full precision, not modified).
@@ -59,7 +61,11 @@ def explain(
     ``recipe_or_quantized_model``: a recipe/preset (``"w4a8"``; a copy of ``model`` is quantized,
     activations calibrated on ``calibration_size`` group-stratified examples of
     ``calibration_dataset``, else of ``dataset``) or a model quantized from ``model``.
-    ``dataset``: preprocessed (model inputs, ``labels``, group column(s)).
+    ``dataset``: model inputs (materialised or through ``with_transform``), ``labels`` or
+    ``label``, group column(s); batches are built as the Trainer builds them (``data_collator``,
+    ``processing_class``: see :class:`~hf_fairquant.batching.ModelInputs`). Groups with no
+    example in ``calibration_dataset`` are explained too and listed in
+    ``settings["eval_only_groups"]``.
 
     Options come from ``config`` (:class:`ExplainConfig`) and/or keywords naming its fields
     (``explain(..., probes=8)``; a keyword wins). Gradients and curvature use each group's mean
@@ -87,10 +93,16 @@ def explain(
     lambda_budget = lambda_budget_of(hvp_budget, probes, max_iterations)
     spec = group_spec if isinstance(group_spec, GroupSpec) else GroupSpec(group_spec)
     num_labels = _num_labels(model)
-    spec.validate(dataset, label_column=LABELS, num_labels=num_labels, split="explain")
+    label2id = getattr(getattr(model, "config", None), "label2id", None)
+    labels_all = spec.validate(dataset, num_labels=num_labels, split="explain", label2id=label2id)
     spec = spec if spec.is_fitted else spec.fit(dataset)
+    eval_only: list[str] = []
     if calibration_dataset is not None:
-        GroupSpec(spec.columns).validate(calibration_dataset, label_column=LABELS, num_labels=num_labels, split="calibration")
+        GroupSpec(spec.columns).validate(calibration_dataset, num_labels=num_labels, split="calibration", label2id=label2id)
+        eval_only = GroupSpec(spec.columns).fit(dataset, calibration_dataset).eval_only_groups(
+            calibration_dataset, {"explain": dataset}
+        )
+    inputs = ModelInputs(model, dataset, data_collator, processing_class)
     if hasattr(model, "config"):
         check_image_size(model.config, dataset)
     recipe, plan = _models.resolve(model, recipe_or_quantized_model)
@@ -98,24 +110,38 @@ def explain(
     counts = {name: int((codes == i).sum()) for i, name in enumerate(spec.names)}
     counts = {g: c for g, c in counts.items() if c > 0}
     sizes = examples_to_use(counts, examples_per_group)
-    _check_classifier(model, dataset, num_labels)
+    _check_classifier(model, inputs, labels_all, num_labels)
 
     # ------------------------------------------------------------ quantize
+    laps = dict.fromkeys(("validate", "quantize", "paired_pass", "gradients", "curvature"), 0.0)
+    lap = [started]
+
+    def clock(stage: str) -> None:  # seconds since the last call go to ``stage``
+        now = time.perf_counter()
+        laps[stage] += now - lap[0]
+        lap[0] = now
+
+    clock("validate")
     calibration = None
     needs_calibration = recipe is not None and any(q.activation_bits for q in plan.values())
     if needs_calibration:
         source = calibration_dataset if calibration_dataset is not None else dataset
-        calibration = calibration_batches(model, source, calibration_size, GroupSpec(spec.columns), batch_size, seed)
+        calibration = calibration_batches(
+            model, source, calibration_size, GroupSpec(spec.columns), batch_size, seed,
+            data_collator=data_collator, processing_class=processing_class,
+        )
     qm = _models.build(model, recipe_or_quantized_model, recipe, plan, calibration)
     layers = list(plan)
+    clock("quantize")
 
     # ------------------------------------------------------------ links 1 and 2
     w_errors = weight_errors(model, qm.frozen, layers)
-    passed = paired_pass(model, qm.frozen, dataset, layers, batch_size, progress)
+    passed = paired_pass(model, qm.frozen, dataset, layers, batch_size, progress, inputs=inputs)
     masks = {g: codes == spec.code_of(g) for g in counts}
     drift_layers = _layer_drift(passed, masks, w_errors, plan)
     logits = {g: _group_logits(passed, m) for g, m in masks.items()}
     overall = _group_logits(passed, np.ones(len(codes), dtype=bool))
+    clock("paired_pass")
 
     # ------------------------------------------------------------ links 3, 4, 5 per group
     names = _parameter_names(model, layers, parameters)
@@ -136,13 +162,17 @@ def explain(
         curvature["quantized"] = {}
     for g in tqdm(list(counts), desc="groups", disable=not progress):
         rows = sample_rows(codes, spec.code_of(g), sizes[g], seed)
-        batches = list(iterate_batches(model, dataset.select(rows.tolist()), chunk_size or batch_size))
+        group_inputs = ModelInputs(model, dataset.select(rows.tolist()), inputs.data_collator, processing_class)
+        batches = list(group_inputs.batches(chunk_size or batch_size))
         fp_obj = GroupObjective(model, fp_params, batches, chunk_size)
         q_obj = GroupObjective(qm.straight_through, q_params, batches, chunk_size)
-        grad, noise = _gradient_and_noise(model, fp_params, dataset, rows, chunk_size or batch_size, seed)
+        grad, noise = _gradient_and_noise(
+            model, fp_params, dataset, rows, chunk_size or batch_size, seed, inputs.data_collator, processing_class
+        )
         gradients[g] = GroupGradient(
             len(rows), float(grad.double().norm()), float(q_obj.gradient().double().norm()), noise
         )
+        clock("gradients")
         with tqdm(desc=f"curvature {g}", unit="HVP", disable=not progress, leave=False) as bar:
             fp_obj.on_hvp = q_obj.on_hvp = bar.update
             curvature["fp"][g] = _curvature(fp_obj, eig, probes, seed)
@@ -150,6 +180,7 @@ def explain(
                 curvature["quantized"][g] = _curvature(q_obj, eig_quantized, probes, seed)
             quadratic = float(torch.dot(fp_obj.hvp(delta).double(), delta.double()))
         taylor[g] = float(torch.dot(grad.double(), delta.double())) + 0.5 * quadratic
+        clock("curvature")
 
     bound = _bound(delta_norm, gradients, curvature["fp"], taylor, logits)
     settings = {
@@ -162,7 +193,9 @@ def explain(
         "calibration_size": calibration_size if needs_calibration else 0,
         "calibrated_on": None if not needs_calibration else ("calibration_dataset" if calibration_dataset is not None else "dataset"),
         "eval_examples": len(dataset),
+        "eval_only_groups": eval_only,
         "wall_time_s": round(time.perf_counter() - started, 1),
+        "timings_s": {k: round(v, 2) for k, v in laps.items()},
     }
     return Explanation(
         group_columns=list(spec.columns),
@@ -180,16 +213,17 @@ def explain(
 
 # ---------------------------------------------------------------- validation helpers
 def _gradient_and_noise(
-    model: torch.nn.Module, params: list, dataset: Any, rows: np.ndarray, chunk: int, seed: int
+    model: torch.nn.Module, params: list, dataset: Any, rows: np.ndarray, chunk: int, seed: int,
+    data_collator: Any = None, processing_class: Any = None,
 ) -> tuple[torch.Tensor, float | None]:
     """∇ of the group's mean loss on ``rows`` and its split-half sampling noise floor
     √(n_A·n_B)/n · ‖∇L_A − ∇L_B‖ (E‖∇L̂ − ∇L‖ at n examples; from the same backward passes)."""
     if len(rows) < 2:
-        one = GroupObjective(model, params, list(iterate_batches(model, dataset.select(rows.tolist()), chunk)))
+        one = GroupObjective(model, params, list(iterate_batches(model, dataset.select(rows.tolist()), chunk, True, data_collator, processing_class)))
         return one.gradient(), None
     halves = split_halves(rows, seed)
     grads = [
-        GroupObjective(model, params, list(iterate_batches(model, dataset.select(h.tolist()), chunk)), chunk).gradient()
+        GroupObjective(model, params, list(iterate_batches(model, dataset.select(h.tolist()), chunk, True, data_collator, processing_class)), chunk).gradient()
         for h in halves
     ]
     n_a, n_b, n = len(halves[0]), len(halves[1]), len(rows)
@@ -209,11 +243,11 @@ def _num_labels(model: torch.nn.Module) -> int | None:
 
 
 @torch.no_grad()
-def _check_classifier(model: torch.nn.Module, dataset: Any, num_labels: int | None) -> None:
+def _check_classifier(model: torch.nn.Module, inputs: ModelInputs, labels_all: np.ndarray, num_labels: int | None) -> None:
     """One forward on one example: the model must give (batch, classes) logits that the labels index."""
-    inputs, _ = next(iterate_batches(model, dataset.select([0]), 1))
+    first, _ = next(inputs.batches(1))
     with evaluating(model):
-        output = model(**inputs)
+        output = model(**first)
     if not torch.is_tensor(output) and getattr(output, "logits", None) is None:
         raise FairQuantError(
             f"{type(model).__name__} returns {type(output).__name__} without `logits`: explain needs a "
@@ -226,7 +260,6 @@ def _check_classifier(model: torch.nn.Module, dataset: Any, num_labels: int | No
             "with at least 2 classes for a cross-entropy loss per example"
         )
     if num_labels is None:
-        labels_all = np.asarray(dataset.with_format("numpy")[LABELS][:])
         bad = sorted(set(labels_all[(labels_all < 0) | (labels_all >= logits.shape[1])].tolist()))
         if bad:
             raise FairQuantError(

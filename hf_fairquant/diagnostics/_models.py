@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
+from ..errors import FairQuantError, UnsupportedByBackendError
 
 import copy
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from ..quantization import (
     LayerQuant,
     QuantRecipe,
     apply_plan,
+    backend_of,
     calibrate,
     freeze,
     is_quantized,
@@ -52,6 +53,7 @@ def resolve(model: torch.nn.Module, recipe_or_model: Any) -> tuple[QuantRecipe |
                 f"the {type(qmodel).__name__} given as the quantized model has no quantized module: pass a "
                 "recipe (e.g. 'w4a8') or a model returned by hf_fairquant.quantize"
             )
+        _check_quanto(backend_of(qmodel).name, f"the given {type(qmodel).__name__}")
         plan = {n: q for n, q in layer_bits(qmodel).items() if q is not None}
         fp_modules = dict(model.named_modules())
         for name in plan:
@@ -64,8 +66,19 @@ def resolve(model: torch.nn.Module, recipe_or_model: Any) -> tuple[QuantRecipe |
                 )
         return None, plan
     recipe = QuantRecipe.parse(recipe_or_model)
+    _check_quanto(recipe.backend, f"recipe {recipe}")
     plan = {n: q for n, q in recipe.plan(model).items() if q is not None}  # raises on unmatched patterns
     return recipe, plan
+
+
+def _check_quanto(backend: str, what: str) -> None:
+    """The chain is measured through optimum-quanto's straight-through modules (gradients,
+    Hessians of the quantized weights): other backends are refused before any work."""
+    if backend != "quanto":
+        raise UnsupportedByBackendError(
+            f"explain measures quantization through optimum-quanto modules; {what} uses backend {backend}: "
+            "explain the same recipe on `backend: quanto` (e.g. 'w4a8' instead of 'w4a8@torchao')"
+        )
 
 
 def build(

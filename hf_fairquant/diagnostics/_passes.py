@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..batching import iterate_batches
+from ..batching import ModelInputs
 from ._drift import ActivationRecorder
 from ._logits import STATISTICS, logit_statistics
 from ..batching import float_logits
@@ -42,12 +42,14 @@ def paired_pass(
     layers: Sequence[str],
     batch_size: int = 128,
     progress: bool = True,
+    inputs: ModelInputs | None = None,
 ) -> PairedPass:
-    """Run ``dataset`` through both models once (see the module docstring)."""
+    """Run ``dataset`` through both models once (see the module docstring); ``inputs`` says how
+    its rows become batches (default: :class:`ModelInputs` of ``fp``)."""
     stats: dict[str, dict[str, list]] = {"fp": {k: [] for k in STATISTICS}, "quantized": {k: [] for k in STATISTICS}}
     drift, norm = [], []
     total = -(-len(dataset) // batch_size)
-    batches = iterate_batches(fp, dataset, batch_size)
+    batches = (inputs if inputs is not None else ModelInputs(fp, dataset)).batches(batch_size)
     with evaluating(fp), evaluating(quantized), ActivationRecorder(fp, layers) as fp_rec, ActivationRecorder(quantized, layers) as q_rec:
         for inputs, labels in tqdm(batches, total=total, desc="FP vs quantized", disable=not progress, leave=False):
             fp_rec.outputs.clear()

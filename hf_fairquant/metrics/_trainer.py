@@ -47,14 +47,31 @@ def _names_by_code(group_names: Optional[GroupNames]) -> Optional[dict[str, str]
     return mapping
 
 
-def _unpack(eval_pred: "EvalPrediction") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(logits or class ids, labels, groups) from an EvalPrediction with ``label_ids=(labels, groups)``."""
+def _unpack(
+    eval_pred: "EvalPrediction", dataset_groups: Optional[np.ndarray] = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits or class ids, labels, groups) from an EvalPrediction with ``label_ids=(labels, groups)``,
+    or with ``label_ids=labels`` and the groups of the eval dataset (``dataset_groups``, row order)."""
     label_ids = eval_pred.label_ids
+    if dataset_groups is not None and not isinstance(label_ids, (tuple, list)):
+        labels = np.asarray(label_ids)
+        if len(labels) != len(dataset_groups):
+            raise FairQuantError(
+                f"the Trainer evaluated {len(labels)} examples but group_compute_metrics(eval_dataset=...) was given "
+                f"{len(dataset_groups)}: pass the dataset this Trainer evaluates (a new eval set needs its own "
+                "group_compute_metrics)"
+            )
+        predictions = eval_pred.predictions
+        if isinstance(predictions, (tuple, list)):
+            predictions = predictions[0]
+        return np.asarray(predictions), labels, dataset_groups
     if not isinstance(label_ids, (tuple, list)) or len(label_ids) != 2:
         got = f"a tuple of {len(label_ids)}" if isinstance(label_ids, (tuple, list)) else type(label_ids).__name__
         raise FairQuantError(
-            f"EvalPrediction.label_ids must be (labels, groups), got {got}; set "
-            "label_names=['labels', 'group'] in TrainingArguments so the Trainer passes the group column."
+            f"EvalPrediction.label_ids must be (labels, groups), got {got}: the Trainer passed no group column. "
+            "Pass group_compute_metrics(group_spec=GroupSpec('group'), eval_dataset=eval_ds) (groups read "
+            "from the dataset, strings fine), or set label_names=['labels', 'group'] in TrainingArguments "
+            "with integer group codes (GroupSpec.encode)."
         )
     predictions = eval_pred.predictions
     if isinstance(predictions, (tuple, list)):
@@ -105,6 +122,8 @@ def group_compute_metrics(
     seed: int = 0,
     reference_predictions: Optional[Sequence[int]] = None,
     include_loss: bool = True,
+    group_spec: Any = None,
+    eval_dataset: Any = None,
 ) -> Callable[["EvalPrediction"], dict[str, float]]:
     """Build a ``compute_metrics`` for ``Trainer`` that reports accuracy per group.
 
@@ -119,6 +138,13 @@ def group_compute_metrics(
         reference_predictions: class ids of a reference (full-precision) model on the same eval
             set in the same order; adds accuracy drops and flip rates.
         include_loss: with logits, add per-group mean cross-entropy (``group_mean_loss/<name>``).
+        group_spec: a :class:`~hf_fairquant.GroupSpec` (or a column name): the groups' names come
+            from it (fitted on ``eval_dataset`` when it is not fitted), so string groups need no
+            hand-made codes; replaces ``group_names``.
+        eval_dataset: the dataset the Trainer evaluates; its group column(s) are encoded now (a
+            missing column is an error here, not an empty metrics dict later) and matched to the
+            predictions by row order, so ``label_names`` can stay ``["labels"]``. Without it the
+            Trainer must pass integer codes as the second label (``label_names=["labels", "group"]``).
 
     Returns:
         A callable ``EvalPrediction -> dict[str, float]`` with the module's keys flattened:
@@ -128,6 +154,22 @@ def group_compute_metrics(
         ``worst_group`` and the echoed settings are left out. Any key works as
         ``metric_for_best_model`` (e.g. ``"worst_group_accuracy"``).
     """
+    dataset_groups = None
+    if group_spec is not None:
+        from ..groups import GroupSpec
+
+        if group_names is not None:
+            raise FairQuantError("pass group_spec or group_names, not both (the spec names the groups)")
+        spec = group_spec if isinstance(group_spec, GroupSpec) else GroupSpec(group_spec)
+        if not spec.is_fitted:
+            if eval_dataset is None:
+                raise FairQuantError("group_spec is not fitted: pass eval_dataset=... or a fitted GroupSpec")
+            spec = spec.fit(eval_dataset)
+        group_names = spec.names
+        if eval_dataset is not None:
+            dataset_groups = spec.encode(eval_dataset)  # a missing group column fails here, naming it
+    elif eval_dataset is not None:
+        raise FairQuantError("eval_dataset needs group_spec=... (which column(s) hold the groups)")
     names = _names_by_code(group_names)
     module = load_group_disparity()
     # Dry run on one example: invalid settings fail now, not after the first epoch of training.
@@ -137,7 +179,7 @@ def group_compute_metrics(
     ref = None if reference_predictions is None else np.asarray(reference_predictions)
 
     def compute_metrics(eval_pred: "EvalPrediction") -> dict[str, float]:
-        predictions, labels, groups = _unpack(eval_pred)
+        predictions, labels, groups = _unpack(eval_pred, dataset_groups)
         extra: dict[str, Any] = {}
         if predictions.ndim == 2:
             if include_loss and len(labels) == len(predictions) > 0:  # else the module names the problem

@@ -63,6 +63,8 @@ def quantize(
     calibration_size: int = 512,
     batch_size: int = 64,
     seed: int = 0,
+    data_collator: Any = None,
+    processing_class: Any = None,
 ) -> torch.nn.Module:
     """Post-training quantization of every Conv2d/Linear of ``model``, in place (returned too).
 
@@ -81,7 +83,10 @@ def quantize(
     if needs_calibration and calibration_dataset is None:
         raise FairQuantError(f"recipe {recipe} quantizes activations: pass a calibration_dataset")
     batches = (
-        calibration_batches(model, calibration_dataset, calibration_size, group_spec, batch_size, seed)
+        calibration_batches(
+            model, calibration_dataset, calibration_size, group_spec, batch_size, seed,
+            data_collator=data_collator, processing_class=processing_class,
+        )
         if needs_calibration
         else []
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from ..errors import FairQuantError
 
+import os
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from ..batching import LABELS, float_logits
+from .._atomic import atomic_write_text
+from ..batching import LABELS, PIXEL_VALUES, ModelInputs, float_logits, has_transform, image_processor_of
 from ..groups import GroupSpec
 from ..metrics import group_compute_metrics
 from ..allocation import allocate_bits
@@ -40,6 +42,8 @@ from .sampling import GroupBalancedSampler, cell_codes, sampling_weights
 from .state import FairQuantState, resolve_checkpoint
 from .weighting import GroupDROWeights, StaticGroupWeights
 
+#: Stored column holding the validated int64 labels of a lazily transformed dataset.
+LABEL_CODES = "fairquant_labels"
 
 class FairQuantTrainer(Trainer):
     """``Trainer`` with group-aware sampling, group-weighted loss and QAT (see module doc).
@@ -69,14 +73,20 @@ class FairQuantTrainer(Trainer):
         if problem not in (None, "single_label_classification"):
             raise FairQuantError(f"FairQuantTrainer trains single-label classifiers; the model's problem_type is {problem!r}")
 
-        # ---- groups: validate and encode before any heavy work
+        # ---- groups and labels: validate and encode before any heavy work
         spec = GroupSpec(args.group_columns)
         num_labels = getattr(model.config, "num_labels", None)
+        label2id = getattr(model.config, "label2id", None)
         evals = eval_dataset if isinstance(eval_dataset, dict) else ({"eval": eval_dataset} if eval_dataset is not None else {})
+        labels: dict[str, Any] = {}
         if train_dataset is not None:
-            spec.validate(train_dataset, LABELS, num_labels, split="train")
+            labels["train"] = spec.validate(train_dataset, None, num_labels, split="train", label2id=label2id)
         for name, ds in evals.items():
-            spec.validate(ds, LABELS, num_labels, split=name)
+            labels[name] = spec.validate(ds, None, num_labels, split=name, label2id=label2id)
+        processing_class = kwargs.get("processing_class")
+        for ds in [train_dataset, *evals.values()]:
+            if ds is not None:  # inputs the model takes (a PIL column needs an image processor): fail now
+                ModelInputs(model, ds, kwargs.get("data_collator"), processing_class)
         splits = [d for d in [train_dataset, *evals.values()] if d is not None]
         if not splits:
             raise FairQuantError("FairQuantTrainer needs a train_dataset or an eval_dataset with a group column")
@@ -86,7 +96,7 @@ class FairQuantTrainer(Trainer):
         self._static_weights = self._make_weighting(args, train_dataset)
         self.quant_recipe: QuantRecipe | None = args.quantization_recipe
         if args.quantization_budget is not None:  # "auto:<budget>": allocate bits on the training data
-            self.quant_recipe = self._allocate_recipe(model, args, train_dataset)
+            self.quant_recipe = self._allocate_recipe(model, args, train_dataset, **kwargs)
         plan = self.quant_recipe.plan(model) if self.quant_recipe is not None else None
         self._qat_plan, self._qat_backend, self._qat_converted = plan, None, False
         if plan is not None:
@@ -95,11 +105,12 @@ class FairQuantTrainer(Trainer):
             if self._qat_backend.needs_calibration(plan) and train_dataset is None:
                 raise FairQuantError(f"QAT recipe {self.quant_recipe} quantizes activations: calibration needs a train_dataset")
 
-        train_dataset = self._encode_groups(train_dataset, args)
+        prepare = lambda ds, split: self._prepare_dataset(ds, args, model, labels.get(split), processing_class)  # noqa: E731
+        train_dataset = prepare(train_dataset, "train")
         if isinstance(eval_dataset, dict):
-            eval_dataset = {k: self._encode_groups(v, args) for k, v in eval_dataset.items()}
+            eval_dataset = {k: prepare(v, k) for k, v in eval_dataset.items()}
         else:
-            eval_dataset = self._encode_groups(eval_dataset, args)
+            eval_dataset = prepare(eval_dataset, "eval")
         if compute_metrics is None:
             compute_metrics = group_compute_metrics(group_names=self.group_spec.names)
         state = FairQuantState(
@@ -141,26 +152,72 @@ class FairQuantTrainer(Trainer):
         weights = self.group_spec.weights(train_dataset, scheme)
         return StaticGroupWeights(torch.tensor([weights[n] for n in self.group_spec.names]))
 
-    def _allocate_recipe(self, model: torch.nn.Module, args: FairQuantTrainingArguments, train_dataset: Any) -> QuantRecipe:
+    def _allocate_recipe(
+        self, model: torch.nn.Module, args: FairQuantTrainingArguments, train_dataset: Any, **kwargs: Any
+    ) -> QuantRecipe:
         """Per-layer weight bits from group sensitivity under the ``auto:<budget>`` budget."""
         if train_dataset is None:
             raise FairQuantError(f"quantization={args.quantization!r} allocates bits on the training data: pass a train_dataset")
         self.allocation = allocate_bits(
             model, train_dataset, self.group_spec, budget=args.quantization_budget,
             calibration_size=args.calibration_size, seed=args.seed,
+            data_collator=kwargs.get("data_collator"), processing_class=kwargs.get("processing_class"),
         )
         return self.allocation.recipe
 
-    def _encode_groups(self, dataset: Any, args: FairQuantTrainingArguments) -> Any:
-        """Replace the group column(s) by one int64 code column named ``args.group_code_column``."""
+    def _prepare_dataset(
+        self, dataset: Any, args: FairQuantTrainingArguments, model: torch.nn.Module, labels: Any, processing_class: Any
+    ) -> Any:
+        """Group codes in one int64 column ``args.group_code_column`` and int64 ``labels``.
+
+        A materialised dataset gets stored columns (``label`` renamed, floats/bools/names cast).
+        A lazily transformed one (``with_transform``), or one with a PIL image column (turned
+        into ``pixel_values`` by the image processor), keeps its rows lazy: the codes become
+        stored columns and the transform is wrapped to serve them, keeping only the model's
+        inputs (Trainer's ``remove_unused_columns`` cannot see a transform's output)."""
         if dataset is None:
             return None
         codes = self.group_spec.encode(dataset)
         column = args.group_code_column
+        inputs = ModelInputs(model, dataset, processing_class=processing_class)
+        if has_transform(dataset) or inputs.image_column is not None:
+            return self._wrap_transform(dataset, inputs, codes, labels, column)
         if column in dataset.column_names:
             dataset = dataset.remove_columns(column)
         dataset = dataset.add_column(column, codes.tolist())
+        stored = dataset.features.get(LABELS)
+        if "label" in dataset.column_names or getattr(stored, "dtype", None) not in ("int64", "int32", "int16", "int8"):
+            dataset = dataset.remove_columns([c for c in ("label", LABELS) if c in dataset.column_names])
+            dataset = dataset.add_column(LABELS, np.asarray(labels, dtype=np.int64).tolist())
         return dataset.with_format("torch") if not dataset.format["type"] else dataset
+
+    @staticmethod
+    def _wrap_transform(dataset: Any, inputs: ModelInputs, codes: np.ndarray, labels: Any, column: str) -> Any:
+        fmt = dataset.format
+        inner = fmt["format_kwargs"].get("transform") if fmt["type"] == "custom" else None
+        inner_columns = list(fmt["columns"] or dataset.column_names)
+        base = dataset.with_format(None)
+        base = base.remove_columns([c for c in (column, LABEL_CODES) if c in base.column_names])
+        base = base.add_column(column, codes.tolist()).add_column(LABEL_CODES, np.asarray(labels, dtype=np.int64).tolist())
+        keep = [n for n in inputs.input_names if n != PIXEL_VALUES or inputs.image_column is None]
+        image_column, processor = inputs.image_column, image_processor_of(inputs.processing_class)
+
+        def transform(batch: dict) -> dict:
+            served = inner({k: batch[k] for k in inner_columns}) if inner is not None else batch
+            out = {k: served[k] for k in keep if k in served}
+            if image_column is not None:
+                out[PIXEL_VALUES] = processor(list(batch[image_column]), return_tensors="pt")[PIXEL_VALUES]
+            out[LABELS] = batch[LABEL_CODES]
+            out[column] = batch[column]
+            return out
+
+        return base.with_transform(transform)
+
+    def _remove_unused_columns(self, dataset: Any, description: str | None = None) -> Any:
+        """A wrapped transform serves only the model's inputs already (see :meth:`_prepare_dataset`)."""
+        if has_transform(dataset):
+            return dataset
+        return super()._remove_unused_columns(dataset, description)
 
     def _prepare_qat(self, plan: dict) -> None:
         """The backend swaps in fake-quantizing modules; static activation ranges (quanto) are
@@ -174,6 +231,7 @@ class FairQuantTrainer(Trainer):
                 for b in calibration_batches(
                     self.model, self.train_dataset, self.args.calibration_size, code_spec,
                     batch_size=self.args.per_device_train_batch_size, seed=self.args.seed,
+                    data_collator=self.data_collator, processing_class=self.processing_class,
                 )
             ]
         # ranges updated every n-th step with momentum 0.9**n: the same time constant as every step
@@ -195,7 +253,8 @@ class FairQuantTrainer(Trainer):
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         groups = np.asarray(dataset.with_format("numpy")[self.args.group_code_column][:])
-        labels = np.asarray(dataset.with_format("numpy")[LABELS][:])
+        stored = LABEL_CODES if LABEL_CODES in dataset.column_names else LABELS
+        labels = np.asarray(dataset.with_format("numpy")[stored][:])
         probabilities = sampling_weights(cell_codes(mode, groups, labels), self.args.sampling_power)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return GroupBalancedSampler(probabilities, len(dataset), seed=seed)
@@ -247,13 +306,31 @@ class FairQuantTrainer(Trainer):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """A converted QAT model is written by :func:`save_quantized` (reload: ``load_quantized``;
-        a torchao one also with plain ``from_pretrained``)."""
+        a torchao one also with plain ``from_pretrained``).
+
+        A user's call (not a checkpoint) also writes ``README.md``: the fairness model card
+        (:func:`hf_fairquant.training.card.trainer_card`), so the folder is what ``hf-fairquant push`` takes."""
         if self._qat_converted:
             output_dir = output_dir or self.args.output_dir
             if self.args.should_save:
                 save_quantized(self.model, output_dir, recipe=self.quant_recipe)
                 if self.processing_class is not None:
                     self.processing_class.save_pretrained(output_dir)
+        else:
+            super().save_model(output_dir, _internal_call)
+        if not _internal_call:
+            self._write_card(output_dir or self.args.output_dir)
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """The fairness card instead of transformers' generic one (``push_to_hub`` calls this);
+        takes ``Trainer.create_model_card``'s keywords (``dataset_tags``, ``license``, …)."""
+        self._write_card(self.args.output_dir, **kwargs)
+
+    def _write_card(self, output_dir: str, **kwargs: Any) -> None:
+        if not self.is_world_process_zero():
             return
-        super().save_model(output_dir, _internal_call)
+        from .card import trainer_card
+
+        card = trainer_card(self, **kwargs)
+        atomic_write_text(os.path.join(output_dir, "README.md"), str(card))
 

@@ -262,6 +262,9 @@ def test_equal_counts_by_default_with_the_noise_floor_beside_each_group(data):
     assert {g: x.examples for g, x in ex.gradients.items()} == {"major": 20, "minor": 20}
     assert {c.examples for c in ex.curvature["fp"].values()} == {20}
     assert ex.settings["equal_examples"] and ex.settings["examples_cap"] == 20
+    laps = ex.settings["timings_s"]  # where the time went, stage by stage
+    assert set(laps) == {"validate", "quantize", "paired_pass", "gradients", "curvature"}
+    assert laps["curvature"] > 0 and sum(laps.values()) <= ex.settings["wall_time_s"] + 0.1
     names = [n for n, _ in model.named_parameters() if n.endswith(".weight")]
     params = [model.get_parameter(n) for n in names]
     for group, grad in ex.gradients.items():

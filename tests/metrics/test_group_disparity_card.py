@@ -81,10 +81,15 @@ def _run_doctests(text: str, name: str, group_disparity) -> None:
     assert runner.failures == 0, f"{runner.failures} failing example(s) in {name} (see the output above)"
 
 
-def test_card_examples_run(group_disparity):
+def test_card_examples_run():
+    """As written: the real `evaluate.load` of the path the card imports (no stand-in)."""
     blocks = re.findall(r"```python\n(>>>.*?)```", CARD, flags=re.S)
     assert len(blocks) >= 4
-    _run_doctests("\n".join(blocks), "README.md", group_disparity)
+    assert 'evaluate.load("group_disparity")' not in CARD  # not a module on the Hub: it fails
+    test = doctest.DocTestParser().get_doctest("\n".join(blocks), {}, "README.md", None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner.run(test)
+    assert runner.failures == 0, f"{runner.failures} failing example(s) in README.md (see the output above)"
 
 
 def test_docstring_examples_run(group_disparity):

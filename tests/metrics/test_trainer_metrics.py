@@ -148,3 +148,43 @@ def test_inside_trainer_evaluate(tmp_path):
     assert metrics["eval_group_count/majority"] + metrics["eval_group_count/minority"] == n
     # Per-example cross-entropy averages back to the Trainer's own eval loss (equal batches of 8).
     assert metrics["eval_mean_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
+
+
+def _string_group_data(n: int = 40):
+    from datasets import Dataset
+
+    rng = np.random.default_rng(1)
+    return Dataset.from_dict({
+        "features": rng.normal(size=(n, 4)).astype(np.float32),
+        "labels": rng.integers(0, 3, n),
+        "group": ["minority" if i % 4 == 0 else "majority" for i in range(n)],
+    })
+
+
+def test_string_groups_in_a_plain_trainer(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from hf_fairquant import GroupSpec
+
+    data = _string_group_data()
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=8, report_to=[], use_cpu=True)
+    torch.manual_seed(0)
+    trainer = Trainer(
+        model=TinyClassifier(), args=args, eval_dataset=data,
+        compute_metrics=group_compute_metrics(group_spec=GroupSpec("group"), eval_dataset=data),
+    )
+    metrics = trainer.evaluate()
+    assert metrics["eval_group_count/minority"] == 10 and metrics["eval_group_count/majority"] == 30
+    assert {"eval_accuracy", "eval_group_accuracy/minority", "eval_worst_group_accuracy"} <= metrics.keys()
+
+
+def test_missing_group_column_is_an_error_not_an_empty_dict(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    data = _string_group_data().remove_columns("group")
+    with pytest.raises(ValueError, match=r"group column\(s\) \['group'\] not found"):
+        group_compute_metrics(group_spec="group", eval_dataset=data)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=8, report_to=[], use_cpu=True)
+    trainer = Trainer(model=TinyClassifier(), args=args, eval_dataset=data, compute_metrics=group_compute_metrics())
+    with pytest.raises(ValueError, match="the Trainer passed no group column.*group_spec=GroupSpec"):
+        trainer.evaluate()

@@ -36,3 +36,21 @@ def test_inference_mode_equals_no_grad(arch, recipe, frozen):
         got = qmodel(**inputs).logits
     torch.testing.assert_close(torch.as_tensor(got.dequantize() if hasattr(got, "dequantize") else got).clone(),
                                expected.dequantize() if hasattr(expected, "dequantize") else expected)
+
+
+@pytest.mark.parametrize("recipe", ["w8a8", "w8", "w4", "w4a8", "w2a8"])
+@pytest.mark.parametrize("arch", ["vit", "distilbert"])
+def test_torchao_models_run_under_inference_mode(arch, recipe):
+    from hf_fairquant import quantize
+
+    model = MODELS[arch]()
+    inputs = INPUTS[arch]()
+    spec = {"preset": recipe, "backend": "torchao"}
+    if arch == "vit":
+        spec["exclude"] = ["vit.embeddings.*"]  # torchao quantizes Linear only
+    qmodel = quantize(copy.deepcopy(model), spec).eval()
+    with torch.no_grad():
+        expected = qmodel(**inputs).logits
+    with torch.inference_mode():
+        got = qmodel(**inputs).logits
+    torch.testing.assert_close(got.clone(), expected)

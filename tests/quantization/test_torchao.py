@@ -228,3 +228,42 @@ def test_a_quanto_folder_fails_loudly_in_plain_transformers(tmp_path, name):
         assert lines[step].startswith("ValueError") and "load_quantized" in lines[step], lines
     data = make_data()
     assert torch.equal(_logits(load_quantized(tmp_path / "q"), data), _logits(model, data))  # hf_fairquant still loads it
+
+
+def test_audit_compares_the_two_backends_on_one_recipe():
+    from hf_fairquant.audit import AuditConfig, audit
+
+    data = text_dataset(n=48)
+    report = audit(tiny_distilbert(), data, ["w4a8", "w4a8@torchao"], "group", calibration_dataset=data,
+                   config=AuditConfig(n_boot=0, calibration_size=16))
+    names = [r.name for r in report.quantized]
+    assert names == ["W4A8", "W4A8@TORCHAO"]
+    assert report.quantized[1].recipe["backend"] == "torchao" and report.quantized[0].recipe["backend"] == "quanto"
+    assert AuditConfig(recipes=["w8a8", "w4@quanto"], backend="torchao").recipes == ["w8a8@torchao", "w4@quanto"]
+    with pytest.raises(FairQuantError, match="audit backend 'onnx' is not one of"):
+        AuditConfig(backend="onnx")
+
+
+def test_a_truncated_torchao_folder_does_not_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from hf_fairquant.errors import ArtifactError
+
+    save_quantized(quantize(tiny_distilbert(), _torchao("w4", "distilbert")), tmp_path / "q")
+    weights = tmp_path / "q" / "model.safetensors"
+    with open(weights, "rb") as f:  # keep torchao's metadata, drop one float tensor
+        import struct
+
+        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+    state = load_file(str(weights))
+    del state["distilbert.embeddings.LayerNorm.weight"]
+    save_file(state, str(weights), metadata=header["__metadata__"])
+    with pytest.raises(ArtifactError, match="missing_keys.*LayerNorm"):
+        load_quantized(tmp_path / "q")
+
+
+def test_explain_refuses_a_torchao_recipe_before_any_work():
+    from hf_fairquant.diagnostics import explain
+
+    with pytest.raises(UnsupportedByBackendError, match="explain measures quantization through optimum-quanto"):
+        explain(tiny_distilbert(), "w4a8@torchao", text_dataset(), "group")

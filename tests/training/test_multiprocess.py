@@ -1,4 +1,5 @@
-"""A 2-process CPU run (torchrun, gloo): one global sampled stream sharded across ranks."""
+"""A 2-process CPU run (torchrun, and the README's `accelerate launch` command; gloo): one global
+sampled stream sharded across ranks."""
 
 import json
 import os
@@ -23,17 +24,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(_free_port()), str(ROOT / "tests" / "training" / "ddp_worker.py"), str(out),
-    ]
+#: accelerate 1.15 starts ONE process for `--num_processes 2 --cpu` (its simple launcher); with
+#: `--multi_gpu` it hands over to torch.distributed.run, which on a machine without GPUs runs
+#: MULTI_CPU ranks over gloo. The README shows this command.
+ACCELERATE_FLAGS = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+                    "--dynamo_backend", "no"]
+
+
+def _launcher(name: str, port: int) -> list[str]:
+    if name == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                "--master_port", str(port)]
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    return [accelerate, "launch", *ACCELERATE_FLAGS, "--main_process_ip", "127.0.0.1", "--main_process_port", str(port)]
+
+
+@pytest.fixture(scope="module", params=["torchrun", "accelerate"])
+def run(request, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+           "HF_HOME": str(out / "hf_home")}  # no stray accelerate default_config.yaml
+    cmd = [*_launcher(request.param, _free_port()), str(ROOT / "tests" / "training" / "ddp_worker.py"), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]  # two processes really ran
     return out, ranks
 
 

@@ -81,8 +81,9 @@ class QuantBackend:
         raise NotImplementedError
 
     def can_load(self, folder: Path) -> bool:
-        """True if ``folder`` holds this backend's artifact."""
-        raise NotImplementedError
+        """True if ``folder`` holds this backend's artifact (default: False — a backend that
+        writes no folder :func:`load_quantized` reads)."""
+        return False
 
     def load(self, folder: Path) -> torch.nn.Module:
         """Rebuild the model :meth:`save` wrote (eval mode); raise on any mismatch."""

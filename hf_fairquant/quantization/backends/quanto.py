@@ -56,6 +56,10 @@ class QuantoBackend(QuantBackend):
 
     def quantize_module(self, module: torch.nn.Module, quant: LayerQuant) -> torch.nn.Module:
         _quanto_fixes.apply()  # QAT backward on non-contiguous gradients (version-checked)
+        if quant.weight_bits in (2, 4):  # packed weights need quanto's C++ extension: built once, under a lock
+            from ..warmup import ensure_extension
+
+            ensure_extension()
         qmodule = quantize_module(
             module,
             weights=QTYPES[quant.weight_bits],
@@ -111,11 +115,15 @@ class QuantoBackend(QuantBackend):
         config = model.config
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         config.architectures = [type(model).__name__]
+        previous = config.__dict__.get("quantization_config")
         config.quantization_config = dict(PLAIN_LOAD_REFUSAL)
         try:
             config.save_pretrained(folder)
-        finally:
-            del config.quantization_config
+        finally:  # the config in memory stays as it was
+            if previous is None:
+                config.__dict__.pop("quantization_config", None)
+            else:
+                config.quantization_config = previous
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "quantizer": "optimum-quanto"})
         (folder / QMAP_NAME).write_text(json.dumps(quantization_map(model), indent=2, sort_keys=True))
 

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from ...errors import FairQuantError, UnsupportedByBackendError
+from ...errors import ArtifactError, FairQuantError, UnsupportedByBackendError
 from ..recipe import DEFAULT_GROUP_SIZE, LayerQuant, QuantRecipe
 from . import Plan, QuantBackend, register_backend
 
@@ -185,10 +185,19 @@ class TorchAoBackend(QuantBackend):
             raise FairQuantError("this torchao model is still fake-quantized (QAT): convert it first (convert_qat)")
         plan = self.layer_bits(model)
         config = TorchAoConfig(self.fqn_config(plan))
+        saved = {"quantization_config": model.config.__dict__.get("quantization_config"),
+                 "hf_quantizer": model.__dict__.get("hf_quantizer")}
         model.config.quantization_config = config
-        model.hf_quantizer = AutoHfQuantizer.from_config(config, pre_quantized=True)
+        model.hf_quantizer = AutoHfQuantizer.from_config(config, pre_quantized=True)  # what save_pretrained asks
         model.config.architectures = [type(model).__name__]
-        model.save_pretrained(folder)
+        try:
+            model.save_pretrained(folder)
+        finally:  # the model in memory stays as it was
+            for owner, key in ((model.config, "quantization_config"), (model, "hf_quantizer")):
+                if saved[key] is None:
+                    owner.__dict__.pop(key, None)
+                else:
+                    setattr(owner, key, saved[key])
 
     def can_load(self, folder: Path) -> bool:
         try:
@@ -206,7 +215,11 @@ class TorchAoBackend(QuantBackend):
         model_cls = getattr(transformers, arch, None) if arch else None
         if model_cls is None:
             raise FairQuantError(f"config.architectures of {folder} names {arch!r}, not a transformers model class")
-        return model_cls.from_pretrained(folder).eval()
+        model, info = model_cls.from_pretrained(folder, output_loading_info=True)
+        problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+        if problems:  # transformers only warns; a truncated or mismatched folder must not load
+            raise ArtifactError(f"the weights in {folder} do not match {arch}: {problems}")
+        return model.eval()
 
 
 def _module_quant(module: torch.nn.Module) -> LayerQuant | None:
