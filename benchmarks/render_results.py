@@ -560,7 +560,7 @@ def adult_setting_text(part: dict) -> str:
         "income >50K from each row written as text (sex and race not in it), a small BERT trained from scratch with a "
         f"WordLevel tokenizer trained on the training split. Groups: sex × race, **real demographic groups** (self-reported "
         f"census categories): {counts}. FP training: {fp['num_train_epochs']:g} epochs, lr {fp['learning_rate']:g}, batch "
-        f"{fp['per_device_train_batch_size']}. Seeds {s['seeds']}, as above. The recipe's `mitigation` section (= **fair QAT "
+        f"{fp['per_device_train_batch_size']}. Seeds {[int(x) for x in seeds_of(part)]} (the ones whose results the JSON holds), as above. The recipe's `mitigation` section (= **fair QAT "
         f"(everything combined)**; **fair FP fine-tune** = the same without quantization): quantization `{q}`, group_sampling "
         f"{mit['group_sampling']} (power {mit['sampling_power']:g}), group_weighting {mit['group_weighting']}, "
         f"{mit['num_train_epochs']:g} epoch(s), lr {mit['learning_rate']:g}. Every QAT row's Δgap is against the plain FP "
