@@ -176,22 +176,3 @@ def test_adult_minority_is_the_worst_group_other_than_the_majority():
     s = with_fp({"big": 0.5, "mid": 0.95, "small": 0.9})  # the majority is worst: the worst of the others
     assert (s["majority"], s["minority"]) == ("big", "small")
     assert render_results.groups_by_size(s) == ("big", "small")
-
-
-def test_merge_parts_unites_disjoint_seeds(baseline):
-    spec = importlib.util.spec_from_file_location("merge_parts", ROOT / "benchmarks" / "merge_parts.py")
-    merge_parts = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(merge_parts)
-    resnet = baseline[0]
-    a, b = copy.deepcopy(resnet), copy.deepcopy(resnet)
-    del a["seeds"]["1"], b["seeds"]["0"]
-    b["meta"] = {**b["meta"], "command": "python other.py", "wall_time_s": 5.0}
-    merged = merge_parts.merge([b, a])
-    assert list(merged["seeds"]) == ["0", "1"] and merged["seeds"] == resnet["seeds"]
-    assert merged["meta"]["wall_time_s"] == 17.0 and merged["meta"]["settings"]["seeds"] == [0, 1]
-    assert merged["meta"]["command"] == "python other.py ; " + resnet["meta"]["command"]
-    with pytest.raises(SystemExit, match=r"seed\(s\) \['0'\] appear in more than one input"):
-        merge_parts.merge([a, a])
-    b["rows"] = b["rows"][:-1]
-    with pytest.raises(SystemExit, match="differ in 'rows'"):
-        merge_parts.merge([a, b])
