@@ -25,8 +25,6 @@ exact name), plus a table of what was chosen and why, the predicted per-group lo
 
 from __future__ import annotations
 
-from .errors import FairQuantError
-
 import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,8 +37,9 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from tqdm.auto import tqdm
 
 from ._format import escape_cell
-from .batching import LABELS, ModelInputs, float_logits, iterate_batches, predict_batches
+from .batching import ModelInputs, float_logits, predict_batches
 from .curvature import GroupObjective, hutchinson_trace
+from .errors import FairQuantError
 from .groups import GroupSpec, as_group_spec, check_enough_for_groups, stratified_indices
 from .quantization.api import apply_plan, calibrate, freeze, is_quantized
 from .quantization.backends import get_backend

@@ -7,8 +7,6 @@ from the ``group_disparity`` evaluate metric (one implementation of the math).
 
 from __future__ import annotations
 
-from .errors import FairQuantError
-
 import copy
 import json
 import time
@@ -20,12 +18,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import deployment
 from ._atomic import atomic_write_text
 from ._config import check_positive_int, resolve_config, split_commas
-from . import deployment
 from ._format import JsonRoundTrip, markdown_table, pct, signed_pct, to_plain
 from .batching import ModelInputs, predict_batches
 from .data.preprocessing import check_image_size
+from .errors import FairQuantError
 from .groups import INTERSECTION_SEPARATOR, GroupSpec, as_group_spec
 from .metrics import load_group_disparity
 from .quantization import (
@@ -37,7 +36,6 @@ from .quantization import (
     parse_recipes,
     quantize,
 )
-
 
 DEFAULT_RECIPES = ("w8a8", "w4a8", "w4", "w2a8")
 

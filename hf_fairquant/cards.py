@@ -8,8 +8,6 @@ drop) plus overall accuracy and the gap, with the exact values of ``results.json
 
 from __future__ import annotations
 
-from .errors import FairQuantError
-
 import json
 from importlib import resources
 from pathlib import Path
@@ -19,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ._format import ci_text, pct
 from ._paths import hub_id
+from .errors import FairQuantError
 from .summary import SUMMARY_GROUP_COLUMNS, summary_table
 
 TEMPLATE = "model_card.md"

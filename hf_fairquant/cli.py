@@ -39,6 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Only the mitigation: FP model (load or train) → FairQuantTrainer → quantized model + card."""
+    from .errors import FairQuantError
     from .pipeline import load_recipe, run
 
     recipe = load_recipe(args.recipe, output_dir=args.output_dir)

@@ -9,14 +9,14 @@ that every entry point fails the same way, early, with a message that names the 
 
 from __future__ import annotations
 
-from .errors import FairQuantError
-
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
+
+from .errors import FairQuantError
 
 #: Separator of intersectional group names, e.g. ``"female×black"``.
 INTERSECTION_SEPARATOR = "×"

@@ -12,8 +12,6 @@ which says that the local folder is unchanged and that rerunning the same comman
 
 from __future__ import annotations
 
-from .errors import FairQuantError
-
 import json
 import logging
 import re
@@ -21,6 +19,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
 
+from .errors import FairQuantError
 from .quantization.backends import backend_for_folder
 from .quantization.serialization import META_NAME, WEIGHTS_NAME
 

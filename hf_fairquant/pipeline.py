@@ -9,8 +9,6 @@ audit a model as it is), ``audit`` (:class:`~hf_fairquant.audit.AuditConfig`), `
 
 from __future__ import annotations
 
-from .errors import FairQuantError, MissingFileError
-
 import dataclasses
 import json
 import time
@@ -20,20 +18,27 @@ from typing import Any
 
 import yaml
 
+from . import deployment
 from ._atomic import contains_cwd, scratch_directory, sweep_stale
 from ._coerce import coerce_fields
 from ._config import field_names
 from ._paths import local_folder_or_hub_id
 from .audit import AuditConfig
 from .data import (
-    WORDLEVEL, DataConfig, check_image_size, check_subset, load_grouped_dataset, load_raw_grouped_dataset,
-    preprocess_grouped_dataset, text_length_limit, train_wordlevel_tokenizer,
+    WORDLEVEL,
+    DataConfig,
+    check_image_size,
+    check_subset,
+    load_grouped_dataset,
+    load_raw_grouped_dataset,
+    preprocess_grouped_dataset,
+    text_length_limit,
+    train_wordlevel_tokenizer,
 )
 from .diagnostics import ExplainConfig
+from .errors import FairQuantError, MissingFileError
 from .groups import GroupSpec
-from . import deployment
 from .quantization.onnx.export import ONNX_DIR, ExportConfig
-
 
 
 @dataclass
@@ -415,7 +420,6 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
             _check_training_arguments(section, getattr(recipe, section))
     if recipe.export is not None:
         from .quantization import QuantRecipe
-
         from .quantization.onnx.compile import check_recipe_bits
 
         for r in recipe.export.recipes:
@@ -511,7 +515,7 @@ def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any]
     the smallest test group, group weights against the training groups."""
     from .groups import check_enough_for_groups
 
-    train, evaluation = data[recipe.data.train_split], data[recipe.data.eval_split]
+    train = data[recipe.data.train_split]
     counts = spec.counts(data)
     train_groups = [g for g, c in counts[recipe.data.train_split].items() if c > 0]
     if any(r.uses_activations for r in audited):

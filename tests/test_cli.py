@@ -16,3 +16,12 @@ def test_every_command_is_wired():
     for argv in (["run", "r.yaml", "--dry-run"], ["train", "r.yaml", "--overwrite"], ["push", "out", "--repo-id", "me/m"]):
         args = parser.parse_args(argv)
         assert callable(args.func) and args.command == argv[0]
+
+
+def test_train_without_a_mitigation_section_is_a_user_error(tmp_path, capsys):
+    from hf_fairquant.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {source: digits, long_tail_classes: ['3']}\nmodel: {name_or_path: user/model}\n")
+    assert main(["train", str(recipe), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "has no `mitigation` section: nothing for `train` to do" in capsys.readouterr().err

@@ -13,8 +13,6 @@ estimator with Rademacher probes and its standard error.
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from ..errors import FairQuantError
 
 HVP = Callable[[torch.Tensor], torch.Tensor]
 METHODS = ("lanczos", "power")

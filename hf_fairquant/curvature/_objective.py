@@ -11,8 +11,6 @@ optimum-quanto's fake-quantized (straight-through) modules as well.
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 import contextlib
 from typing import Any, Callable, Iterator, Sequence
 
@@ -20,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..batching import float_logits
+from ..errors import FairQuantError
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +9,9 @@ from typing import Any
 from datasets import DatasetDict
 
 from .._config import split_commas
+from ..errors import FairQuantError
 from ..groups import GroupSpec
+from .adult import load_adult
 from .long_tail import HEAD, TAIL, make_long_tailed
 from .preprocessing import (
     ImageStandardizer,
@@ -20,7 +20,6 @@ from .preprocessing import (
     prepare_text_dataset,
     text_length_limit,
 )
-from .adult import load_adult
 from .sources import (
     FASHION_MNIST_CLASSES,
     OFFLINE_SOURCES,

@@ -7,12 +7,12 @@ groups are derived, not demographic — docs and cards say so.
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 from typing import Sequence
 
 import numpy as np
 from datasets import ClassLabel, DatasetDict
+
+from ..errors import FairQuantError
 
 HEAD, TAIL = "head", "tail"
 

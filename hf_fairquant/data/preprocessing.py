@@ -8,8 +8,6 @@ model must be built for the data's image size (checked by :func:`check_image_siz
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -17,6 +15,7 @@ import numpy as np
 from datasets import Array3D, ClassLabel, DatasetDict, Features, Value
 
 from ..batching import LABELS
+from ..errors import FairQuantError
 
 
 @dataclass(frozen=True)

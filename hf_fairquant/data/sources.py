@@ -7,8 +7,6 @@ an ``image`` column (``datasets.Image``) or a ``text`` column (Adult), and a ``l
 
 from __future__ import annotations
 
-from ..errors import FairQuantError, MissingFileError
-
 import gzip
 import os
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
+from ..errors import FairQuantError, MissingFileError
 from .adult import load_adult
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the original idx files.

@@ -8,8 +8,6 @@ quantized), curvature (λ_max, trace), the Taylor terms along Δθ → the bound
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 import time
 from typing import Any, Sequence
 
@@ -18,13 +16,14 @@ import torch
 from scipy.stats import kendalltau
 from tqdm.auto import tqdm
 
-from ..batching import ModelInputs, iterate_batches
+from .._config import resolve_config
+from ..batching import ModelInputs, float_logits, iterate_batches
+from ..curvature import GroupObjective, evaluating, hutchinson_trace, top_eigenvalue
 from ..data.preprocessing import check_image_size
+from ..errors import FairQuantError
 from ..groups import GroupSpec, as_group_spec
 from ..quantization import RecipeLike, calibration_batches
 from . import _models
-from .._config import resolve_config
-from ..curvature import GroupObjective, evaluating, hutchinson_trace, top_eigenvalue
 from ._config import ExplainConfig, lambda_budget_of
 from ._drift import weight_errors
 from ._explanation import (
@@ -37,10 +36,8 @@ from ._explanation import (
     LayerDrift,
     LogitSummary,
 )
-from ..batching import float_logits
 from ._passes import PairedPass, paired_pass
 from ._sampling import examples_to_use, sample_rows, split_halves
-
 
 
 def explain(

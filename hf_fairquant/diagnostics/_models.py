@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-from ..errors import FairQuantError, UnsupportedByBackendError
-
 import copy
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import torch
 from optimum.quanto import QModuleMixin, QTensor
 
+from ..errors import FairQuantError, UnsupportedByBackendError
 from ..quantization import (
     LayerQuant,
     QuantRecipe,

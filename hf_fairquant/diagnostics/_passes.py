@@ -15,11 +15,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..batching import ModelInputs
+from ..batching import ModelInputs, float_logits
+from ..curvature import evaluating
 from ._drift import ActivationRecorder
 from ._logits import STATISTICS, logit_statistics
-from ..batching import float_logits
-from ..curvature import evaluating
 
 
 @dataclass

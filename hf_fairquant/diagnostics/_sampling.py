@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 from typing import Mapping, Union
 
 import numpy as np
+
+from ..errors import FairQuantError
 
 #: Default cap on examples per group for gradients and curvature (each HVP passes over them).
 DEFAULT_MAX_EXAMPLES = 128

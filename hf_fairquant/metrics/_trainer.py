@@ -7,13 +7,12 @@ Trainer logs, callbacks and ``metric_for_best_model`` expect.
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
+from ..errors import FairQuantError
 from ._loading import load_group_disparity
 
 if TYPE_CHECKING:

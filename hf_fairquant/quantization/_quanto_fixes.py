@@ -20,9 +20,9 @@ from __future__ import annotations
 import contextlib
 import warnings
 from importlib.metadata import version
+from typing import Iterator
 
 import torch
-from typing import Iterator
 
 PATCHED_VERSION = "0.2.7"
 _state = {"applied": False, "original": None}

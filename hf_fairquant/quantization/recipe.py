@@ -10,14 +10,14 @@ names the library it compiles to (see :mod:`.backends`; default optimum-quanto).
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 import re
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Iterable, Mapping, Union
 
 import torch
+
+from ..errors import FairQuantError
 
 SUPPORTED_WEIGHT_BITS = (2, 4, 8)
 SUPPORTED_ACTIVATION_BITS = (None, 8)

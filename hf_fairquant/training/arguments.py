@@ -6,8 +6,6 @@ accept a JSON string on the command line (``--group_weighting '{"tail": 4}'``).
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 import json
 import math
 import warnings
@@ -16,6 +14,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from ..errors import FairQuantError
 from ..groups import INTERSECTION_SEPARATOR
 from ..quantization import SUPPORTED_WEIGHT_BITS, QuantRecipe
 

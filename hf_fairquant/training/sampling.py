@@ -11,14 +11,13 @@ twice in a step — that is what drawing with replacement means.
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 from typing import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from ..errors import FairQuantError
 from .arguments import GROUP_SAMPLING
 
 

@@ -20,8 +20,6 @@ A drop-in ``transformers.Trainer``. What it adds, and where:
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 import os
 from typing import Any
 
@@ -31,10 +29,11 @@ import torch.nn.functional as F
 from transformers import Trainer
 
 from .._atomic import atomic_write_text
+from ..allocation import allocate_bits
 from ..batching import LABELS, PIXEL_VALUES, ModelInputs, float_logits, has_transform, image_processor_of
+from ..errors import FairQuantError
 from ..groups import GroupSpec
 from ..metrics import group_compute_metrics
-from ..allocation import allocate_bits
 from ..quantization import QuantRecipe, calibration_batches, recipe_backend, save_quantized
 from ..quantization.api import is_quantized
 from .arguments import FairQuantTrainingArguments

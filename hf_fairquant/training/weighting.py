@@ -8,11 +8,11 @@ q_g ← q_g·exp(η·L_g) / Σ, and the loss is Σ_g q_g·L_g over the groups pr
 
 from __future__ import annotations
 
-from ..errors import FairQuantError
-
 from typing import Callable
 
 import torch
+
+from ..errors import FairQuantError
 
 
 class StaticGroupWeights:

@@ -109,8 +109,8 @@ class QuantoBackend(QuantBackend):
 
     def save(self, model: torch.nn.Module, folder: Path, recipe: Any = None) -> None:
         """config.json (with :data:`PLAIN_LOAD_REFUSAL`), the flattened state dict, the quantization map."""
-        from safetensors.torch import save_file
         from optimum.quanto import quantization_map
+        from safetensors.torch import save_file
 
         config = model.config
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
