@@ -121,8 +121,10 @@ def test_torchao_artifacts_are_checked_against_the_file_record(tmp_path):
     from tests.conftest import tiny_vit
 
     recipe = QuantRecipe.parse({"preset": "w8", "exclude": ["vit.embeddings.*"], "backend": "torchao"})  # Linear only
-    folder = save_quantized(quantize(tiny_vit(), recipe), tmp_path / "t")
-    assert load_quantized(folder) is not None
+    model = quantize(tiny_vit(), recipe)
+    folder = save_quantized(model, tmp_path / "t")
+    data = image_dataset(n=16, size=8)
+    assert torch.equal(_logits(load_quantized(folder), data), _logits(model, data))  # intact: loads exactly
     config = json.loads((folder / "config.json").read_text())
     config["num_labels_note"] = "edited"
     (folder / "config.json").write_text(json.dumps(config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import yaml
 from huggingface_hub import ModelCard
 
@@ -44,7 +45,11 @@ def test_save_model_writes_the_fairness_card_and_push_takes_the_folder(hub, tmp_
     assert main(["push", str(out), "--repo-id", "user/tiny-fair"]) == 0  # was: refused (no README.md)
     printed = capsys.readouterr().out
     assert 'load_quantized("user/tiny-fair")' in printed and str(out) not in printed.splitlines()[-1]
-    assert load_quantized("user/tiny-fair") is not None
+    reloaded = load_quantized("user/tiny-fair")  # from the loopback Hub: the trained weights, exactly
+    batch = image_dataset(n=8, seed=9).with_format("torch")[:8]["pixel_values"]
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(pixel_values=batch).logits, trainer.model(pixel_values=batch).logits)
 
 
 def test_push_to_hub_uploads_the_fairness_card(hub, tmp_path, monkeypatch):
