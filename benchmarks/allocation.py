@@ -35,7 +35,7 @@ from hf_fairquant import (
 from hf_fairquant.audit import predict
 from hf_fairquant.data import load_grouped_dataset
 from hf_fairquant.metrics import load_group_disparity
-from hf_fairquant.pipeline import _build_model, load_recipe, train_fp_model
+from hf_fairquant.run import build_model, load_recipe, train_fp_model
 from hf_fairquant.quantization import effective_bits
 
 CANDIDATES = (2, 4, 8)
@@ -49,7 +49,8 @@ def uniform_recipe(budget: float, activations: int | None) -> tuple[QuantRecipe,
 
 
 def evaluate(model: torch.nn.Module, test, groups: list[str], references: np.ndarray) -> dict:
-    preds, losses = predict(model.eval(), test)
+    outputs = predict(model.eval(), test)
+    preds, losses = outputs.predictions, outputs.losses
     return load_group_disparity().compute(predictions=preds, losses=losses, references=references, groups=groups, n_boot=0)
 
 
@@ -92,7 +93,7 @@ def main() -> None:
         data, spec = load_grouped_dataset(run.data)
         train, test = data[run.data.train_split], data[run.data.eval_split]
         names_cls = list(train.features["labels"].names)
-        fp = train_fp_model(_build_model(run.model, names_cls, is_text=False), run.training, train).eval()
+        fp = train_fp_model(build_model(run.model, names_cls), run.training, train).eval()
     seed = run.training.seed
     groups = spec.group_names(test)
     references = np.asarray(test.with_format("numpy")["labels"][:])

@@ -40,7 +40,8 @@ from transformers import AutoModelForImageClassification  # noqa: E402
 from hf_fairquant import GroupSpec, QuantRecipe, load_quantized, quantize, save_quantized  # noqa: E402
 from hf_fairquant.audit import predict  # noqa: E402
 from hf_fairquant.data import load_grouped_dataset  # noqa: E402
-from hf_fairquant.pipeline import ModelSection, _build_model, _class_names, load_recipe, train_fp_model  # noqa: E402
+from hf_fairquant.run import ModelSection, build_model, load_recipe, train_fp_model
+from hf_fairquant.run.models import class_names  # noqa: E402
 
 PRESETS = ("w8a8", "w4", "w4a8", "w2a8")
 BACKENDS = ("quanto", "torchao")
@@ -60,7 +61,7 @@ def train(recipe_path: Path, config: dict | None, training: dict, out: Path):
     train_split, test = data[recipe.data.train_split], data[recipe.data.eval_split]
     section = ModelSection(config=config) if config is not None else recipe.model
     torch.manual_seed(0)
-    model = _build_model(section, _class_names(train_split), is_text=False)
+    model = build_model(section, class_names(train_split))
     args = dataclasses.replace(recipe.training, output_dir=str(out / "checkpoints"), report_to="none", save_strategy="no",
                                logging_strategy="no", disable_tqdm=True, use_cpu=True, seed=0, **training)
     started = time.perf_counter()
@@ -84,7 +85,7 @@ def median_load_s(load, repeats: int = 5) -> float:
 def compare(name: str, model, train_split, test, spec: GroupSpec, work: Path) -> dict:
     groups = np.asarray(spec.group_names(test))
     labels = np.asarray(test.with_format("numpy")["labels"][:])
-    fp_preds, _ = predict(model, test)
+    fp_preds = predict(model, test).predictions
     fp_dir = work / f"{name}_fp"
     model.save_pretrained(fp_dir)
     fp_bytes, fp_load = folder_bytes(fp_dir), median_load_s(lambda: AutoModelForImageClassification.from_pretrained(fp_dir))
@@ -99,7 +100,7 @@ def compare(name: str, model, train_split, test, spec: GroupSpec, work: Path) ->
         for backend in BACKENDS:
             recipe = QuantRecipe.parse({"preset": preset, "exclude": EXCLUDE, "backend": backend})
             q = quantize(copy.deepcopy(model), recipe, train_split, group_spec=spec, calibration_size=CALIBRATION)
-            preds[backend], _ = predict(q, test)
+            preds[backend] = predict(q, test).predictions
             folder = work / f"{name}_{preset}_{backend}"
             save_quantized(q, folder, recipe=recipe)
             row = {

@@ -36,9 +36,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import set_seed  # noqa: E402
 
-from hf_fairquant.batching import iterate_batches  # noqa: E402
+from hf_fairquant.inputs import GroupedInputs  # noqa: E402
 from hf_fairquant.curvature import GroupObjective, top_eigenvalue  # noqa: E402
-from hf_fairquant.pipeline import load_pretrained, load_recipe, run  # noqa: E402
+from hf_fairquant.run import load_pretrained, load_recipe, run  # noqa: E402
 from hf_fairquant.quantization import quantizable_modules  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def main() -> None:
 
     summary = []
     for group, rows in groups.items():
-        objective = GroupObjective(model, params, list(iterate_batches(model, rows, args.batch_size)))
+        objective = GroupObjective(model, params, list(GroupedInputs(model, rows).batches(args.batch_size)))
         started = time.perf_counter()
         objective.hvp(torch.ones(objective.dim))
         per_hvp = time.perf_counter() - started

@@ -29,8 +29,9 @@ from hf_fairquant import audit
 from hf_fairquant.batching import iterate_batches
 from hf_fairquant.data import load_grouped_dataset
 from hf_fairquant.errors import FairQuantError
-from hf_fairquant.pipeline import _build_model, _class_names, load_recipe, train_fp_model
-from hf_fairquant.quantization import QuantRecipe, get_backend, model_size_bytes, quantize
+from hf_fairquant.run import build_model, load_recipe, train_fp_model
+from hf_fairquant.run.models import class_names
+from hf_fairquant.quantization import QuantRecipe, model_size_bytes, quantize
 from hf_fairquant.quantization.onnx import export_onnx, load_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,6 @@ def variants(model, recipe_w4, calibration, directory: Path, threads: int, calib
     sim = quantize(copy.deepcopy(model), "w8a8", calibration, calibration_size=calibration_size, batch_size=32)
     out.append(("quanto W8A8 (simulated)", sim, model_size_bytes(sim)))
     try:
-        get_backend("torchao")
         ao = quantize(copy.deepcopy(model), {"preset": "w8", "backend": "torchao"}, calibration)
         out.append(("torchao W8 (simulated)", ao, model_size_bytes(ao)))
     except (FairQuantError, TypeError) as err:
@@ -119,7 +119,7 @@ def trained(recipe_path: Path, skip: bool, saved: str | None = None):
 
         return AutoModelForImageClassification.from_pretrained(saved).eval(), train, test, spec
     torch.manual_seed(recipe.training.seed)
-    model = _build_model(recipe.model, _class_names(train), is_text=False)
+    model = build_model(recipe.model, class_names(train))
     if not skip:
         recipe.training.disable_tqdm = True
         model = train_fp_model(model, recipe.training, train)
@@ -153,8 +153,8 @@ def main() -> None:
             saved = args.resnet_model if key == "resnet" else None
             model, train, test, spec = trained(ROOT / "recipes" / recipe_file, args.skip_training, saved)
             runs = variants(model, w4, train, Path(tmp) / key, args.threads, 512)
-            batch1 = next(iterate_batches(model, test, 1, with_labels=False))[0]
-            batch32 = next(iterate_batches(model, test, 32, with_labels=False))[0]
+            batch1 = next(iterate_batches(model, test, 1))
+            batch32 = next(iterate_batches(model, test, 32))
             table += speed_table(key, runs, batch1, batch32, args.min_time)
             by_name = dict((n, m) for n, m, _ in runs)
             recipes = ["w8a8", "w8"] + ([w4] if w4 else [])

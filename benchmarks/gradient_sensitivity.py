@@ -28,13 +28,13 @@ from scipy.stats import spearmanr
 from hf_fairquant import allocate_bits, quantize
 from hf_fairquant.audit import predict
 from hf_fairquant.data import load_grouped_dataset
-from hf_fairquant.pipeline import _build_model, load_recipe, train_fp_model
+from hf_fairquant.run import build_model, load_recipe, train_fp_model
 
 CANDIDATES = (2, 4, 8)
 
 
 def group_losses(model: torch.nn.Module, test, codes: np.ndarray, names: list[str]) -> dict[str, float]:
-    _, losses = predict(model.eval(), test)
+    losses = predict(model.eval(), test).losses
     return {g: float(losses[codes == i].mean()) for i, g in enumerate(names)}
 
 
@@ -54,7 +54,7 @@ def main() -> None:
         run.training.disable_tqdm = True
         data, spec = load_grouped_dataset(run.data)
         train, test = data[run.data.train_split], data[run.data.eval_split]
-        fp = train_fp_model(_build_model(run.model, list(train.features["labels"].names), is_text=False), run.training, train).eval()
+        fp = train_fp_model(build_model(run.model, list(train.features["labels"].names)), run.training, train).eval()
     names = spec.names
     codes = spec.encode(test)
 

@@ -58,10 +58,10 @@ from transformers import Trainer, TrainingArguments, set_seed  # noqa: E402
 from hf_fairquant import FairQuantTrainer, GroupSpec, QuantRecipe, audit, explain, quantize, save_quantized  # noqa: E402
 from hf_fairquant._atomic import atomic_write_text  # noqa: E402
 from hf_fairquant.audit import predict  # noqa: E402
-from hf_fairquant.batching import iterate_batches  # noqa: E402
+from hf_fairquant.inputs import GroupedInputs  # noqa: E402
 from hf_fairquant.curvature import GroupObjective, top_eigenvalue  # noqa: E402
 from hf_fairquant.metrics import group_compute_metrics, load_group_disparity  # noqa: E402
-from hf_fairquant.pipeline import ModelSection, RunRecipe, _build_model, load_recipe, load_recipe_data, train_fp_model  # noqa: E402
+from hf_fairquant.run import ModelSection, RunRecipe, build_model, load_recipe, load_recipe_data, train_fp_model  # noqa: E402
 from hf_fairquant.quantization import effective_bits, quantizable_modules  # noqa: E402
 
 from curvature import lanczos_cost, lanczos_sweep, power_cost  # noqa: E402  (benchmarks/)
@@ -109,7 +109,7 @@ class Context:
 def load_context(recipe_path: str, output_dir: str, quick: bool) -> Context:
     """Parse the recipe and load its data (fixed long-tail split) as ``hf-fairquant run`` does."""
     run = load_recipe(recipe_path, output_dir=output_dir)
-    data, spec, _, tokenizer = load_recipe_data(run.model, run.data)
+    data, spec, tokenizer, _ = load_recipe_data(run.model, run.data)
     train, test = data[run.data.train_split], data[run.data.eval_split]
     class_names = list(train.features["labels"].names)
     labels = np.asarray(test.with_format("numpy")["labels"][:])
@@ -128,7 +128,8 @@ class Scored:
 
 def score(model: torch.nn.Module, ctx: Context, reference: Scored | None = None) -> Scored:
     """Per-group and per-class accuracy (the group_disparity metric), Δgap vs ``reference``."""
-    preds, losses = predict(model.eval(), ctx.test)
+    outputs = predict(model.eval(), ctx.test)
+    preds, losses = outputs.predictions, outputs.losses
     metric = load_group_disparity()
     ref = dict(reference_predictions=reference.preds, reference_losses=reference.losses) if reference else {}
     by_group = metric.compute(predictions=preds, references=ctx.labels, groups=ctx.groups, losses=losses, n_boot=0, **ref)
@@ -255,7 +256,7 @@ def train_fp(ctx: Context, section: ModelSection, seed: int, overrides: dict[str
     with tempfile.TemporaryDirectory() as out:
         args = dataclasses.replace(ctx.run.training, output_dir=out, seed=seed, disable_tqdm=True, **extra)
         set_seed(seed)
-        model = _build_model(section, ctx.class_names, is_text=ctx.tokenizer is not None, tokenizer=ctx.tokenizer)
+        model = build_model(section, ctx.class_names, "text" if ctx.tokenizer is not None else "image", tokenizer=ctx.tokenizer)
         return train_fp_model(model, args, ctx.train).eval()
 
 
@@ -338,7 +339,7 @@ def curvature(model: torch.nn.Module, ctx: Context) -> dict[str, Any]:
     groups = {}
     for group in ctx.spec.names:
         rows = np.sort(np.random.default_rng(0).permutation(np.flatnonzero(names == group))[:examples])
-        objective = GroupObjective(model, params, list(iterate_batches(model, ctx.test.select(rows.tolist()), 128)))
+        objective = GroupObjective(model, params, list(GroupedInputs(model, ctx.test.select(rows.tolist())).batches(128)))
         reference = top_eigenvalue(objective.hvp, objective.dim, tol=1e-10, lanczos_vectors=32, max_iterations=1000).value
         cost = lanczos_cost([lanczos_sweep(objective, reference, 8, s) for s in starts], target)
         power = [power_cost(objective, reference, target, s, 3000)[0] for s in starts]

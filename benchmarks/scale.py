@@ -175,8 +175,8 @@ def stage_audit(ctx: dict) -> list[dict]:
 
 def stage_explain(ctx: dict) -> list[dict]:
     from hf_fairquant import explain
-    from hf_fairquant.batching import iterate_batches
     from hf_fairquant.curvature import GroupObjective
+    from hf_fairquant.inputs import GroupedInputs
 
     args = ctx["args"]
     options = {k: v for k, v in {
@@ -194,7 +194,7 @@ def stage_explain(ctx: dict) -> list[dict]:
     model = ctx["model"]
     params = [model.get_submodule(d.name).weight for d in ex.layers]
     subset = ctx["data"].select(range(per_group))
-    objective = GroupObjective(model, params, list(iterate_batches(model, subset, ctx["batch"])), ex.settings.get("chunk_size"))
+    objective = GroupObjective(model, params, list(GroupedInputs(model, subset).batches(ctx["batch"])), ex.settings.get("chunk_size"))
     v = torch.randn(objective.dim, generator=torch.Generator().manual_seed(0))
     hvp_s, hvp_peak, _ = timed(ctx["device"], lambda: objective.hvp(v))
     p = ctx["pass_s"]
@@ -212,8 +212,8 @@ def stage_explain(ctx: dict) -> list[dict]:
 def stage_allocation(ctx: dict) -> list[dict]:
     from hf_fairquant import allocate_bits
     from hf_fairquant.allocation import group_batches, hessian_sensitivity, measure_sensitivity
-    from hf_fairquant.batching import iterate_batches
     from hf_fairquant.groups import GroupSpec
+    from hf_fairquant.inputs import GroupedInputs
     from hf_fairquant.quantization.recipe import quantizable_modules
 
     args, model, data, p = ctx["args"], ctx["model"], ctx["data"], ctx["pass_s"]
@@ -234,7 +234,7 @@ def stage_allocation(ctx: dict) -> list[dict]:
         sample = layers[: args.sample_layers]
         spec = GroupSpec("group").fit(data)
         codes = spec.encode(data)
-        batches = list(iterate_batches(model, data, ctx["batch"]))
+        batches = list(GroupedInputs(model, data).batches(ctx["batch"]))
         if sensitivity == "measured":
             fn = lambda: measure_sensitivity(model, batches, codes, spec.num_groups, sample, bits)  # noqa: E731
             hvps = 0
@@ -252,11 +252,11 @@ def stage_allocation(ctx: dict) -> list[dict]:
 
 
 def stage_qat(ctx: dict) -> list[dict]:
-    from hf_fairquant.batching import iterate_batches
+    from hf_fairquant.inputs import GroupedInputs
     from hf_fairquant.quantization import QuantRecipe, apply_plan, calibrate
 
     args, model = ctx["args"], ctx["model"]
-    inputs, labels = next(iterate_batches(model, ctx["data"], args.train_batch))
+    inputs, labels = next(GroupedInputs(model, ctx["data"]).batches(args.train_batch))
 
     def steps(net: torch.nn.Module) -> tuple[float, float]:
         net.train()

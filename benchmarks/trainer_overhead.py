@@ -21,7 +21,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hf_fairquant import FairQuantTrainer, FairQuantTrainingArguments, GroupSpec, QuantRecipe
 from hf_fairquant.data import DataConfig, load_grouped_dataset
-from hf_fairquant.pipeline import ModelSection, _build_model
+from hf_fairquant.run import ModelSection, build_model
 from hf_fairquant.quantization import apply_plan, calibrate, calibration_batches
 
 RESNET = dict(model_type="resnet", num_channels=1, embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
@@ -46,7 +46,7 @@ def common_args(out: str, steps: int, batch: int) -> dict:
 
 
 def model(names: list[str]) -> torch.nn.Module:
-    return _build_model(ModelSection(config=dict(RESNET)), names, is_text=False)
+    return build_model(ModelSection(config=dict(RESNET)), names)
 
 
 def plain_run(train, names, recipe, steps, batch, spec) -> list[float]:

@@ -5,6 +5,7 @@ when a name that needs it is first used."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from typing import Any, Callable
@@ -33,6 +34,8 @@ def lazy_exports(package: str, exports: dict[str, list[str]]) -> tuple[list[str]
 
     def __getattr__(name: str) -> Any:
         if name not in where:
+            if not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is not None:
+                return importlib.import_module(f"{package}.{name}")  # a subpackage: hf_fairquant.metrics.…
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(f"{package}.{where[name]}"), name)
         namespace[name] = value  # later lookups skip __getattr__

@@ -32,17 +32,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import Bounds, LinearConstraint, milp
 from tqdm.auto import tqdm
 
 from ._format import escape_cell
-from .batching import ModelInputs, float_logits, predict_batches
 from .curvature import GroupObjective, hutchinson_trace
 from .errors import FairQuantError
-from .groups import GroupSpec, as_group_spec, check_enough_for_groups, stratified_indices
+from .groups import GroupSpec, check_enough_for_groups, stratified_indices
+from .inputs import GroupedInputs
 from .quantization.api import apply_plan, calibrate, freeze, is_quantized
-from .quantization.backends import get_backend
+from .quantization.backends import DEFAULT_BACKEND, get_quantizer
 from .quantization.recipe import (
     SUPPORTED_ACTIVATION_BITS,
     SUPPORTED_WEIGHT_BITS,
@@ -50,6 +49,7 @@ from .quantization.recipe import (
     QuantRecipe,
     quantizable_modules,
 )
+from .tasks import Task, TaskOutputs, task_of
 
 OBJECTIVES = ("worst_group", "mean", "cvar")
 #: Sensitivity estimators: "measured" (forward passes), "hessian" (second-order proxy) or
@@ -193,7 +193,7 @@ def solve_allocation(
     lowest = float(cost.reshape(n_layers, n_bits).min(1).sum())  # every layer at its fewest bits
     if objective == "mean":
         x = _milp(mean_cost, [one_hot, budget_row], n_x, 0, budget, lowest)
-        return x.reshape(n_layers, n_bits).argmax(1)
+        return _chosen(x, n_layers, n_bits)
 
     groups_x = s.transpose(2, 0, 1).reshape(n_groups, n_x)  # row g: Σ_l,b s[l,b,g] x[l,b]
     if objective == "cvar":
@@ -203,14 +203,22 @@ def solve_allocation(
         positive = LinearConstraint(np.hstack([np.zeros((n_groups, n_x + 1)), np.eye(n_groups)]), 0, np.inf)
         c = np.r_[np.zeros(n_x), 1.0, weights / alpha]
         x = _milp(c, [pad(one_hot), pad(budget_row), excess, positive], n_x, 1 + n_groups, budget, lowest)
-        return x[:n_x].reshape(n_layers, n_bits).argmax(1)
+        return _chosen(x[:n_x], n_layers, n_bits)
     worst_rows = LinearConstraint(np.hstack([groups_x, -np.ones((n_groups, 1))]), -np.inf, 0)
     base = [_with_t(one_hot), _with_t(budget_row), worst_rows]
     first = _milp(np.r_[np.zeros(n_x), 1.0], base, n_x, 1, budget, lowest)
     t_star = first[-1]
     cap = LinearConstraint(np.r_[np.zeros(n_x), 1.0][None, :], -np.inf, t_star + _TIE_TOLERANCE)
     second = _milp(np.r_[mean_cost, 0.0], base + [cap], n_x, 1, budget, lowest)
-    return second[:n_x].reshape(n_layers, n_bits).argmax(1)
+    return _chosen(second[:n_x], n_layers, n_bits)
+
+
+def _chosen(x: np.ndarray, n_layers: int, n_bits: int) -> np.ndarray:
+    """The width index picked for each layer: the one binary ``x[l, b]`` set per row."""
+    rows, columns = np.nonzero(x.reshape(n_layers, n_bits) > 0.5)
+    if not np.array_equal(rows, np.arange(n_layers)):
+        raise RuntimeError(f"scipy.optimize.milp returned no one-hot choice per layer: {x.reshape(n_layers, n_bits)}")
+    return columns
 
 
 def _with_t(constraint: LinearConstraint, extra: int = 1) -> LinearConstraint:
@@ -247,19 +255,22 @@ def _milp(c: np.ndarray, constraints: list, n_x: int, n_free: int, budget: float
 
 
 # ---------------------------------------------------------------- measurement
-def _losses_and_hits(model: torch.nn.Module, batches: list[tuple[dict, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example cross-entropy and correctness over the prepared batches (eval mode)."""
-    preds, losses = predict_batches(model, batches)
-    labels = torch.cat([labels for _, labels in batches]).cpu().numpy()
-    return losses, (preds == labels).astype(float)
+def _losses_and_hits(model: torch.nn.Module, batches: list[tuple[dict, torch.Tensor]], task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example loss and correctness (share of its scored units) over the prepared batches (eval mode)."""
+    model.eval()
+    with torch.no_grad():
+        outputs = TaskOutputs.concatenate(task.batch_outputs(model(**inputs), targets) for inputs, targets in batches)
+    starts = np.concatenate([[0], np.cumsum(outputs.units)[:-1]])
+    hits = np.add.reduceat(outputs.correct.astype(float), starts) / np.maximum(outputs.units, 1)
+    return outputs.losses, hits
 
 
 def _group_means(values: np.ndarray, codes: np.ndarray, n_groups: int) -> np.ndarray:
     return np.bincount(codes, weights=values, minlength=n_groups) / np.bincount(codes, minlength=n_groups)
 
 
-def _quantize_one(module: torch.nn.Module, bits: int, activations: int | None) -> torch.nn.Module:
-    return get_backend("quanto").quantize_module(copy.deepcopy(module), LayerQuant(bits, activations))
+def _quantize_one(module: torch.nn.Module, bits: int, activations: int | None, backend: str = DEFAULT_BACKEND) -> torch.nn.Module:
+    return get_quantizer(backend).quantize_module(copy.deepcopy(module), LayerQuant(bits, activations))
 
 
 def measure_sensitivity(
@@ -271,14 +282,16 @@ def measure_sensitivity(
     candidate_bits: Sequence[int],
     activations: int | None = None,
     progress: bool = False,
+    task: Task | None = None,
 ) -> np.ndarray:
     """``s[l, b, g]``: group g's mean-loss increase with only ``layers[l]`` at ``candidate_bits[b]``.
 
     One forward pass per layer × width (two with 8-bit activations: calibrate, then measure);
     the model is restored after each.
     """
+    task = _task(model, task)
     model.eval()
-    fp = _group_means(_losses_and_hits(model, batches)[0], codes, n_groups)
+    fp = _group_means(_losses_and_hits(model, batches, task)[0], codes, n_groups)
     inputs_only = [inputs for inputs, _ in batches]
     out = np.zeros((len(layers), len(candidate_bits), n_groups))
     for i, name in enumerate(tqdm(layers, desc="measured sensitivity", unit="layer", disable=not progress, leave=False)):
@@ -290,7 +303,7 @@ def measure_sensitivity(
                 freeze(qmodule)
                 if activations:
                     calibrate(model, inputs_only)
-                out[i, j] = _group_means(_losses_and_hits(model, batches)[0], codes, n_groups) - fp
+                out[i, j] = _group_means(_losses_and_hits(model, batches, task)[0], codes, n_groups) - fp
             finally:
                 model.set_submodule(name, original)
     return out
@@ -309,10 +322,10 @@ def group_batches(batches: list, codes: np.ndarray, n_groups: int, batch_size: i
     return out
 
 
-def _weight_delta(module: torch.nn.Module, bits: int) -> torch.Tensor:
-    """ΔW = Q_bits(W) − W, flat (what optimum-quanto's weight quantization changes)."""
+def _weight_delta(module: torch.nn.Module, bits: int, backend: str = DEFAULT_BACKEND) -> torch.Tensor:
+    """ΔW = Q_bits(W) − W, flat (what the backend's weight quantization changes)."""
     with torch.no_grad():
-        qweight = _quantize_one(module, bits, None).qweight.dequantize()
+        qweight = get_quantizer(backend).quantized_weight(_quantize_one(module, bits, None, backend))
         return (qweight - module.weight).reshape(-1).to(module.weight.dtype)
 
 
@@ -324,6 +337,7 @@ def hessian_sensitivity(
     probes: int = 16,
     seed: int = 0,
     progress: bool = False,
+    task: Task | None = None,
 ) -> np.ndarray:
     """Second-order proxy of ``s[l, b, g]``: ``g·ΔW + ½ · tr(H)/numel · ‖ΔW‖²``.
 
@@ -337,7 +351,7 @@ def hessian_sensitivity(
         module = model.get_submodule(name)
         deltas = [_weight_delta(module, b) for b in candidate_bits]
         for g, batches in enumerate(group_batches):
-            objective = GroupObjective(model, [module.weight], batches)
+            objective = GroupObjective(model, [module.weight], batches, task=_task(model, task))
             grad = objective.gradient().to(module.weight.device)
             trace = hutchinson_trace(objective.hvp, objective.dim, probes=probes, seed=seed).value
             for j, delta in enumerate(deltas):
@@ -384,6 +398,7 @@ def gradient_sensitivity(
     layers: Sequence[str],
     candidate_bits: Sequence[int],
     progress: bool = False,
+    task: Task | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """AutoQuantize's score per group: ``s[l, b, g] = mean_{i∈g} ½·(∂ℓ_i/∂y_l · (Q_b(y_l) − y_l))²``.
 
@@ -395,6 +410,7 @@ def gradient_sensitivity(
     layer applied to its recorded input with weight ΔW, one extra layer evaluation per width.
     Returns ``(s, per-example FP loss, per-example FP correctness)`` (the loss of the same pass).
     """
+    task = _task(model, task)
     modules = [model.get_submodule(n) for n in layers]
     deltas = [[_weight_delta(m, b) for b in candidate_bits] for m in modules]
     totals = np.zeros((len(layers), len(candidate_bits), n_groups))
@@ -412,15 +428,17 @@ def gradient_sensitivity(
             recorder.clear()
             recorder.active = True
             with torch.enable_grad():
-                logits = float_logits(model(**inputs))
-                loss = F.cross_entropy(logits, labels, reduction="none")
+                output = model(**inputs)
+                loss = task.loss(output, labels)
                 outputs = [y for calls in recorder.calls for _, y in calls]
                 grads = iter(torch.autograd.grad(loss.sum(), outputs, allow_unused=True))
             recorder.active = False
-            batch_codes = codes[offset : offset + len(labels)]
-            offset += len(labels)
+            batch_codes = codes[offset : offset + len(loss)]
+            offset += len(loss)
             losses.append(loss.detach().cpu().numpy())
-            hits.append((logits.argmax(-1) == labels).cpu().numpy().astype(float))
+            scored = task.batch_outputs(output, labels)
+            starts = np.concatenate([[0], np.cumsum(scored.units)[:-1]])
+            hits.append(np.add.reduceat(scored.correct.astype(float), starts) / np.maximum(scored.units, 1))
             with torch.no_grad():
                 for i, (module, calls) in enumerate(zip(modules, recorder.calls)):
                     per_call = [(x, next(grads)) for x, _ in calls]
@@ -442,6 +460,10 @@ def gradient_sensitivity(
 
 
 # ---------------------------------------------------------------- the verb
+def _task(model: torch.nn.Module, task: Task | None) -> Task:
+    return task if task is not None else task_of(model)
+
+
 def allocate_bits(
     model: torch.nn.Module,
     dataset: Any,
@@ -486,13 +508,10 @@ def allocate_bits(
         raise FairQuantError(f"{type(model).__name__} is already quantized: allocate bits on the full-precision model")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise FairQuantError(f"batch_size must be a positive integer, got {batch_size!r}")
-    spec = as_group_spec(group_spec)
-    num_labels = getattr(getattr(model, "config", None), "num_labels", None)
-    label2id = getattr(getattr(model, "config", None), "label2id", None)
-    spec.validate(dataset, num_labels=num_labels, split="allocation", label2id=label2id)
-    ModelInputs(model, dataset, data_collator, processing_class)  # the inputs are usable, before any work
-    spec = spec if spec.is_fitted else spec.fit(dataset)
-    all_codes = spec.encode(dataset)
+    inputs = GroupedInputs.of(model, dataset, group_spec, split="allocation", data_collator=data_collator,
+                              processing_class=processing_class)  # everything checked, before any work
+    spec, task = inputs.spec, inputs.task
+    all_codes = inputs.codes
     counts = np.bincount(all_codes, minlength=spec.num_groups)
     if (counts == 0).any():
         missing = [n for n, c in zip(spec.names, counts) if c == 0]
@@ -500,22 +519,19 @@ def allocate_bits(
     check_enough_for_groups(calibration_size, spec.num_groups, "calibration_size", spec.names)  # before any pass
 
     rows = stratified_indices(all_codes, calibration_size, seed)
-    subset = dataset.select(rows.tolist())
     codes = all_codes[rows]
-    device = next(model.parameters()).device
-    batches = [({k: v.to(device) for k, v in inputs.items()}, labels.to(device))
-               for inputs, labels in ModelInputs(model, subset, data_collator, processing_class).batches(batch_size)]
+    batches = list(inputs.select(rows).batches(batch_size))
     params = [model.get_submodule(n).weight.numel() for n in layers]
 
     was_training = model.training
     fp = None
     if sensitivity == "hessian":
         grouped = group_batches(batches, codes, spec.num_groups, batch_size)
-        s = hessian_sensitivity(model, grouped, layers, bits, probes=hessian_probes, seed=seed, progress=progress)
+        s = hessian_sensitivity(model, grouped, layers, bits, probes=hessian_probes, seed=seed, progress=progress, task=task)
     elif sensitivity == "gradient":
-        s, *fp = gradient_sensitivity(model, batches, codes, spec.num_groups, layers, bits, progress=progress)
+        s, *fp = gradient_sensitivity(model, batches, codes, spec.num_groups, layers, bits, progress=progress, task=task)
     else:
-        s = measure_sensitivity(model, batches, codes, spec.num_groups, layers, bits, activations, progress=progress)
+        s = measure_sensitivity(model, batches, codes, spec.num_groups, layers, bits, activations, progress=progress, task=task)
     choice = solve_allocation(s, params, bits, float(budget), objective, group_weights=counts, alpha=alpha)
     recipe = _recipe(layers, [bits[k] for k in choice], activations, objective, budget)
     allocation = Allocation(
@@ -527,7 +543,7 @@ def allocate_bits(
         effective_bits=recipe.effective_bits(model),
         predicted_loss_increase=dict(zip(spec.names, s[np.arange(len(layers)), choice].sum(0).tolist())),
     )
-    _measure_after_ptq(allocation, model, batches, codes, spec, fp)
+    _measure_after_ptq(allocation, model, batches, codes, spec, task, fp)
     model.train(was_training)
     return allocation
 
@@ -543,17 +559,17 @@ def _recipe(layers: Sequence[str], chosen: Sequence[int], activations: int | Non
 
 
 def _measure_after_ptq(
-    allocation: Allocation, model: torch.nn.Module, batches: list, codes: np.ndarray, spec: GroupSpec,
+    allocation: Allocation, model: torch.nn.Module, batches: list, codes: np.ndarray, spec: GroupSpec, task: Task,
     fp: Sequence[np.ndarray] | None = None,
 ) -> None:
     """Fill the FP and PTQ per-group loss/accuracy of ``allocation`` (calibration subset);
     ``fp`` (per-example loss, correctness) reuses an FP pass already made."""
     n = spec.num_groups
-    fp_loss, fp_hits = fp if fp else _losses_and_hits(model, batches)
+    fp_loss, fp_hits = fp if fp else _losses_and_hits(model, batches, task)
     qmodel = freeze(apply_plan(copy.deepcopy(model), allocation.recipe.plan(model)))
     if allocation.recipe.uses_activations:  # after freeze: same ranges, no re-quantizing per forward
         calibrate(qmodel, [inputs for inputs, _ in batches])
-    q_loss, q_hits = _losses_and_hits(qmodel.eval(), batches)
+    q_loss, q_hits = _losses_and_hits(qmodel.eval(), batches, task)
     names = spec.names
     allocation.fp_loss = dict(zip(names, _group_means(fp_loss, codes, n).tolist()))
     allocation.fp_accuracy = dict(zip(names, _group_means(fp_hits, codes, n).tolist()))

@@ -10,11 +10,10 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -22,12 +21,12 @@ from . import deployment
 from ._atomic import atomic_write_text
 from ._config import check_positive_int, resolve_config, split_commas
 from ._format import JsonRoundTrip, markdown_table, pct, signed_pct, to_plain
-from .batching import ModelInputs, predict_batches
-from .data.preprocessing import check_image_size
 from .errors import FairQuantError
 from .groups import INTERSECTION_SEPARATOR, GroupSpec, as_group_spec
+from .inputs import GroupedInputs
 from .metrics import load_group_disparity
 from .quantization import (
+    QuantRecipe,
     RecipeLike,
     check_unique_names,
     effective_bits,
@@ -36,6 +35,7 @@ from .quantization import (
     parse_recipes,
     quantize,
 )
+from .tasks import TaskOutputs
 
 DEFAULT_RECIPES = ("w8a8", "w4a8", "w4", "w2a8")
 
@@ -105,9 +105,11 @@ class AuditReport(JsonRoundTrip):
     settings: dict[str, Any] = field(default_factory=dict)
     #: ``{simulated name: comparison}`` of each deployed (ONNX Runtime) model with its simulation
     deployment: dict[str, Any] = field(default_factory=dict)
-    #: the FP model's per-example (predictions, losses) in this process (never serialised): a
-    #: later ``audit(..., reference=report)`` over the same data reuses them instead of a pass
-    fp_outputs: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    #: the task the rows were measured under (its metric names label the tables)
+    task: str = "classification"
+    #: the FP model's per-example outputs in this process (never serialised): a later
+    #: ``audit(..., reference=report)`` over the same data reuses them instead of a pass
+    fp_outputs: TaskOutputs | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------ access
     def result(self, name: str) -> ModelResult:
@@ -140,7 +142,18 @@ class AuditReport(JsonRoundTrip):
             quantized=[ModelResult(**r) for r in data["quantized"]],
             settings=data.get("settings", {}),
             deployment=data.get("deployment", {}),
+            task=data.get("task", "classification"),
         )
+
+    def extended(self, other: "AuditReport") -> "AuditReport":
+        """A new report: these rows, then ``other``'s quantized rows (an audit of more models
+        against the same FP reference, e.g. ``audit(..., reference=self)``), timings merged."""
+        if other.fp != self.fp or other.group_names != self.group_names:
+            raise FairQuantError("only a report against the same FP model and groups extends this one (audit(..., reference=report))")
+        timings = {**self.settings.get("timings_s", {}),
+                   **{k: v for k, v in other.settings.get("timings_s", {}).items() if k != "FP"}}
+        return replace(self, quantized=[*self.quantized, *other.quantized], settings={**self.settings, "timings_s": timings},
+                       deployment={**self.deployment, **other.deployment})
 
     @classmethod
     def from_loaded(cls, data: dict[str, Any]) -> "AuditReport":
@@ -217,17 +230,22 @@ def _ci(metrics: dict, key: str, group: str | None = None) -> list[float] | None
 # ---------------------------------------------------------------- evaluation
 def predict(
     model: torch.nn.Module, dataset: Any, batch_size: int = 256, desc: str | None = None,
-    data_collator: Any = None, processing_class: Any = None, inputs: ModelInputs | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One pass: (predicted class, per-example cross-entropy loss) for every row.
+    data_collator: Any = None, processing_class: Any = None, group_spec: Any = "group", task: Any = None,
+) -> TaskOutputs:
+    """One pass: the task's per-example outputs (``predictions``, ``losses``, …) for every row of
+    ``dataset`` (a ``datasets.Dataset`` or :class:`~hf_fairquant.inputs.GroupedInputs`)."""
+    inputs = GroupedInputs.of(model, dataset, group_spec, task=task, data_collator=data_collator,
+                              processing_class=processing_class)
+    return inputs.outputs(model, batch_size, desc)
 
-    ``inputs`` (a :class:`ModelInputs` of ``dataset``) is reused when given; else one is built
-    from ``data_collator`` and ``processing_class``."""
-    model.eval()
-    inputs = inputs if inputs is not None else ModelInputs(model, dataset, data_collator, processing_class)
-    batches = inputs.batches(batch_size)
-    total = -(-len(dataset) // batch_size)
-    return predict_batches(model, tqdm(batches, total=total, desc=desc, disable=desc is None, leave=False))
+
+@dataclass(frozen=True)
+class QuantizedModel:
+    """A model quantized elsewhere (e.g. by QAT) with the recipe it was quantized with, for
+    ``audit(..., quantized_models={name: QuantizedModel(model, recipe)})`` (a bare model works too)."""
+
+    model: torch.nn.Module
+    recipe: Any = None
 
 
 def audit(
@@ -239,24 +257,27 @@ def audit(
     *,
     config: AuditConfig | None = None,
     progress: bool = True,
-    quantized_models: Mapping[str, torch.nn.Module] | None = None,
+    quantized_models: Mapping[str, torch.nn.Module | QuantizedModel] | None = None,
     deployed_models: Mapping[str, torch.nn.Module] | None = None,
     reference: AuditReport | None = None,
     data_collator: Any = None,
     processing_class: Any = None,
+    task: Any = None,
     **options: Any,
 ) -> AuditReport:
     """Evaluate ``model`` and its PTQ versions under each recipe, per group.
 
     ``eval_dataset`` (and ``calibration_dataset``) hold the model inputs (materialised or through
-    ``with_transform``), ``labels`` or ``label``, and the group column(s); ``data_collator``
-    (default: dynamic padding when ``processing_class`` is a tokenizer) and ``processing_class``
-    (an image processor turns a PIL column into ``pixel_values``) build the batches, as in
-    ``Trainer``. A group with evaluation examples but none in ``calibration_dataset`` is audited
+    ``with_transform``), ``labels`` or ``label``, and the group column(s) — or are
+    :class:`~hf_fairquant.inputs.GroupedInputs`; ``data_collator`` (default: dynamic padding when
+    ``processing_class`` is a tokenizer) and ``processing_class`` (an image processor turns a PIL
+    column into ``pixel_values``) build the batches, as in ``Trainer``. ``task`` (default: the
+    task of the model's head, see :mod:`hf_fairquant.tasks`) says what the per-example outputs
+    are. A group with evaluation examples but none in ``calibration_dataset`` is audited
     and listed in ``settings["eval_only_groups"]``. ``model`` is not modified (each recipe
     quantizes a copy). ``recipes`` (default: ``config.recipes``) may be empty to audit only
-    ``quantized_models`` ({name: model}): models quantized elsewhere (e.g. by QAT with
-    :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference.
+    ``quantized_models`` ({name: model or :class:`QuantizedModel`}): models quantized elsewhere
+    (e.g. by QAT with :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference.
     ``deployed_models`` ({simulated name: model}, e.g. ``{"W8A8": load_onnx(dir)}``) adds the
     artifacts that ship (ONNX Runtime models), each as a row ``"<name> ONNX"`` and compared with
     the simulated row of that name in ``report.deployment``. Options come
@@ -271,103 +292,92 @@ def audit(
     confidence_level, seed = cfg.confidence_level, cfg.seed
     spec = as_group_spec(group_spec)
     recipes = parse_recipes(recipes) if recipes else []
-    quantized_models = dict(quantized_models or {})
-    check_unique_names([str(r).upper() for r in recipes] + list(quantized_models), "audited models")
+    given = {name: q if isinstance(q, QuantizedModel) else QuantizedModel(q) for name, q in (quantized_models or {}).items()}
+    check_unique_names([str(r).upper() for r in recipes] + list(given), "audited models")
     deployed_models = dict(deployed_models or {})
-    known = {str(r).upper() for r in recipes} | set(quantized_models)
+    known = {str(r).upper() for r in recipes} | set(given)
     for name, qmodel in deployed_models.items():
         if name not in known:
             raise FairQuantError(f"deployed_models[{name!r}] names no audited model; allowed: {sorted(known)}")
-        quantized_models[deployment.deployed_name(name)] = qmodel
-    for name, qmodel in quantized_models.items():
-        if not is_quantized(qmodel):
+        given[deployment.deployed_name(name)] = QuantizedModel(qmodel)
+    for name, q in given.items():
+        if not is_quantized(q.model):
             raise FairQuantError(f"quantized_models[{name!r}] holds no quantized module: quantize or train it with QAT first")
-    model_config = getattr(model, "config", None)
-    num_labels, label2id = getattr(model_config, "num_labels", None), getattr(model_config, "label2id", None)
-    references = spec.validate(eval_dataset, num_labels=num_labels, split="eval", label2id=label2id)
-    spec = spec if spec.is_fitted else spec.fit(eval_dataset)
-    eval_only: list[str] = []
-    if calibration_dataset is not None:
-        GroupSpec(spec.columns).validate(calibration_dataset, num_labels=num_labels, split="calibration", label2id=label2id)
-        spec = GroupSpec(spec.columns).fit(eval_dataset, calibration_dataset)
-        eval_only = spec.eval_only_groups(calibration_dataset, {"eval": eval_dataset})
-    eval_inputs = ModelInputs(model, eval_dataset, data_collator, processing_class)
-    if calibration_dataset is not None:
-        ModelInputs(model, calibration_dataset, data_collator, processing_class)  # its inputs are usable
-    if model_config is not None:
-        check_image_size(model_config, eval_dataset)
     for recipe in recipes:
         recipe.plan(model)  # a pattern matching nothing fails here, before any work
         if recipe.uses_activations and calibration_dataset is None:
             raise FairQuantError(f"recipe {recipe} quantizes activations: pass a calibration_dataset")
+    batching = dict(data_collator=data_collator, processing_class=processing_class)
+    evaluation = GroupedInputs.of(model, eval_dataset, spec, task=task, split="eval", **batching)
+    eval_only: list[str] = []
+    calibration = None
+    if calibration_dataset is not None:
+        calibration = GroupedInputs.of(
+            model, calibration_dataset, GroupSpec(spec.columns), task=evaluation.task, split="calibration", **batching
+        )
+        spec = GroupSpec(spec.columns).fit(evaluation.dataset, calibration.dataset)
+        evaluation, calibration = evaluation.with_spec(spec), calibration.with_spec(spec)
+        eval_only = spec.eval_only_groups(calibration.dataset, {"eval": evaluation.dataset})
+    spec = evaluation.spec
+    task = evaluation.task
 
-    if reference is not None and (reference.fp_outputs is None or len(reference.fp_outputs[0]) != len(eval_dataset)):
+    if reference is not None and (reference.fp_outputs is None or len(reference.fp_outputs) != len(evaluation)):
         raise FairQuantError(
             "audit(reference=...) needs a report made in this process by audit() on the same eval_dataset "
-            f"({len(eval_dataset)} rows); this one "
+            f"({len(evaluation)} rows); this one "
             + ("has no per-example FP outputs (loaded from JSON?)" if reference.fp_outputs is None
-               else f"covers {len(reference.fp_outputs[0])} rows")
+               else f"covers {len(reference.fp_outputs)} rows")
         )
 
     metric = load_group_disparity()
-    groups = spec.group_names(eval_dataset)
-    common = dict(references=references, groups=groups, n_boot=n_boot, confidence_level=confidence_level, seed=seed)
+    groups = evaluation.group_names()
+    boot = dict(n_boot=n_boot, confidence_level=confidence_level, seed=seed)
+
+    def metrics_of(outputs: TaskOutputs, against: TaskOutputs | None = None) -> dict[str, Any]:
+        return task.compute_metrics(metric, outputs, evaluation.references, groups, reference=against, **boot)
 
     timings: dict[str, dict[str, float]] = {}
     if reference is not None:
-        fp_preds, fp_losses = reference.fp_outputs
-        fp = reference.fp
+        fp_outputs, fp = reference.fp_outputs, reference.fp
         timings["FP"] = {**reference.settings.get("timings_s", {}).get("FP", {}), "reused": 1}
     else:
         started = time.perf_counter()
-        fp_preds, fp_losses = predict(model, eval_dataset, batch_size, desc="FP" if progress else None, inputs=eval_inputs)
+        fp_outputs = evaluation.outputs(model, batch_size, desc="FP" if progress else None)
         timings["FP"] = {"evaluate_s": time.perf_counter() - started}
-        fp = ModelResult(
-            name="FP",
-            effective_bits=effective_bits(model),
-            size_bytes=model_size_bytes(model),
-            metrics=metric.compute(predictions=fp_preds, losses=fp_losses, **common),
-        )
+        fp = ModelResult("FP", effective_bits(model), model_size_bytes(model), metrics_of(fp_outputs))
 
-    predictions: dict[str, np.ndarray] = {}
+    outputs_of: dict[str, TaskOutputs] = {}
 
     def evaluate(name: str, qmodel: torch.nn.Module, recipe: dict[str, Any] | None) -> ModelResult:
         started = time.perf_counter()
-        preds, losses = predict(qmodel, eval_dataset, batch_size, desc=name if progress else None, inputs=eval_inputs)
-        predictions[name] = preds
+        outputs_of[name] = evaluation.outputs(qmodel, batch_size, desc=name if progress else None)
         timings.setdefault(name, {})["evaluate_s"] = time.perf_counter() - started
-        metrics = metric.compute(
-            predictions=preds, losses=losses, reference_predictions=fp_preds, reference_losses=fp_losses, **common
-        )
-        return ModelResult(name, effective_bits(qmodel), model_size_bytes(qmodel), metrics, recipe)
+        return ModelResult(name, effective_bits(qmodel), model_size_bytes(qmodel), metrics_of(outputs_of[name], fp_outputs), recipe)
 
     results = []
     for recipe in tqdm(recipes, desc="recipes", disable=not progress or not recipes):
         started = time.perf_counter()
-        qmodel = quantize(
-            copy.deepcopy(model), recipe, calibration_dataset,
-            group_spec=spec, calibration_size=calibration_size, seed=seed,
-            data_collator=data_collator, processing_class=processing_class,
-        )
+        qmodel = quantize(copy.deepcopy(model), recipe, calibration, group_spec=spec, calibration_size=calibration_size, seed=seed)
         timings[str(recipe).upper()] = {"quantize_s": time.perf_counter() - started}
         results.append(evaluate(str(recipe).upper(), qmodel, recipe.to_dict()))
         del qmodel  # one quantized copy alive at a time
-    for name, qmodel in quantized_models.items():
-        results.append(evaluate(name, qmodel, None))
+    for name, q in given.items():
+        recipe = QuantRecipe.parse(q.recipe).to_dict() if q.recipe is not None else None
+        results.append(evaluate(name, q.model, recipe))
     settings = {
         "n_boot": n_boot, "confidence_level": confidence_level, "seed": seed,
-        "calibration_size": calibration_size if calibration_dataset is not None else 0,
-        "eval_examples": len(eval_dataset),
+        "calibration_size": calibration_size if calibration is not None else 0,
+        "eval_examples": len(evaluation),
         "eval_only_groups": eval_only,
         "timings_s": {k: {t: round(v, 3) for t, v in d.items()} for k, d in timings.items()},
     }
     by_name = {r.name: r for r in results}
     compared = {
         name: deployment.compare(
-            metric, predictions[name], predictions[deployment.deployed_name(name)], by_name[name].metrics,
-            by_name[deployment.deployed_name(name)].metrics, **common,
+            metric, outputs_of[name].example_predictions(), outputs_of[deployment.deployed_name(name)].example_predictions(),
+            by_name[name].metrics, by_name[deployment.deployed_name(name)].metrics,
+            references=evaluation.references, groups=groups, **boot,
         )
         for name in deployed_models
     }
-    return AuditReport(list(spec.columns), spec.names, fp, results, settings, compared,
-                       fp_outputs=(fp_preds, fp_losses))
+    return AuditReport(list(spec.columns), spec.names, fp, results, settings, compared, task=task.name, fp_outputs=fp_outputs)

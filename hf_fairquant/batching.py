@@ -1,9 +1,8 @@
-"""The one input layer: model-input batches from any dataset a ``transformers.Trainer`` accepts,
-and the one forward pass every evaluation shares (predictions and per-example loss).
+"""Model-input batches from any dataset a ``transformers.Trainer`` accepts.
 
-Audit, explain, allocation, calibration and the trainer all read data here, so they accept the
-same set-ups: a ``label`` or ``labels`` column (ints, integral floats, bools or class names, see
-:func:`hf_fairquant.groups.label_codes`); materialised columns of any feature type (``Array3D``,
+Audit, explain, allocation, calibration and the trainer all read data through here (labels and
+groups are added by :class:`~hf_fairquant.inputs.GroupedInputs`), so they accept the same
+set-ups: materialised columns of any feature type (``Array3D``,
 ``List``, numpy, torch) or a lazily transformed dataset (``with_transform``/``set_transform``:
 rows are read through ``dataset[i:j]``, so the transform runs); an optional ``data_collator``
 (default: ``DataCollatorWithPadding`` when the processing class is a tokenizer, else stacking);
@@ -15,14 +14,13 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import FairQuantError
-from .groups import LABEL_COLUMNS, column_names, label_codes, label_values, resolve_label_column
+from .groups import LABEL_COLUMNS, column_names
 
 LABELS = "labels"
 PIXEL_VALUES = "pixel_values"
@@ -81,9 +79,8 @@ class ModelInputs:
     """How the rows of ``dataset`` become ``model(**inputs)`` batches (see the module doc).
 
     Analyses the first served example once: which of its keys the model's ``forward`` takes,
-    and whether a PIL image column must go through the image processor. Labels are read once
-    (the stored ``labels``/``label`` column, else through the transform) and cast to int64 codes
-    (class names through ``model.config.label2id``).
+    and whether a PIL image column must go through the image processor. Labels and groups are
+    not its business (:class:`~hf_fairquant.inputs.GroupedInputs` adds them).
     """
 
     def __init__(
@@ -116,22 +113,14 @@ class ModelInputs:
                 f"no column of the dataset is an input of {type(model).__name__}.forward; columns: "
                 f"{list(example)} (stored: {column_names(dataset)}), forward takes: {sorted(params)}"
             )
-        self._model_config = getattr(model, "config", None)
-        self._labels: np.ndarray | None = None
         self.device = model_device(model)
 
-    # ------------------------------------------------------------ labels
-    @property
-    def label_column(self) -> str:
-        return resolve_label_column(self.dataset)
-
-    def labels(self) -> np.ndarray:
-        """Every row's label as an int64 class id."""
-        if self._labels is None:
-            column = self.label_column
-            label2id = getattr(self._model_config, "label2id", None)
-            self._labels = label_codes(label_values(self.dataset, column), column, "dataset", label2id)
-        return self._labels
+    def select(self, rows: Sequence[int]) -> "ModelInputs":
+        """The same batching over ``rows`` of the dataset (nothing analysed again)."""
+        subset = object.__new__(ModelInputs)
+        subset.__dict__.update(self.__dict__)
+        subset.dataset = self.dataset.select(list(rows))
+        return subset
 
     # ------------------------------------------------------------ batches
     def _read(self, start: int, stop: int) -> dict[str, Any]:
@@ -158,19 +147,15 @@ class ModelInputs:
             return {k: torch.as_tensor(out[k]) for k in names if k in out}
         return {k: _stack(k, batch[k]) for k in names}
 
-    def batches(
-        self, batch_size: int = 256, with_labels: bool = True
-    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor | None]]:
-        """``(inputs, labels)`` batches in row order (no shuffling)."""
-        if batch_size <= 0:
-            raise FairQuantError(f"batch_size must be positive, got {batch_size}")
-        labels = torch.from_numpy(self.labels()) if with_labels else None
+    def batches(self, batch_size: int = 256) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+        """``(start, stop, inputs)`` for consecutive rows (no shuffling), on the model's device."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise FairQuantError(f"batch_size must be a positive integer, got {batch_size!r}")
         cpu = self.device.type == "cpu"
-        move = (lambda t: t) if cpu else (lambda t: t.to(self.device))  # noqa: E731
         for start in range(0, len(self.dataset), batch_size):
             stop = min(start + batch_size, len(self.dataset))
-            inputs = {k: move(v) for k, v in self.collate(self._read(start, stop)).items()}
-            yield inputs, (move(labels[start:stop]) if labels is not None else None)
+            inputs = self.collate(self._read(start, stop))
+            yield start, stop, (inputs if cpu else {k: v.to(self.device) for k, v in inputs.items()})
 
 
 def _stack(name: str, values: Any) -> torch.Tensor:
@@ -198,29 +183,17 @@ def _stack(name: str, values: Any) -> torch.Tensor:
     )
 
 
-def model_input_names(model: torch.nn.Module, dataset: Any) -> list[str]:
-    """Columns of the served example that the model's ``forward`` accepts, minus the labels."""
-    return ModelInputs(model, dataset).input_names
-
-
 def iterate_batches(
     model: torch.nn.Module,
     dataset: Any,
     batch_size: int = 256,
-    with_labels: bool = True,
     data_collator: DataCollator | None = None,
     processing_class: Any = None,
-) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor | None]]:
-    """Yield ``(inputs, labels)`` tensor batches in row order (see :class:`ModelInputs`), on the
-    device of the model's parameters."""
-    return ModelInputs(model, dataset, data_collator, processing_class).batches(batch_size, with_labels)
-
-
-def dataset_labels(dataset: Any, model: torch.nn.Module | None = None) -> np.ndarray:
-    """Every row's label as an int64 class id (``labels`` or ``label``; names via ``label2id``)."""
-    column = resolve_label_column(dataset)
-    label2id = getattr(getattr(model, "config", None), "label2id", None)
-    return label_codes(label_values(dataset, column), column, "dataset", label2id)
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield model-input batches of ``dataset`` in row order (see :class:`ModelInputs`), on the
+    device of the model's parameters (calibration, export, speed measurements)."""
+    for _, _, inputs in ModelInputs(model, dataset, data_collator, processing_class).batches(batch_size):
+        yield inputs
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -229,32 +202,7 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def float_logits(output: Any) -> torch.Tensor:
-    """``output.logits`` (or the tensor itself) as a float tensor; quanto's quantized activations
-    are dequantized (differentiably)."""
-    logits = getattr(output, "logits", output)
-    if "optimum.quanto" in sys.modules:  # a QTensor exists only once quanto is loaded
-        from optimum.quanto import QTensor
-
-        if isinstance(logits, QTensor):
-            logits = logits.dequantize()
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
-
-
-@torch.no_grad()
-def predict_batches(
-    model: torch.nn.Module, batches: Iterable[tuple[dict[str, torch.Tensor], torch.Tensor]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """One pass over ``(inputs, labels)`` batches: (predicted class, per-example cross-entropy)."""
-    preds, losses = [], []
-    for inputs, labels in batches:
-        logits = float_logits(model(**inputs))
-        preds.append(logits.argmax(-1))
-        losses.append(F.cross_entropy(logits, labels, reduction="none"))
-    return torch.cat(preds).cpu().numpy(), torch.cat(losses).cpu().numpy()
-
-
 __all__: Sequence[str] = [
-    "LABELS", "ModelInputs", "PIXEL_VALUES", "dataset_labels", "default_collator", "first_example",
-    "float_logits", "has_transform", "image_processor_of", "model_device", "iterate_batches", "model_input_names", "predict_batches",
+    "LABELS", "ModelInputs", "PIXEL_VALUES", "default_collator", "first_example", "has_transform", "image_processor_of",
+    "iterate_batches", "model_device",
 ]

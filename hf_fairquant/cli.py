@@ -1,4 +1,5 @@
-"""``hf-fairquant run|train|audit|explain|export|push``: parse arguments, call the pipeline, explain or push; nothing more."""
+"""``hf-fairquant run|train|audit|explain|export|push``: parse arguments, call the runner (each
+command is a selection of its stages), explain or push; nothing more."""
 
 from __future__ import annotations
 
@@ -25,12 +26,10 @@ def _command_line() -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .pipeline import load_recipe, run
+    from .run import dry_run, load_recipe, run
 
     recipe = load_recipe(args.recipe, output_dir=args.output_dir)
     if args.dry_run:
-        from .pipeline import dry_run
-
         print(dry_run(recipe, overwrite=args.overwrite))
         return 0
     run(recipe, overwrite=args.overwrite, push_to_hub=args.push_to_hub, token=args.token, command=_command_line())
@@ -40,15 +39,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     """Only the mitigation: FP model (load or train) → FairQuantTrainer → quantized model + card."""
     from .errors import FairQuantError
-    from .pipeline import load_recipe, run
+    from .run import load_recipe, run
 
     recipe = load_recipe(args.recipe, output_dir=args.output_dir)
     if recipe.mitigation is None:
         raise FairQuantError(f"recipe {args.recipe} has no `mitigation` section: nothing for `train` to do")
-    recipe.audit.recipes = []
-    recipe.explain.enabled = False
-    recipe.export = None  # only the mitigation: no ONNX export of the FP model
-    run(recipe, overwrite=args.overwrite, push_to_hub=args.push_to_hub, token=args.token, command=_command_line())
+    run(recipe, stages=("mitigate", "publish"), overwrite=args.overwrite, push_to_hub=args.push_to_hub,
+        token=args.token, command=_command_line())
     return 0
 
 
@@ -68,35 +65,35 @@ def _from_namespace(cls: type, args: argparse.Namespace) -> object:
     return cls(**{name: getattr(args, name) for name in field_names(cls) if hasattr(args, name)})
 
 
-def _cmd_audit(args: argparse.Namespace) -> int:
+def _stage_recipe(args: argparse.Namespace) -> object:
+    """A recipe for a model as it is (no training) from a stage command's options."""
     from .audit import AuditConfig
     from .data import DataConfig
-    from .pipeline import ExplainSection, ModelSection, RunRecipe, run
+    from .run import ExplainSection, ModelSection, RunRecipe
 
-    recipe = RunRecipe(
-        data=_from_namespace(DataConfig, args), model=ModelSection(name_or_path=args.model),
+    return RunRecipe(
+        data=_from_namespace(DataConfig, args), model=ModelSection(name_or_path=args.model, task=args.task),
         audit=_from_namespace(AuditConfig, args), explain=ExplainSection(enabled=False), output_dir=args.output_dir,
     )
-    run(recipe, overwrite=args.overwrite, command=_command_line())
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from .run import run
+
+    run(_stage_recipe(args), stages=("audit", "publish"), overwrite=args.overwrite, command=_command_line())
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     """FP model → ONNX Runtime artifacts (``onnx/``), each audited per group as deployed and
     compared with its simulation (the exported recipes are the audited ones)."""
-    from .audit import AuditConfig
-    from .data import DataConfig
-    from .pipeline import ExplainSection, ModelSection, RunRecipe, run
     from .quantization.onnx import ExportConfig
+    from .run import run
 
-    export = _from_namespace(ExportConfig, args)
-    recipe = RunRecipe(
-        data=_from_namespace(DataConfig, args), model=ModelSection(name_or_path=args.model),
-        audit=_from_namespace(AuditConfig, args), explain=ExplainSection(enabled=False), export=export,
-        output_dir=args.output_dir,
-    )
-    recipe.audit.recipes = list(export.recipes)
-    run(recipe, overwrite=args.overwrite, command=_command_line())
+    recipe = _stage_recipe(args)
+    recipe.export = _from_namespace(ExportConfig, args)
+    recipe.audit.recipes = list(recipe.export.recipes)
+    run(recipe, stages=("export", "audit", "publish"), overwrite=args.overwrite, command=_command_line())
     return 0
 
 
@@ -104,8 +101,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from ._atomic import atomic_directory
     from .data import DataConfig
     from .diagnostics import ExplainConfig, explain
-    from .pipeline import check_output_dir, load_pretrained
     from .quantization import QuantRecipe, load_quantized
+    from .run import check_output_dir, load_pretrained
 
     started = time.perf_counter()
     check_output_dir(args.output_dir, args.overwrite)  # before any data or model is loaded
@@ -113,16 +110,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     data = _from_namespace(DataConfig, args)
     if args.quantized_model is None:
         QuantRecipe.parse(args.recipe)  # an unknown preset fails before the data is loaded
-    model, splits, spec = load_pretrained(args.model, data)
+    model, splits, spec, tokenizer = load_pretrained(args.model, data, task=args.task)
     quantized = load_quantized(args.quantized_model) if args.quantized_model else args.recipe
-    tokenizer = None
-    if data.text_column:  # unpadded token ids: batches padded by the model's tokenizer
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
     result = explain(
         model, quantized, splits[data.eval_split], spec, calibration_dataset=splits[data.train_split], config=config,
-        processing_class=tokenizer,
+        processing_class=tokenizer, task=args.task,
     )
     result.settings["total_wall_time_s"] = round(time.perf_counter() - started, 1)
     out = Path(args.output_dir)
@@ -147,6 +139,7 @@ def _add_stage_parser(sub, name: str, help_text: str, configs: tuple, build: boo
     parents = _options(*configs) if build else []
     parser = sub.add_parser(name, help=help_text, parents=parents, conflict_handler="resolve")
     parser.add_argument("--model", required=build, help="Hub model id or local folder (from_pretrained)")
+    parser.add_argument("--task", default=None, help="the model's task (classification, …); default: its head's")
     parser.add_argument("--output-dir", required=build)
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     return parser

@@ -95,11 +95,11 @@ def to_markdown(comparisons: Mapping[str, Mapping[str, Any]], group_names: list[
 def check_exportable(model: Any, recipes: Any) -> None:
     """Raise :class:`~hf_fairquant.errors.UnsupportedByBackendError` if a recipe has bits ONNX
     Runtime cannot run on ``model`` (before any training or export)."""
-    from .quantization import QuantRecipe, get_backend
+    from .quantization import QuantRecipe
+    from .quantization.onnx import onnx_plan
 
-    backend = get_backend("onnxruntime")
     for r in recipes:
-        backend.check(model, QuantRecipe.parse(r).plan(model))
+        onnx_plan(model, QuantRecipe.parse(r).plan(model))
 
 
 def not_exportable_reason(model: Any, recipe: Any) -> str | None:
@@ -161,8 +161,7 @@ def measure_speedups(model: Any, deployed: Mapping[str, Any], files: list[dict[s
 
     if not config.speed_batches or not files:
         return
-    batches = [b for b, _ in islice(iterate_batches(model, eval_dataset, config.speed_batch_size, with_labels=False),
-                                    config.speed_batches)]
+    batches = list(islice(iterate_batches(model, eval_dataset, config.speed_batch_size), config.speed_batches))
     torch_fp32 = throughput(model, batches)
     ort_fp32 = throughput(load_onnx(Path(directory) / files[0]["fp32_file"], num_threads=torch.get_num_threads()), batches)
     for f in files:
@@ -218,8 +217,9 @@ def files_markdown(deployment: Mapping[str, Any] | None) -> str:
     return markdown_table(head, rows) + "\n" + note + "\n"
 
 
-def card_snippet(repo_id: str, deployment: Mapping[str, Any]) -> str:
-    """The model card's "run it with onnxruntime" code (needs onnxruntime and huggingface_hub only)."""
+def card_snippet(repo_id: str, deployment: Mapping[str, Any], predictions_line: str) -> str:
+    """The model card's "run it with onnxruntime" code (needs onnxruntime and huggingface_hub only);
+    ``predictions_line`` turns ``logits`` into predictions (the task's, see ``Task.snippet_predictions``)."""
     f = deployment["files"][0]
     inputs = f["inputs"]
     feeds = ", ".join(f'"{n}": {n}' for n in inputs)
@@ -236,5 +236,5 @@ def card_snippet(repo_id: str, deployment: Mapping[str, Any]) -> str:
         'session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])\n'
         f"{example}\n"
         f'logits = session.run(["logits"], {{{feeds}}})[0]\n'
-        "predictions = logits.argmax(-1)"
+        + predictions_line
     )

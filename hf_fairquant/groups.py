@@ -128,6 +128,27 @@ def label_codes(values: Sequence[Any], column: str = "labels", where: str = "dat
     return out
 
 
+def check_labels(
+    dataset: Any,
+    where: str = "dataset",
+    num_labels: int | None = None,
+    label2id: Mapping[str, int] | None = None,
+    label_column: str | None = None,
+) -> np.ndarray:
+    """Every row's class label as an int64 code (see :func:`label_codes`), within the model's
+    classes ``0..num_labels-1`` when ``num_labels`` is known; else a FairQuantError naming the column."""
+    column = label_column or resolve_label_column(dataset, None, where)
+    labels = label_codes(label_values(dataset, column), column, where, label2id)
+    if num_labels is not None:
+        bad = sorted(set(labels[(labels < 0) | (labels >= num_labels)].tolist()))
+        if bad:
+            raise FairQuantError(
+                f"labels {bad[:10]} in column '{column}' of {where} are outside the model's "
+                f"classes 0..{num_labels - 1}"
+            )
+    return labels
+
+
 @dataclass(frozen=True)
 class GroupSpec:
     """The column(s) that define groups, and the group values once fitted.
@@ -325,18 +346,14 @@ class GroupSpec:
         if len(dataset) == 0:
             raise FairQuantError(f"{where} is empty: it needs at least one example")
         column = resolve_label_column(dataset, label_column, where)
-        self._row_values(dataset, split=split)  # group columns present and complete
+        self.check_groups(dataset, split)
+        return check_labels(dataset, where, num_labels, label2id, column)
+
+    def check_groups(self, dataset: Any, split: str | None = None) -> None:
+        """The group columns are present and complete (and, once fitted, hold only fitted groups)."""
+        self._row_values(dataset, split=split)
         if self.is_fitted:
             self.encode(dataset)
-        labels = label_codes(label_values(dataset, column), column, where, label2id)
-        if num_labels is not None:
-            bad = sorted(set(labels[(labels < 0) | (labels >= num_labels)].tolist()))
-            if bad:
-                raise FairQuantError(
-                    f"labels {bad[:10]} in column '{column}' of {where} are outside the model's "
-                    f"classes 0..{num_labels - 1}"
-                )
-        return labels
 
     def eval_only_groups(self, train: Any, others: Mapping[str, Any]) -> list[str]:
         """Groups present in ``others`` (e.g. the test split) with no example in ``train``."""

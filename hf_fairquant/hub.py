@@ -16,12 +16,13 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import HfApi, get_token
 
 from .errors import FairQuantError
-from .quantization.backends import backend_for_folder
-from .quantization.serialization import META_NAME, WEIGHTS_NAME
+from .quantization.backends import artifact_for_folder, available_backends, get_artifact
+from .quantization.serialization import META_NAME
 
 try:  # huggingface_hub >= 2 talks HTTP through httpx2, 1.x through httpx
     from httpx2 import HTTPError
@@ -30,8 +31,8 @@ except ImportError:  # pragma: no cover - depends on the installed huggingface_h
 
 logger = logging.getLogger(__name__)
 
-#: Files a pushed folder must hold: the model (plus what its backend reads) and the model card.
-REQUIRED_FILES = ("config.json", WEIGHTS_NAME, "README.md")
+#: The model card a pushed folder must hold beside the files of its backend's artifact.
+CARD_NAME = "README.md"
 
 _BEARER_RE = re.compile(r"(?i)\bBearer\s+[^\s\"',;}]+")
 # Failures of the Hub or of the connection to it: HTTP errors (HfHubHTTPError is also an OSError),
@@ -71,29 +72,41 @@ def check_push_arguments(repo_id: str, token: str | None = None) -> str:
 
 
 def check_folder(folder: str | Path) -> Path:
-    """Raise ``ValueError`` unless ``folder`` is a directory holding :data:`REQUIRED_FILES`."""
+    """Raise a FairQuantError unless ``folder`` is a directory holding a saved quantized model
+    (every file its backend's artifact needs) and a model card."""
     path = Path(folder)
     if not path.exists():
         raise FairQuantError(f"cannot push {path}: it does not exist (give the output folder of a run)")
     if not path.is_dir():
         raise FairQuantError(f"cannot push {path}: it is not a folder (give the output folder of a run)")
-    # a large torchao model is saved in shards: model.safetensors.index.json stands for its weights
-    missing = [name for name in REQUIRED_FILES
-               if not (path / name).is_file() and not (name == WEIGHTS_NAME and (path / f"{name}.index.json").is_file())]
-    if missing:
-        raise FairQuantError(
-            f"cannot push {path}: it lacks {', '.join(missing)}; a pushed folder needs {', '.join(REQUIRED_FILES)} "
-            "(written by save_quantized plus a model card, as `hf-fairquant run` and "
-            "`FairQuantTrainer.save_model` do)"
-        )
     try:
-        backend_for_folder(path)
+        artifact = _artifact_named(path) or artifact_for_folder(path)
     except FileNotFoundError:
         raise FairQuantError(
-            f"cannot push {path}: it lacks quantization_map.json (an optimum-quanto model) and its config.json has no "
-            "torchao quantization_config (a torchao model): not a folder written by save_quantized"
+            f"cannot push {path}: it holds no quantized model this package wrote (no backend's artifact loads "
+            "from it): give a folder written by save_quantized, as `hf-fairquant run` and `FairQuantTrainer.save_model` do"
         ) from None
+    required = (*artifact.artifact_files(), CARD_NAME)
+    # a large model is saved in shards: model.safetensors.index.json stands for its weights
+    missing = [name for name in required if not (path / name).is_file() and not (path / f"{name}.index.json").is_file()]
+    if missing:
+        raise FairQuantError(
+            f"cannot push {path}: it lacks {', '.join(missing)}; a pushed {artifact.publishing.library} folder needs "
+            f"{', '.join(required)} (written by save_quantized plus a model card, as `hf-fairquant run` and "
+            "`FairQuantTrainer.save_model` do)"
+        )
     return path
+
+
+def _artifact_named(path: Path) -> Any:
+    """The artifact format ``hf_fairquant.json`` names (so a missing file is named), or None."""
+    if not (path / META_NAME).is_file():
+        return None
+    try:
+        name = json.loads((path / META_NAME).read_text()).get("backend")
+    except (ValueError, AttributeError):
+        return None
+    return get_artifact(name) if name in available_backends() else None
 
 
 def default_commit_message(folder: str | Path) -> str:

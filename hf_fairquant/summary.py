@@ -1,46 +1,44 @@
-"""The per-group tables of a run's ``results.json``: one row per audited model, and the summary
-table shown on the screen, in ``report.md`` and in the model card."""
+"""The per-group tables of an audit: one row per audited model, and the summary table shown on
+the screen, in ``report.md`` and in the model card."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ._format import markdown_table
+from .audit import AuditReport
+
+#: More groups than this: the summary table shows no per-group columns (the card adds one row per group).
+SUMMARY_GROUP_COLUMNS = 6
 
 
-def model_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+def model_rows(audit: AuditReport) -> list[dict[str, Any]]:
     """One row per audited model (FP, PTQ recipes, mitigated): accuracies in %, bits, gap."""
-    audit = results["audit"]
-    groups = audit["group_names"]
     rows = []
-    for r in [audit["fp"], *audit["quantized"]]:
-        m = r["metrics"]
+    for r in [audit.fp, *audit.quantized]:
+        m = r.metrics
         rows.append({
-            "name": r["name"],
-            "bits": r["effective_bits"],
+            "name": r.name,
+            "bits": r.effective_bits,
             "overall": 100 * m["accuracy"],
-            "groups": {g: _percent(m["group_accuracy"].get(g)) for g in groups},  # None: no test examples
+            "groups": {g: _percent(m["group_accuracy"].get(g)) for g in audit.group_names},  # None: no test examples
             "gap": 100 * m["accuracy_gap"],
             "gap_change": 100 * m["gap_change"] if "gap_change" in m else None,
         })
     return rows
 
 
-#: More groups than this: the summary table shows no per-group columns (the card adds one row per group).
-SUMMARY_GROUP_COLUMNS = 6
-
-
 def _percent(value: float | None) -> float | None:
     return None if value is None else 100 * value
 
 
-def summary_table(results: dict[str, Any], markdown: bool = False) -> str:
+def summary_table(audit: AuditReport, markdown: bool = False) -> str:
     """The per-group table (FP / PTQ / mitigated): plain text for the terminal or Markdown."""
-    groups = results["audit"]["group_names"]
+    groups = audit.group_names
     shown = groups if len(groups) <= SUMMARY_GROUP_COLUMNS else []
     head = ["model", "bits", "overall", *shown, "gap", "Δgap vs FP"]
     body = []
-    for row in model_rows(results):
+    for row in model_rows(audit):
         body.append([
             row["name"], f"{row['bits']:.2f}", f"{row['overall']:.1f}",
             *["n/a" if row["groups"][g] is None else f"{row['groups'][g]:.1f}" for g in shown],

@@ -12,7 +12,7 @@ import torch
 
 from hf_fairquant import allocate_bits, quantize
 from hf_fairquant.allocation import gradient_sensitivity, solve_allocation
-from hf_fairquant.batching import iterate_batches
+from hf_fairquant.inputs import GroupedInputs
 from hf_fairquant.errors import FairQuantError
 from hf_fairquant.quantization.recipe import quantizable_modules
 from tests.conftest import image_dataset, tiny_resnet, tiny_vit
@@ -41,7 +41,7 @@ def test_gradient_sensitivity_equals_a_direct_computation(make):
     model = make(num_labels=4)
     data = image_dataset(n=12, num_labels=4, groups=("a", "a", "b"))
     codes = np.array([0 if g == "a" else 1 for g in data["group"][:]])
-    batches = list(iterate_batches(model, data, 5))
+    batches = list(GroupedInputs(model, data, "group").batches(5))
     layers = quantizable_modules(model)
     layers = [layers[0], layers[len(layers) // 2], layers[-1]]  # first, middle, classifier
     s, fp_loss, _ = gradient_sensitivity(model, batches, codes, 2, layers, BITS)

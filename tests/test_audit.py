@@ -64,9 +64,9 @@ def test_a_reference_report_saves_the_second_fp_pass(setup):
 
 def test_report_matches_the_predictions(setup):
     model, evaluation, calibration = setup
-    before = predict(model, evaluation)[0]
+    before = predict(model, evaluation).predictions
     report = audit(model, evaluation, "w8a8,w2a8", GroupSpec("group"), calibration, n_boot=50, progress=False)
-    assert np.array_equal(predict(model, evaluation)[0], before)  # the FP model is untouched
+    assert np.array_equal(predict(model, evaluation).predictions, before)  # the FP model is untouched
     labels = np.asarray(evaluation["labels"][:])
     groups = np.asarray(evaluation["group"][:])
     fp_acc = {g: float(np.mean(before[groups == g] == labels[groups == g])) for g in ("a", "b")}

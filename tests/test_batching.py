@@ -1,4 +1,5 @@
-"""The one input layer: data as Hugging Face users prepare it reaches every forward pass."""
+"""The input layer (ModelInputs batches, GroupedInputs adds references and groups): data as Hugging
+Face users prepare it reaches every forward pass."""
 
 import numpy as np
 import pytest
@@ -6,7 +7,8 @@ import torch
 from datasets import Dataset
 
 from hf_fairquant import allocate_bits, audit
-from hf_fairquant.batching import ModelInputs, iterate_batches
+from hf_fairquant.batching import iterate_batches
+from hf_fairquant.inputs import GroupedInputs
 from hf_fairquant.data import check_image_size
 from hf_fairquant.errors import FairQuantError
 from hf_fairquant.quantization import calibration_batches
@@ -51,10 +53,10 @@ def _set_transform(ds, transform):
 
 def test_every_feature_type_gives_the_same_batches(reference):
     model = tiny_resnet()
-    want = [(i["pixel_values"], y) for i, y in iterate_batches(model, reference, 16)]
+    want = [(i["pixel_values"], y) for i, y in GroupedInputs(model, reference).batches(16)]
     for name, ds in _variants(reference).items():
         check_image_size(model.config, ds)  # was: 'List' object has no attribute 'shape'
-        got = list(iterate_batches(model, ds, 16))
+        got = list(GroupedInputs(model, ds).batches(16))
         assert len(got) == len(want), name
         for (inputs, y), (x_ref, y_ref) in zip(got, want):
             assert list(inputs) == ["pixel_values"], name
@@ -98,8 +100,8 @@ def test_unpadded_text_needs_a_collator_and_pads_dynamically():
         list(iterate_batches(model, data, 8))
     batches = list(iterate_batches(model, data, 8, processing_class=tokenizer))
     # padded per batch to its longest row, not to the tokenizer's 64
-    assert all(b["input_ids"].shape[1] == b["attention_mask"].sum(1).max() < 64 for b, _ in batches)
-    assert all(b["attention_mask"].sum() < b["attention_mask"].numel() for b, _ in batches)
+    assert all(b["input_ids"].shape[1] == b["attention_mask"].sum(1).max() < 64 for b in batches)
+    assert all(b["attention_mask"].sum() < b["attention_mask"].numel() for b in batches)
     calibration = calibration_batches(model, data, size=16, batch_size=8, processing_class=tokenizer)
     assert sum(len(b["input_ids"]) for b in calibration) == 16
     report = audit(model, data, ["w8a8"], "group", calibration_dataset=data, n_boot=0, progress=False,
@@ -112,7 +114,7 @@ def test_pil_images_need_an_image_processor():
     model = tiny_resnet()
     with pytest.raises(FairQuantError, match="column 'image' holds PIL images.*processing_class=AutoImageProcessor"):
         audit(model, data, [], "group", n_boot=0, progress=False)
-    inputs = ModelInputs(model, data, processing_class=tiny_image_processor(8))
+    inputs = GroupedInputs(model, data, processing_class=tiny_image_processor(8))
     batch, labels = next(inputs.batches(4))
     assert batch["pixel_values"].shape == (4, 1, 8, 8) and labels.tolist() == data["label"][:4]
     report = audit(model, data, ["w4"], "group", n_boot=0, progress=False, processing_class=tiny_image_processor(8))
@@ -125,7 +127,7 @@ def test_class_name_labels_map_through_label2id(reference):
     names = ["cat", "dog", "fox"]
     ds = Dataset.from_dict({"pixel_values": np.zeros((6, 1, 8, 8), np.float32), "label": names * 2,
                             "group": ["a", "b"] * 3})
-    assert ModelInputs(model, ds).labels().tolist() == [0, 1, 2, 0, 1, 2]
+    assert GroupedInputs(model, ds).references.tolist() == [0, 1, 2, 0, 1, 2]
     bad = ds.remove_columns("label").add_column("label", ["cat", "emu"] * 3)
     with pytest.raises(FairQuantError, match=r"label column 'label'.*\['emu'\].*allowed names: \['cat', 'dog', 'fox'\]"):
         audit(model, bad, [], "group", n_boot=0, progress=False)
@@ -137,3 +139,28 @@ def test_eval_only_groups_are_audited_and_reported(reference):
     assert report.settings["eval_only_groups"] == ["b"]
     assert set(report.quantized[0].metrics["group_accuracy"]) == {"a", "b"}
     assert "Eval-only group(s), with no calibration/training example: b" in report.to_markdown()
+
+
+def test_grouped_inputs_check_everything_once_and_select_keeps_rows(reference):
+    model = tiny_resnet()
+    inputs = GroupedInputs(model, reference, "group", split="eval")
+    assert inputs.task.name == "classification" and len(inputs) == len(reference)
+    rows = [3, 1, 7]
+    subset = inputs.select(rows)
+    assert subset.references.tolist() == inputs.references[rows].tolist()
+    assert subset.codes.tolist() == inputs.codes[rows].tolist()
+    (batch, targets), = list(subset.batches(8))
+    assert torch.equal(batch["pixel_values"], reference.with_format("torch")["pixel_values"][rows])
+    with pytest.raises(FairQuantError, match=r"DatasetDict of splits \['eval'\]: pass one split"):
+        from datasets import DatasetDict
+
+        GroupedInputs(model, DatasetDict({"eval": reference}))
+
+
+def test_a_one_logit_model_and_a_label_without_a_logit_are_refused(reference):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    one = ResNetForImageClassification(ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8], depths=[1],
+                                                    num_labels=1))
+    with pytest.raises(FairQuantError, match="num_labels=1: a classifier needs at least 2 classes"):
+        GroupedInputs(one, reference)

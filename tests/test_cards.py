@@ -2,7 +2,9 @@
 
 import pytest
 
+from hf_fairquant.audit import AuditReport, ModelResult
 from hf_fairquant.cards import dataset_hub_id, eval_results, hub_id
+from hf_fairquant.results import DataInfo, ModelInfo, Published, RunResult
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -20,14 +22,17 @@ def test_an_existing_local_folder_is_not_a_hub_id(tmp_path, monkeypatch):
     assert hub_id("fp_model") is None
 
 
-def _results(source: str, dataset_id: str | None = None) -> dict:
+def _results(source: str, dataset_id: str | None = None) -> RunResult:
     metrics = {"accuracy": 0.8, "accuracy_gap": 0.1, "group_accuracy": {"a": 0.85, "b": 0.75},
                "group_accuracy_drop": {"a": 0.0, "b": 0.05}}
-    return {
-        "audit": {"group_names": ["a", "b"], "fp": {"metrics": metrics}, "quantized": [{"name": "Q", "metrics": metrics}]},
-        "published": {"name": "Q"}, "model": {"task": "image-classification"},
-        "card": {"dataset_id": dataset_id, "dataset_name": None}, "data": {"source": source, "eval_split": "test"},
-    }
+    audit = AuditReport(["group"], ["a", "b"], ModelResult("FP", 32.0, 100, metrics), [ModelResult("Q", 4.0, 20, metrics)])
+    return RunResult(
+        command="hf-fairquant run r.yaml", hf_fairquant_version="0",
+        model=ModelInfo(None, "vit", 10, "classification", "image-classification", "AutoModelForImageClassification", True),
+        data=DataInfo(source, "train", "test", ["group"], ["a", "b"], {"train": {"a": 1, "b": 1}, "test": {"a": 1, "b": 1}}),
+        card={"dataset_id": dataset_id, "dataset_name": None}, audit=audit,
+        published=Published("Q", "quanto", 4.0, 20, 100, {}),
+    )
 
 
 @pytest.mark.parametrize("source, dataset_id, expected_type", [

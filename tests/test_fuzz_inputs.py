@@ -21,9 +21,9 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hf_fairquant.pipeline as pipeline
+import hf_fairquant.run.runner as pipeline
 from hf_fairquant.errors import FairQuantError
-from hf_fairquant.pipeline import dry_run, load_recipe, run
+from hf_fairquant.run import dry_run, load_recipe, run
 from tests.fail_early_fixtures import save_data, tiny_recipe
 
 FUZZ = settings(max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -42,7 +42,7 @@ def data_dir(tmp_path_factory):
 def _watch_forward(stop: bool):
     """Record forward passes of every model the run builds; with ``stop``, the first one ends the run."""
     seen: list[int] = []
-    real = pipeline._build_model
+    real = pipeline.build_model
 
     def hook(*_):
         seen.append(1)
@@ -54,7 +54,7 @@ def _watch_forward(stop: bool):
         model.register_forward_pre_hook(hook)
         return model
 
-    with mock.patch.object(pipeline, "_build_model", build):
+    with mock.patch.object(pipeline, "build_model", build):
         yield seen
 
 

@@ -22,7 +22,7 @@ def test_import_loads_no_ml_library():
 
 def test_an_export_wins_over_its_submodule():
     out = _run(
-        "import hf_fairquant.pipeline\n"  # imports the submodule hf_fairquant.audit first
+        "import hf_fairquant.run\n"  # imports the submodule hf_fairquant.audit first
         "from hf_fairquant import audit, explain, quantize\n"
         "import hf_fairquant\n"
         "print(callable(audit), audit.__module__, hf_fairquant.audit is audit, callable(explain), callable(quantize))"

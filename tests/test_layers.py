@@ -16,15 +16,18 @@ FLOORS = {
     "errors": 0,
     "_config": 1, "_format": 1, "_paths": 1, "_atomic": 1, "_lazy": 1, "_coerce": 1,
     "groups": 2,
-    "batching": 3,
-    "quantization": 4, "curvature": 4, "metrics": 4, "data": 4,
-    "allocation": 5, "deployment": 5,
-    "diagnostics": 6, "training": 6, "audit": 6,
-    "summary": 7,
-    "cards": 8, "hub": 8,
-    "report": 9,
-    "pipeline": 10,
-    "cli": 11,
+    "tasks": 3,
+    "batching": 4,
+    "data": 5,
+    "inputs": 6,
+    "quantization": 7, "curvature": 7, "metrics": 7,
+    "allocation": 8, "deployment": 8,
+    "diagnostics": 9, "training": 9, "audit": 9,
+    "summary": 10, "results": 10,
+    "cards": 11, "hub": 11,
+    "report": 12,
+    "run": 13,
+    "cli": 14,
 }
 
 
@@ -142,10 +145,78 @@ def test_no_import_cycles():
 @pytest.mark.parametrize("source, message", [
     ("from ..training import FairQuantTrainer\n", "imports hf_fairquant.training"),
     ("def f():\n    from ..diagnostics import explain\n", "imports hf_fairquant.diagnostics"),
-    ("from .. import pipeline\n", "imports hf_fairquant.pipeline"),
+    ("from .. import run\n", "imports hf_fairquant.run"),
 ])
 def test_the_rule_catches_an_upward_import(source, message):
     """The check itself can fail: a lower floor (quantization) importing an upper one is reported."""
     probe = PACKAGE / "quantization" / "probe.py"
     found = upward_imports({probe: source})
-    assert len(found) == 1 and message in found[0] and "(quantization, floor 4)" in found[0]
+    assert len(found) == 1 and message in found[0] and "(quantization, floor 7)" in found[0]
+
+
+# ---------------------------------------------------------------- the two axes
+TASK_MATH = ("argmax", "cross_entropy")
+
+
+def _task_math(path: Path, source: str | None = None) -> list[str]:
+    """Calls (or references) of ``argmax``/``cross_entropy``: a prediction or a loss computed here."""
+    tree = ast.parse(source if source is not None else path.read_text(encoding="utf-8"))
+    return [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} uses {node.attr if isinstance(node, ast.Attribute) else node.id}"
+            for node in ast.walk(tree)
+            if (isinstance(node, ast.Attribute) and node.attr in TASK_MATH) or (isinstance(node, ast.Name) and node.id in TASK_MATH)]
+
+
+def test_no_task_math_outside_tasks():
+    """Predictions and losses come from the task (``hf_fairquant/tasks/``); the self-contained
+    evaluate module is the one other place allowed its own math."""
+    found = [hit for path in SOURCES if "tasks" not in path.relative_to(PACKAGE).parts for hit in _task_math(path)]
+    assert not found, "\n".join(found)
+
+
+def test_the_task_math_rule_catches_a_loss():
+    probe = PACKAGE / "audit.py"
+    assert _task_math(probe, "import torch.nn.functional as F\nloss = F.cross_entropy(x, y)\n")
+    assert _task_math(probe, "p = logits.argmax(-1)\n")
+    assert not _task_math(probe, "p = task.batch_outputs(out, y)\n")
+
+
+def _backend_names() -> set[str]:
+    from hf_fairquant.quantization import available_backends
+
+    return set(available_backends())
+
+
+def _named_backends(path: Path, names: set[str], source: str | None = None) -> list[str]:
+    """String constants that are a backend's name (docstrings and prose that mention one are fine)."""
+    tree = ast.parse(source if source is not None else path.read_text(encoding="utf-8"))
+    return [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} names backend {node.value!r}"
+            for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in names]
+
+
+def test_no_backend_named_outside_backends():
+    """Callers ask the registry (get_backend, quantizer_of, artifact_for_folder), never a name."""
+    names = _backend_names()
+    backends = PACKAGE / "quantization" / "backends"
+    found = [hit for path in SOURCES if backends not in path.parents for hit in _named_backends(path, names)]
+    assert not found, "\n".join(found)
+
+
+def test_the_backend_rule_catches_a_name():
+    names = _backend_names()
+    assert _named_backends(PACKAGE / "cards.py", names, 'if backend == "torchao":\n    pass\n')
+    assert not _named_backends(PACKAGE / "cards.py", names, '"""Quantized with torchao: fast."""\n')
+
+
+LIBRARIES = ("optimum.quanto", "torchao", "bitsandbytes", "onnxruntime")
+
+
+def test_quantization_libraries_are_imported_only_by_the_quantization_layer():
+    """A library is the business of its backend: nothing above ``quantization/`` imports one."""
+    found = []
+    for path in SOURCES:
+        if "quantization" in path.relative_to(PACKAGE).parts:
+            continue
+        for target, _, line in _imports(path):
+            if any(target == lib or target.startswith(lib + ".") for lib in LIBRARIES):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}")
+    assert not found, "\n".join(found)

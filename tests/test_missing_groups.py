@@ -3,8 +3,8 @@
 import json
 
 from hf_fairquant.audit import AuditReport, audit
-from hf_fairquant.pipeline import load_recipe, run
-from hf_fairquant.report import model_rows, summary_table
+from hf_fairquant.run import load_recipe, run
+from hf_fairquant.summary import model_rows, summary_table
 from tests.conftest import image_dataset, tiny_resnet
 from tests.fail_early_fixtures import save_data, tiny_recipe, write_recipe
 
@@ -28,7 +28,7 @@ def test_run_with_a_training_only_group_writes_every_output(tmp_path):
     out = tmp_path / "out"
     results = json.loads((out / "results.json").read_text())
     assert results["data"]["group_counts"]["test"]["rare"] == 0
-    assert all(row["groups"]["rare"] is None for row in model_rows(results))
-    assert "n/a" in summary_table(results) and "n/a" in (out / "report.md").read_text()
+    assert all(row["groups"]["rare"] is None for row in model_rows(result.audit))
+    assert "n/a" in summary_table(result.audit) and "n/a" in (out / "report.md").read_text()
     assert (out / "plots" / "group_accuracy.png").is_file()
-    assert result.results["audit"]["group_names"] == ["a", "b", "rare"]
+    assert result.audit.group_names == ["a", "b", "rare"]

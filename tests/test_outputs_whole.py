@@ -8,10 +8,10 @@ import textwrap
 
 import pytest
 
-import hf_fairquant.pipeline as pipeline
+import hf_fairquant.run.models as pipeline
 from hf_fairquant._atomic import atomic_directory, scratch_directory, sweep_stale
 from hf_fairquant.cli import main
-from hf_fairquant.pipeline import load_recipe, run
+from hf_fairquant.run import load_recipe, run
 from tests.fail_early_fixtures import save_data, tiny_recipe, write_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +64,7 @@ def test_checkpoints_in_a_folder_named_outside_the_output_are_kept(tmp_path, dat
 
 
 def test_output_dir_containing_the_working_folder_is_refused_before_any_work(tmp_path, data, monkeypatch, capsys):
-    monkeypatch.setattr(pipeline, "load_grouped_dataset", lambda *a, **k: pytest.fail("loaded data"))
+    monkeypatch.setattr(pipeline, "load_raw_grouped_dataset", lambda *a, **k: pytest.fail("loaded data"))
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe(data))
     work = tmp_path / "work"
     work.mkdir()

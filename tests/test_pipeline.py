@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard
 from hf_fairquant import load_quantized
 from hf_fairquant.audit import predict
 from hf_fairquant.cli import main
-from hf_fairquant.pipeline import dry_run, load_recipe, run
+from hf_fairquant.run import dry_run, load_recipe, run
 from tests import hub_fixtures
 
 hub = hub_fixtures.hub
@@ -75,9 +75,8 @@ def test_export_recipes_are_audited_and_have_an_ort_kernel(tmp_path):
 
 
 def test_bad_output_folder_and_model_path_fail_before_any_work(tmp_path, monkeypatch, capsys):
-    import hf_fairquant.pipeline as pipeline
+    import hf_fairquant.run.models as pipeline
 
-    monkeypatch.setattr(pipeline, "load_grouped_dataset", lambda *a, **k: pytest.fail("loaded data before checking"))
     monkeypatch.setattr(pipeline, "load_raw_grouped_dataset", lambda *a, **k: pytest.fail("loaded data before checking"))
     out = tmp_path / "out"
     out.mkdir()
@@ -115,8 +114,10 @@ def test_run_writes_the_whole_folder(digits_run):
     names = [r["name"] for r in results["audit"]["quantized"]]
     assert names == ["W8A8", "W4A8", "W4", "W2A8", "W8A8 ONNX", "FAIR-QAT W2A8-MIXED"]
     assert results["audit"]["fp"]["metrics"]["accuracy"] > 0.7  # the tiny ViT really learned digits
-    assert results["explained_recipe"] == max(
-        results["audit"]["quantized"][:4], key=lambda r: r["metrics"]["gap_change"])["name"]
+    fp_worst = results["audit"]["fp"]["metrics"]["worst_group_accuracy"]
+    assert results["explained_recipe"] == max(  # the largest fall of the worst group's accuracy
+        results["audit"]["quantized"][:4],
+        key=lambda r: (fp_worst - r["metrics"]["worst_group_accuracy"], -r["effective_bits"]))["name"]
     assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "model_quantized.onnx").is_file()
     assert results["published"]["effective_bits"] < 2.5
     for line in ["FP", "W2A8", "FAIR-QAT W2A8-MIXED", "published model", "outputs in", "load_quantized(",
@@ -132,7 +133,7 @@ def test_published_model_loads_and_scores_as_reported(digits_run):
 
     splits, spec = load_grouped_dataset(recipe.data)
     test = splits["test"]
-    preds, _ = predict(load_quantized(out), test)
+    preds = predict(load_quantized(out), test).predictions
     labels = np.asarray(test.with_format("numpy")["labels"][:])
     groups = np.asarray(spec.group_names(test))
     reported = json.loads((out / "results.json").read_text())["audit"]["quantized"][-1]["metrics"]["group_accuracy"]
@@ -312,7 +313,7 @@ def test_pushed_onnx_loads_with_onnxruntime_alone(digits_run, hub, tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []  # neither hf_fairquant nor torch was imported
     remote = np.load(tmp_path / "p.npy")
-    local, _ = predict(load_onnx(out), test)
+    local = predict(load_onnx(out), test).predictions
     assert np.array_equal(remote, local)
     labels = np.asarray(test.with_format("numpy")["labels"][:])
     groups = np.asarray(spec.group_names(test))
@@ -374,11 +375,11 @@ def test_push_command_reports_a_failing_hub_and_a_retry_succeeds(digits_run, hub
 
 
 def test_push_without_a_token_says_how_to_give_one_before_any_work(tmp_path, monkeypatch, capsys):
-    import hf_fairquant.pipeline as pipeline
+    import hf_fairquant.run.models as pipeline
 
     with hub_fixtures.LoopbackHub(tokens={hub_fixtures.TOKEN}) as server:
         hub_fixtures.point_huggingface_hub_at(monkeypatch, server.url, tmp_path / "home", None)
-        monkeypatch.setattr(pipeline, "load_grouped_dataset", lambda *a, **k: pytest.fail("loaded data first"))
+        monkeypatch.setattr(pipeline, "load_raw_grouped_dataset", lambda *a, **k: pytest.fail("loaded data first"))
         code = main(["run", str(ROOT / "recipes" / "digits_vit.yaml"), "--output-dir", str(tmp_path / "o"),
                      "--push-to-hub", "me/x"])
         assert code == 2 and not server.requests
@@ -389,7 +390,7 @@ def test_push_without_a_token_says_how_to_give_one_before_any_work(tmp_path, mon
 def test_explain_picks_the_recipe_that_hurts_the_worst_group_most():
     from types import SimpleNamespace as NS
 
-    from hf_fairquant.pipeline import _worst_recipe
+    from hf_fairquant.run import worst_recipe
 
     def result(name, bits, worst, gap_change):
         return NS(name=name, effective_bits=bits, metrics={"worst_group_accuracy": worst, "gap_change": gap_change})
@@ -397,10 +398,10 @@ def test_explain_picks_the_recipe_that_hurts_the_worst_group_most():
     fp = NS(metrics={"worst_group_accuracy": 0.68})
     # W2A8 wrecks both groups (the gap shrinks) yet lowers the worst group most; W4A8 widens the gap more
     report = NS(fp=fp, quantized=[result("W4A8", 4, 0.64, 0.04), result("W2A8", 2, 0.24, -0.28)])
-    assert _worst_recipe(report) == "W2A8"
+    assert worst_recipe(report) == "W2A8"
     report = NS(fp=fp, quantized=[result("W4", 4, 0.64, 0.03), result("W4A8", 4.0, 0.64, 0.04), result("W8A8", 8, 0.64, 0)])
-    assert _worst_recipe(report) == "W4"  # a tie: the first of the fewest bits
-    assert _worst_recipe(NS(fp=fp, quantized=[])) is None
+    assert worst_recipe(report) == "W4"  # a tie: the first of the fewest bits
+    assert worst_recipe(NS(fp=fp, quantized=[])) is None
 
 
 def test_a_subset_of_an_offline_source_is_an_error(tmp_path):

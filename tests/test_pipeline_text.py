@@ -10,7 +10,7 @@ import yaml
 
 from hf_fairquant import load_quantized
 from hf_fairquant.errors import FairQuantError
-from hf_fairquant.pipeline import dry_run, load_recipe, run
+from hf_fairquant.run import dry_run, load_recipe, run
 
 WORDS = {"a": ["red", "green"], "b": ["north", "south", "east", "west"]}
 

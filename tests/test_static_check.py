@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-import hf_fairquant.pipeline as pipeline
+import hf_fairquant.run.runner as pipeline
 from hf_fairquant.audit import audit
 from hf_fairquant.cli import main
 from hf_fairquant.errors import FairQuantError
-from hf_fairquant.pipeline import dry_run, load_recipe, run
+from hf_fairquant.run import dry_run, load_recipe, run
 from tests.conftest import image_dataset, tiny_resnet
 from tests.fail_early_fixtures import save_data, tiny_recipe, write_recipe
 
@@ -22,7 +22,7 @@ def data(tmp_path_factory):
 @pytest.fixture
 def no_work(monkeypatch):
     """Any model building, training or forward pass fails the test."""
-    monkeypatch.setattr(pipeline, "_build_model", lambda *a, **k: pytest.fail("built a model before the check"))
+    monkeypatch.setattr(pipeline, "build_model", lambda *a, **k: pytest.fail("built a model before the check"))
     monkeypatch.setattr(pipeline, "train_fp_model", lambda *a, **k: pytest.fail("trained before the check"))
 
 
@@ -84,7 +84,7 @@ def _text(tmp_path, text):
     ],
 )
 def test_bad_options_fail_the_static_check(tmp_path, data, monkeypatch, section, values, message):
-    monkeypatch.setattr(pipeline, "load_grouped_dataset", lambda *a, **k: pytest.fail("loaded data"))
+    monkeypatch.setattr(pipeline, "load_recipe_data", lambda *a, **k: pytest.fail("loaded data"))
     with pytest.raises(FairQuantError, match=message):
         recipe = _load(tmp_path, data, **{section: values})
         dry_run(recipe)
@@ -123,13 +123,13 @@ def test_the_readme_mapping_form_of_audit_recipes_runs_through_audit_and_explain
     recipe = _load(tmp_path, data, audit={"recipes": ["w8", mixed]},
                    explain={"enabled": True, "examples_per_group": 4, "probes": 2, "batch_size": 16})
     result = run(recipe, echo=lambda *_: None)
-    names = [r["name"] for r in result.results["audit"]["quantized"]]
+    names = [r.name for r in result.audit.quantized]
     assert names == ["W8", "W4+CLASSIFIER*:W8"]
-    assert result.results["explained_recipe"] in names and result.results["explain"] is not None
+    assert result.explained_recipe in names and result.explanation is not None
 
 
 def test_cli_audit_reports_bad_options_with_exit_2_before_loading(tmp_path, data, capsys, monkeypatch):
-    monkeypatch.setattr(pipeline, "load_grouped_dataset", lambda *a, **k: pytest.fail("loaded data"))
+    monkeypatch.setattr(pipeline, "load_recipe_data", lambda *a, **k: pytest.fail("loaded data"))
     base = ["audit", "--model", "x", "--dataset", str(data), "--output-dir", str(tmp_path / "o")]
     assert main([*base, "--batch-size", "0"]) == 2
     assert "audit batch_size must be an integer ≥ 1, got 0" in capsys.readouterr().err

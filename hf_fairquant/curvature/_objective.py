@@ -1,7 +1,7 @@
 """A group's mean loss as a function of chosen parameters: value, gradient, Hessian-vector product.
 
-The loss is the mean per-example cross-entropy over fixed batches (one group's sampled
-examples), the model in eval mode (no dropout, BatchNorm on running statistics), so it is a
+The loss is the mean of the task's per-example loss (cross-entropy for a classifier) over fixed
+batches (one group's sampled examples), the model in eval mode (no dropout, BatchNorm on running statistics), so it is a
 deterministic function of the parameters. Gradients and HVPs are double backward (autograd)
 accumulated over micro-batches of at most ``chunk_size`` examples, so memory is bounded by the
 chunk, not by the number of examples (the sum of the chunks' contributions is the same
@@ -15,10 +15,9 @@ import contextlib
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from ..batching import float_logits
 from ..errors import FairQuantError
+from ..tasks import Task, task_of
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
 
@@ -52,7 +51,8 @@ def differentiable(model: torch.nn.Module, params: Sequence[torch.nn.Parameter])
 
 
 class GroupObjective:
-    """Mean cross-entropy of ``model`` over ``batches`` w.r.t. ``params`` (flattened in order).
+    """Mean per-example loss of ``model`` over ``batches`` w.r.t. ``params`` (flattened in order),
+    the loss being ``task``'s (default: the task of the model's head).
 
     ``hvp(v)`` returns H·v for a flat ``v`` and counts itself in ``hvps``; ``on_hvp`` (if set) is
     called after each product (a progress bar's ``update``). ``chunk_size`` (None: the batches
@@ -65,12 +65,14 @@ class GroupObjective:
         params: Sequence[torch.nn.Parameter],
         batches: Sequence[Batch],
         chunk_size: int | None = None,
+        task: Task | str | None = None,
     ):
         if not batches:
             raise FairQuantError("a group objective needs at least one batch of examples")
         if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0):
             raise FairQuantError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
         self.model = model
+        self.task = task_of(model, task)
         self.params = list(params)
         self.chunk_size = chunk_size
         self.batches = [piece for batch in batches for piece in _chunks(batch, chunk_size)]
@@ -82,8 +84,7 @@ class GroupObjective:
         self.on_hvp: Callable[[int], Any] | None = None
 
     def _batch_loss(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        logits = float_logits(self.model(**inputs))
-        return F.cross_entropy(logits, labels, reduction="sum") / self.num_examples
+        return self.task.loss(self.model(**inputs), labels).sum() / self.num_examples
 
     def loss(self) -> float:
         with torch.no_grad(), evaluating(self.model):

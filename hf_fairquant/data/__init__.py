@@ -120,7 +120,7 @@ def load_grouped_dataset(
     and not padded (the input layer pads each batch).
     """
     raw, spec = load_raw_grouped_dataset(config)
-    prepared = preprocess_grouped_dataset(
+    prepared, _ = preprocess_grouped_dataset(
         raw, config, image_processor=image_processor, tokenizer=tokenizer, model_config=model_config
     )
     return prepared, spec
@@ -156,13 +156,15 @@ def load_raw_grouped_dataset(config: DataConfig) -> tuple[DatasetDict, GroupSpec
 
 def preprocess_grouped_dataset(
     raw: DatasetDict, config: DataConfig, image_processor: Any = None, tokenizer: Any = None, model_config: Any = None
-) -> DatasetDict:
-    """The second half of :func:`load_grouped_dataset`: tokenise or transform into model inputs."""
+) -> tuple[DatasetDict, Any]:
+    """The second half of :func:`load_grouped_dataset`: tokenise or transform into model inputs.
+    Returns the splits and the processor that made them (the tokenizer, the image processor, or
+    the fitted default image transform as a processor): what to publish beside the model."""
     if config.text_column:
         if tokenizer is None:
             raise FairQuantError(f"text column '{config.text_column}' needs a tokenizer")
         max_length = config.max_length if config.max_length is not None else text_length_limit(tokenizer, model_config)
-        return prepare_text_dataset(raw, tokenizer, config.text_column, config.label_column, max_length)
+        return prepare_text_dataset(raw, tokenizer, config.text_column, config.label_column, max_length), tokenizer
     if config.image_column:
         return prepare_image_dataset(
             raw, config.image_column, config.label_column, image_processor, train_split=config.train_split

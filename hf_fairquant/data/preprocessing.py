@@ -61,13 +61,14 @@ def prepare_image_dataset(
     image_processor: Any = None,
     train_split: str = "train",
     fit_sample: int = 10_000,
-) -> DatasetDict:
-    """Add ``pixel_values`` (float32, C×H×W) and ``labels``; drop the raw image column.
+) -> tuple[DatasetDict, Any]:
+    """Add ``pixel_values`` (float32, C×H×W) and ``labels``; drop the raw image column. Returns
+    the splits and the image processor that made them — ``image_processor``, or without one the
+    fitted default transform as a transformers processor (:meth:`ImageStandardizer.image_processor`),
+    to publish beside the model.
 
     Other columns (groups, class names) are kept. Without ``image_processor`` the mean/std
-    come from up to ``fit_sample`` training images (a fixed prefix: deterministic); the returned
-    DatasetDict then carries the equivalent transformers processor as ``.image_processor``
-    (:meth:`ImageStandardizer.image_processor`), to publish beside the model.
+    come from up to ``fit_sample`` training images (a fixed prefix: deterministic).
     """
     first = next(iter(dataset.values()))
     for col in (image_column, label_column):
@@ -95,9 +96,7 @@ def prepare_image_dataset(
             convert, batched=True, batch_size=1000, remove_columns=remove, features=features,
             desc=f"preprocess {split}",
         )
-    prepared = DatasetDict(out)
-    prepared.image_processor = transform.image_processor(shape[-2:]) if image_processor is None else image_processor
-    return prepared
+    return DatasetDict(out), (transform.image_processor(shape[-2:]) if image_processor is None else image_processor)
 
 
 def _label_feature(feature: Any) -> Any:

@@ -12,17 +12,19 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from optimum.quanto import QTensor
 
-from ._models import quantized_weight
+from ..quantization import Quantizer
+from ..tasks import is_quantized_tensor
 
 
-def weight_errors(fp: torch.nn.Module, quantized: torch.nn.Module, names: Sequence[str]) -> dict[str, float]:
+def weight_errors(
+    fp: torch.nn.Module, quantized: torch.nn.Module, names: Sequence[str], quantizer: Quantizer
+) -> dict[str, float]:
     """``{module: ‖W_q − W‖/‖W‖}`` (0 for an all-zero W that stays zero)."""
     out = {}
     for name in names:
         w = fp.get_submodule(name).weight.detach().double()
-        wq = quantized_weight(quantized.get_submodule(name)).double()
+        wq = quantizer.quantized_weight(quantized.get_submodule(name)).double()
         norm = float(w.norm())
         diff = float((wq - w).norm())
         out[name] = diff / norm if norm > 0 else (0.0 if diff == 0 else float("inf"))
@@ -31,7 +33,7 @@ def weight_errors(fp: torch.nn.Module, quantized: torch.nn.Module, names: Sequen
 
 def _dense(output: object) -> torch.Tensor:
     output = output[0] if isinstance(output, (tuple, list)) else output
-    if isinstance(output, QTensor):  # optimum-quanto's quantized activations
+    if is_quantized_tensor(output):  # a backend's quantized activations
         output = output.dequantize()
     return output.detach().double().flatten(1)
 

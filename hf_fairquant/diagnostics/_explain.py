@@ -1,9 +1,10 @@
 """``explain``: measure the chain from weight change to group accuracy, per layer and per group.
 
-Order of work: validate everything (arguments, data, recipe, that the model yields
-classification logits for these labels) → quantize a copy → one paired pass over the data
-(drift and logits) → per group, on its sampled examples: gradients (FP and straight-through
-quantized), curvature (λ_max, trace), the Taylor terms along Δθ → the bound.
+Order of work: validate everything (arguments, recipe, and the data through
+:class:`~hf_fairquant.inputs.GroupedInputs`: groups, references, a loss for every one) → quantize
+a copy → one paired pass over the data (drift and logits) → per group, on its sampled examples:
+gradients (FP and straight-through quantized), curvature (λ_max, trace), the Taylor terms along
+Δθ → the bound. Losses and logit statistics are the task's (cross-entropy for a classifier).
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from scipy.stats import kendalltau
 from tqdm.auto import tqdm
 
 from .._config import resolve_config
-from ..batching import ModelInputs, float_logits, iterate_batches
-from ..curvature import GroupObjective, evaluating, hutchinson_trace, top_eigenvalue
-from ..data.preprocessing import check_image_size
-from ..errors import FairQuantError
-from ..groups import GroupSpec, as_group_spec
+from ..curvature import GroupObjective, hutchinson_trace, top_eigenvalue
+from ..groups import GroupSpec
+from ..inputs import GroupedInputs
 from ..quantization import RecipeLike, calibration_batches
 from . import _models
 from ._config import ExplainConfig, lambda_budget_of
@@ -51,6 +50,7 @@ def explain(
     progress: bool = True,
     data_collator: Any = None,
     processing_class: Any = None,
+    task: Any = None,
     **options: Any,
 ) -> Explanation:
     """Measure every link of the chain for ``model`` (full precision, not modified).
@@ -59,8 +59,9 @@ def explain(
     activations calibrated on ``calibration_size`` group-stratified examples of
     ``calibration_dataset``, else of ``dataset``) or a model quantized from ``model``.
     ``dataset``: model inputs (materialised or through ``with_transform``), ``labels`` or
-    ``label``, group column(s); batches are built as the Trainer builds them (``data_collator``,
-    ``processing_class``: see :class:`~hf_fairquant.batching.ModelInputs`). Groups with no
+    ``label``, group column(s) — or :class:`~hf_fairquant.inputs.GroupedInputs`; batches are built
+    as the Trainer builds them (``data_collator``, ``processing_class``); ``task`` (default: the
+    model head's) says what the loss is. Groups with no
     example in ``calibration_dataset`` are explained too and listed in
     ``settings["eval_only_groups"]``.
 
@@ -88,26 +89,21 @@ def explain(
     # ------------------------------------------------------------ validate (no heavy work)
     hvp_budget, chunk_size = cfg.hvp_budget, cfg.chunk_size
     lambda_budget = lambda_budget_of(hvp_budget, probes, max_iterations)
-    spec = as_group_spec(group_spec)
-    num_labels = _num_labels(model)
-    label2id = getattr(getattr(model, "config", None), "label2id", None)
-    labels_all = spec.validate(dataset, num_labels=num_labels, split="explain", label2id=label2id)
-    spec = spec if spec.is_fitted else spec.fit(dataset)
+    recipe, plan, quantizer = _models.resolve(model, recipe_or_quantized_model)
+    batching = dict(data_collator=data_collator, processing_class=processing_class)
+    inputs = GroupedInputs.of(model, dataset, group_spec, task=task, split="explain", **batching)
+    spec = inputs.spec
     eval_only: list[str] = []
     if calibration_dataset is not None:
-        GroupSpec(spec.columns).validate(calibration_dataset, num_labels=num_labels, split="calibration", label2id=label2id)
-        eval_only = GroupSpec(spec.columns).fit(dataset, calibration_dataset).eval_only_groups(
-            calibration_dataset, {"explain": dataset}
+        calibrating = GroupedInputs.of(model, calibration_dataset, GroupSpec(spec.columns), task=inputs.task,
+                                       split="calibration", **batching)
+        eval_only = GroupSpec(spec.columns).fit(inputs.dataset, calibrating.dataset).eval_only_groups(
+            calibrating.dataset, {"explain": inputs.dataset}
         )
-    inputs = ModelInputs(model, dataset, data_collator, processing_class)
-    if hasattr(model, "config"):
-        check_image_size(model.config, dataset)
-    recipe, plan = _models.resolve(model, recipe_or_quantized_model)
-    codes = spec.encode(dataset)
+    codes = inputs.codes
     counts = {name: int((codes == i).sum()) for i, name in enumerate(spec.names)}
     counts = {g: c for g, c in counts.items() if c > 0}
     sizes = examples_to_use(counts, examples_per_group)
-    _check_classifier(model, inputs, labels_all, num_labels)
 
     # ------------------------------------------------------------ quantize
     laps = dict.fromkeys(("validate", "quantize", "paired_pass", "gradients", "curvature"), 0.0)
@@ -122,18 +118,17 @@ def explain(
     calibration = None
     needs_calibration = recipe is not None and any(q.activation_bits for q in plan.values())
     if needs_calibration:
-        source = calibration_dataset if calibration_dataset is not None else dataset
+        source = calibration_dataset if calibration_dataset is not None else inputs.dataset
         calibration = calibration_batches(
-            model, source, calibration_size, GroupSpec(spec.columns), batch_size, seed,
-            data_collator=data_collator, processing_class=processing_class,
+            model, source, calibration_size, GroupSpec(spec.columns), batch_size, seed, **batching,
         )
-    qm = _models.build(model, recipe_or_quantized_model, recipe, plan, calibration)
+    qm = _models.build(model, recipe_or_quantized_model, recipe, plan, quantizer, calibration)
     layers = list(plan)
     clock("quantize")
 
     # ------------------------------------------------------------ links 1 and 2
-    w_errors = weight_errors(model, qm.frozen, layers)
-    passed = paired_pass(model, qm.frozen, dataset, layers, batch_size, progress, inputs=inputs)
+    w_errors = weight_errors(model, qm.frozen, layers, quantizer)
+    passed = paired_pass(model, qm.frozen, inputs, layers, batch_size, progress)
     masks = {g: codes == spec.code_of(g) for g in counts}
     drift_layers = _layer_drift(passed, masks, w_errors, plan)
     logits = {g: _group_logits(passed, m) for g, m in masks.items()}
@@ -144,7 +139,7 @@ def explain(
     names = _parameter_names(model, layers, parameters)
     fp_params = [model.get_parameter(n) for n in names]
     q_params = [qm.straight_through.get_parameter(n) for n in names]
-    deltas = _models.weight_deltas(model, qm.frozen, plan)
+    deltas = _models.weight_deltas(model, qm)
     delta = torch.cat([
         deltas[n.rsplit(".", 1)[0]].reshape(-1) if n.endswith(".weight") and n.rsplit(".", 1)[0] in deltas
         else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
@@ -159,13 +154,10 @@ def explain(
         curvature["quantized"] = {}
     for g in tqdm(list(counts), desc="groups", disable=not progress):
         rows = sample_rows(codes, spec.code_of(g), sizes[g], seed)
-        group_inputs = ModelInputs(model, dataset.select(rows.tolist()), inputs.data_collator, processing_class)
-        batches = list(group_inputs.batches(chunk_size or batch_size))
-        fp_obj = GroupObjective(model, fp_params, batches, chunk_size)
-        q_obj = GroupObjective(qm.straight_through, q_params, batches, chunk_size)
-        grad, noise = _gradient_and_noise(
-            model, fp_params, dataset, rows, chunk_size or batch_size, seed, inputs.data_collator, processing_class
-        )
+        batches = list(inputs.select(rows).batches(chunk_size or batch_size))
+        fp_obj = GroupObjective(model, fp_params, batches, chunk_size, task=inputs.task)
+        q_obj = GroupObjective(qm.straight_through, q_params, batches, chunk_size, task=inputs.task)
+        grad, noise = _gradient_and_noise(model, fp_params, inputs, rows, chunk_size or batch_size, seed)
         gradients[g] = GroupGradient(
             len(rows), float(grad.double().norm()), float(q_obj.gradient().double().norm()), noise
         )
@@ -189,7 +181,7 @@ def explain(
         "batch_size": batch_size, "seed": seed,
         "calibration_size": calibration_size if needs_calibration else 0,
         "calibrated_on": None if not needs_calibration else ("calibration_dataset" if calibration_dataset is not None else "dataset"),
-        "eval_examples": len(dataset),
+        "eval_examples": len(inputs),
         "eval_only_groups": eval_only,
         "wall_time_s": round(time.perf_counter() - started, 1),
         "timings_s": {k: round(v, 2) for k, v in laps.items()},
@@ -210,58 +202,21 @@ def explain(
 
 # ---------------------------------------------------------------- validation helpers
 def _gradient_and_noise(
-    model: torch.nn.Module, params: list, dataset: Any, rows: np.ndarray, chunk: int, seed: int,
-    data_collator: Any = None, processing_class: Any = None,
+    model: torch.nn.Module, params: list, inputs: GroupedInputs, rows: np.ndarray, chunk: int, seed: int,
 ) -> tuple[torch.Tensor, float | None]:
     """∇ of the group's mean loss on ``rows`` and its split-half sampling noise floor
     √(n_A·n_B)/n · ‖∇L_A − ∇L_B‖ (E‖∇L̂ − ∇L‖ at n examples; from the same backward passes)."""
+    def objective(part: np.ndarray, chunk_size: int | None) -> GroupObjective:
+        return GroupObjective(model, params, list(inputs.select(part).batches(chunk)), chunk_size, task=inputs.task)
+
     if len(rows) < 2:
-        one = GroupObjective(model, params, list(iterate_batches(model, dataset.select(rows.tolist()), chunk, True, data_collator, processing_class)))
-        return one.gradient(), None
+        return objective(rows, None).gradient(), None
     halves = split_halves(rows, seed)
-    grads = [
-        GroupObjective(model, params, list(iterate_batches(model, dataset.select(h.tolist()), chunk, True, data_collator, processing_class)), chunk).gradient()
-        for h in halves
-    ]
+    grads = [objective(h, chunk).gradient() for h in halves]
     n_a, n_b, n = len(halves[0]), len(halves[1]), len(rows)
     gradient = (grads[0] * n_a + grads[1] * n_b) / n
     noise = float((grads[0].double() - grads[1].double()).norm()) * (n_a * n_b) ** 0.5 / n
     return gradient, noise
-
-def _num_labels(model: torch.nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    problem = getattr(config, "problem_type", None)
-    if problem in ("regression", "multi_label_classification"):
-        raise FairQuantError(
-            f"{type(model).__name__} has problem_type={problem!r}: explain needs a single-label classifier "
-            "(per-example cross-entropy of the logits against integer labels)"
-        )
-    return getattr(config, "num_labels", None)
-
-
-@torch.no_grad()
-def _check_classifier(model: torch.nn.Module, inputs: ModelInputs, labels_all: np.ndarray, num_labels: int | None) -> None:
-    """One forward on one example: the model must give (batch, classes) logits that the labels index."""
-    first, _ = next(inputs.batches(1))
-    with evaluating(model):
-        output = model(**first)
-    if not torch.is_tensor(output) and getattr(output, "logits", None) is None:
-        raise FairQuantError(
-            f"{type(model).__name__} returns {type(output).__name__} without `logits`: explain needs a "
-            "classifier whose output has .logits of shape (batch, classes)"
-        )
-    logits = float_logits(output)
-    if logits.ndim != 2 or logits.shape[1] < 2:
-        raise FairQuantError(
-            f"{type(model).__name__} gives logits of shape {tuple(logits.shape)}; explain needs (batch, classes) "
-            "with at least 2 classes for a cross-entropy loss per example"
-        )
-    if num_labels is None:
-        bad = sorted(set(labels_all[(labels_all < 0) | (labels_all >= logits.shape[1])].tolist()))
-        if bad:
-            raise FairQuantError(
-                f"labels {bad[:10]} have no loss: the model gives {logits.shape[1]} logits (classes 0..{logits.shape[1] - 1})"
-            )
 
 
 def _parameter_names(model: torch.nn.Module, layers: list[str], parameters: str) -> list[str]:

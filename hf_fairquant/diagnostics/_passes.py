@@ -9,16 +9,16 @@ activations, so memory does not grow with the dataset.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..batching import ModelInputs, float_logits
 from ..curvature import evaluating
+from ..inputs import GroupedInputs
+from ..tasks import LOGIT_STATISTICS
 from ._drift import ActivationRecorder
-from ._logits import STATISTICS, logit_statistics
 
 
 @dataclass
@@ -37,32 +37,31 @@ class PairedPass:
 def paired_pass(
     fp: torch.nn.Module,
     quantized: torch.nn.Module,
-    dataset: Any,
+    inputs: GroupedInputs,
     layers: Sequence[str],
     batch_size: int = 128,
     progress: bool = True,
-    inputs: ModelInputs | None = None,
 ) -> PairedPass:
-    """Run ``dataset`` through both models once (see the module docstring); ``inputs`` says how
-    its rows become batches (default: :class:`ModelInputs` of ``fp``)."""
-    stats: dict[str, dict[str, list]] = {"fp": {k: [] for k in STATISTICS}, "quantized": {k: [] for k in STATISTICS}}
+    """Run every row of ``inputs`` through both models once (see the module docstring); the task
+    of ``inputs`` gives the per-example logit statistics."""
+    stats: dict[str, dict[str, list]] = {"fp": {k: [] for k in LOGIT_STATISTICS}, "quantized": {k: [] for k in LOGIT_STATISTICS}}
     drift, norm = [], []
-    total = -(-len(dataset) // batch_size)
-    batches = (inputs if inputs is not None else ModelInputs(fp, dataset)).batches(batch_size)
+    total = -(-len(inputs) // batch_size)
     with evaluating(fp), evaluating(quantized), ActivationRecorder(fp, layers) as fp_rec, ActivationRecorder(quantized, layers) as q_rec:
-        for inputs, labels in tqdm(batches, total=total, desc="FP vs quantized", disable=not progress, leave=False):
+        for batch, targets in tqdm(inputs.batches(batch_size), total=total, desc="FP vs quantized", disable=not progress, leave=False):
             fp_rec.outputs.clear()
             q_rec.outputs.clear()
             for key, model in (("fp", fp), ("quantized", quantized)):
-                for stat, values in logit_statistics(float_logits(model(**inputs)), labels).items():
+                for stat, values in inputs.task.logit_statistics(model(**batch), targets).items():
                     stats[key][stat].append(values.double().cpu().numpy())
-            missing = np.full(len(labels), np.nan)  # a module this forward did not call
+            n = len(stats["fp"]["loss"][-1])
+            missing = np.full(n, np.nan)  # a module this forward did not call
             drift.append(np.stack([
-                ((q_rec.outputs[n] - fp_rec.outputs[n]) ** 2).sum(1).cpu().numpy() if n in fp_rec.outputs else missing
-                for n in layers
+                ((q_rec.outputs[name] - fp_rec.outputs[name]) ** 2).sum(1).cpu().numpy() if name in fp_rec.outputs else missing
+                for name in layers
             ], 1))
             norm.append(np.stack([
-                (fp_rec.outputs[n] ** 2).sum(1).cpu().numpy() if n in fp_rec.outputs else missing for n in layers
+                (fp_rec.outputs[name] ** 2).sum(1).cpu().numpy() if name in fp_rec.outputs else missing for name in layers
             ], 1))
     return PairedPass(
         list(layers),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import numpy as np
 
 from ..errors import FairQuantError
+from ..tasks import get_task
 from ._loading import load_group_disparity
 
 if TYPE_CHECKING:
@@ -81,19 +82,6 @@ def _unpack(
     return np.asarray(predictions), labels, groups
 
 
-def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-example cross-entropy of a plain classification head (no label smoothing, no weights)."""
-    if labels.min() < 0 or labels.max() >= logits.shape[-1]:
-        raise FairQuantError(
-            f"labels must lie in [0, {logits.shape[-1]}) to match the logits' last axis, "
-            f"got values from {labels.min()} to {labels.max()}."
-        )
-    logits = logits.astype(np.float64)
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    log_z = np.log(np.exp(shifted).sum(axis=-1))
-    return log_z - shifted[np.arange(len(labels)), labels]
-
-
 def _flatten(result: Mapping[str, Any], names: Optional[dict[str, str]]) -> dict[str, float]:
     """Flat float keys: ``group_accuracy/<name>``, ``accuracy_gap_ci_lo``, ``group_accuracy_ci_hi/<name>``."""
     rename = (lambda g: names.get(g, g)) if names else (lambda g: g)
@@ -123,12 +111,14 @@ def group_compute_metrics(
     include_loss: bool = True,
     group_spec: Any = None,
     eval_dataset: Any = None,
+    task: Any = "classification",
 ) -> Callable[["EvalPrediction"], dict[str, float]]:
     """Build a ``compute_metrics`` for ``Trainer`` that reports accuracy per group.
 
     The Trainer must pass the group column along with the labels (``label_names=["labels",
     "group"]``), so ``EvalPrediction.label_ids`` is ``(labels, groups)`` with integer group codes.
-    Predictions are logits (argmax is taken; a tuple's first element is used) or class ids.
+    Predictions are logits (a tuple's first element is used) or class ids; the ``task`` (default
+    classification: argmax and cross-entropy) turns them into per-example predictions and losses.
 
     Args:
         group_names: readable names for the integer group codes, as a mapping or a sequence
@@ -144,6 +134,7 @@ def group_compute_metrics(
             missing column is an error here, not an empty metrics dict later) and matched to the
             predictions by row order, so ``label_names`` can stay ``["labels"]``. Without it the
             Trainer must pass integer codes as the second label (``label_names=["labels", "group"]``).
+        task: a task name or :class:`~hf_fairquant.tasks.Task` (what a prediction and a loss are).
 
     Returns:
         A callable ``EvalPrediction -> dict[str, float]`` with the module's keys flattened:
@@ -170,6 +161,7 @@ def group_compute_metrics(
     elif eval_dataset is not None:
         raise FairQuantError("eval_dataset needs group_spec=... (which column(s) hold the groups)")
     names = _names_by_code(group_names)
+    task = get_task(task)
     module = load_group_disparity()
     # Dry run on one example: invalid settings fail now, not after the first epoch of training.
     module.compute(
@@ -181,9 +173,10 @@ def group_compute_metrics(
         predictions, labels, groups = _unpack(eval_pred, dataset_groups)
         extra: dict[str, Any] = {}
         if predictions.ndim == 2:
+            outputs = task.eval_outputs(predictions, labels)
             if include_loss and len(labels) == len(predictions) > 0:  # else the module names the problem
-                extra["losses"] = _cross_entropy(predictions, labels)
-            predictions = predictions.argmax(axis=-1)
+                extra["losses"] = outputs.losses
+            predictions = outputs.example_predictions()
         if ref is not None:
             extra["reference_predictions"] = ref
         result = module.compute(

@@ -10,8 +10,11 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {
     "api": ["apply_plan", "calibrate", "effective_bits", "freeze", "is_quantized", "layer_bits",
-            "model_size_bytes", "quantize", "recipe_backend", "DEFAULT_BACKEND"],
-    "backends": ["QuantBackend", "available_backends", "backend_of", "get_backend", "register_backend"],
+            "model_size_bytes", "quantize", "recipe_quantizer"],
+    "backends": ["ArtifactFormat", "Backend", "DEFAULT_BACKEND", "Publishing", "Quantizer", "artifact_for_folder",
+                 "available_backends", "get_artifact", "get_backend", "get_quantizer", "loaded_artifact_of",
+                 "publishable_backends", "publishable_with_transformers", "quantizer_of", "quantizing_backends", "register_backend",
+                 "transformers_native"],
     "calibration": ["calibration_batches"],
     "recipe": ["PRESETS", "SUPPORTED_ACTIVATION_BITS", "SUPPORTED_WEIGHT_BITS", "LayerQuant", "QuantRecipe",
                "RecipeLike", "check_unique_names", "parse_recipes", "quantizable_modules"],

@@ -12,10 +12,9 @@ import torch
 
 from ..errors import FairQuantError
 from ..groups import GroupSpec
-from .backends import Plan, QuantBackend, backend_of, get_backend
+from .backends import DEFAULT_BACKEND, Plan, Quantizer, get_quantizer, loaded_artifact_of, quantizer_of
 from .calibration import calibration_batches
 from .recipe import (
-    DEFAULT_BACKEND,
     LayerQuant,
     QuantRecipe,
     RecipeLike,
@@ -25,23 +24,23 @@ from .recipe import (
 )
 
 
-def recipe_backend(recipe: QuantRecipe) -> QuantBackend:
-    """The backend a recipe compiles to, with the recipe's backend options."""
-    return get_backend(recipe.backend).configure(recipe)
+def recipe_quantizer(recipe: QuantRecipe) -> Quantizer:
+    """The quantizer a recipe compiles to, with the recipe's backend options."""
+    return get_quantizer(recipe.backend).configure(recipe)
 
 
 def apply_plan(model: torch.nn.Module, plan: Plan, backend: str = DEFAULT_BACKEND) -> torch.nn.Module:
     """Swap each planned module for ``backend``'s quantized module (not frozen: QAT starts here)."""
-    handler = get_backend(backend)
-    handler.check(model, plan)
-    return handler.apply(model, plan)
+    quantizer = get_quantizer(backend)
+    quantizer.check(model, plan)
+    return quantizer.apply(model, plan)
 
 
-def _owner(model: torch.nn.Module) -> QuantBackend:
-    backend = backend_of(model)
-    if backend is None:
+def _owner(model: torch.nn.Module) -> Quantizer:
+    quantizer = quantizer_of(model)
+    if quantizer is None:
         raise FairQuantError(f"{type(model).__name__} holds no quantized module: quantize it first")
-    return backend
+    return quantizer
 
 
 def calibrate(model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> None:
@@ -75,7 +74,7 @@ def quantize(
     """
     recipe = QuantRecipe.parse(recipe)
     plan = recipe.plan(model)
-    backend = recipe_backend(recipe)
+    backend = recipe_quantizer(recipe)
     backend.check(model, plan)
     if calibration_size <= 0:
         raise FairQuantError(f"calibration_size must be positive, got {calibration_size}")
@@ -103,16 +102,17 @@ def quantize(
 
 
 def is_quantized(model: torch.nn.Module) -> bool:
-    return backend_of(model) is not None
+    """True for a model holding a backend's quantized modules, or a loaded quantized artifact."""
+    return quantizer_of(model) is not None or loaded_artifact_of(model) is not None
 
 
 def layer_bits(model: torch.nn.Module) -> dict[str, LayerQuant | None]:
     """What each Conv2d/Linear of a (possibly quantized) model holds: LayerQuant or None (float)."""
-    backend = backend_of(model)
-    table = backend.layer_table(model) if backend is not None else None
-    if table is not None:
-        return table
-    quantized = backend.layer_bits(model) if backend is not None else {}
+    artifact = loaded_artifact_of(model)
+    if artifact is not None:
+        return artifact.layer_table(model)
+    quantizer = quantizer_of(model)
+    quantized = quantizer.layer_bits(model) if quantizer is not None else {}
     out: dict[str, LayerQuant | None] = {}
     for name, module in model.named_modules():
         if name in quantized:
@@ -130,10 +130,9 @@ def effective_bits(model: torch.nn.Module) -> float:
     Quantized modules count their weight bits; float modules their dtype width (32 for
     float32), so excluding a large layer shows in the number.
     """
-    backend = backend_of(model)
-    own = backend.effective_bits(model) if backend is not None else None
-    if own is not None:
-        return own
+    artifact = loaded_artifact_of(model)
+    if artifact is not None:
+        return artifact.effective_bits(model)
     bits = layer_bits(model)
     return weighted_bits(
         (model.get_submodule(n).weight.numel(), q.weight_bits if q else float_bits(model.get_submodule(n).weight))
@@ -143,12 +142,11 @@ def effective_bits(model: torch.nn.Module) -> float:
 
 def model_size_bytes(model: torch.nn.Module) -> int:
     """Bytes of every tensor in the state dict — what ``save_quantized`` writes (± header).
-    A tensor subclass (torchao's integer weights) counts the plain tensors it holds; an ONNX
-    Runtime model counts its file's bytes."""
-    backend = backend_of(model)
-    own = backend.size_bytes(model) if backend is not None else None
-    if own is not None:
-        return own
+    A tensor subclass (torchao's integer weights) counts the plain tensors it holds; a loaded
+    artifact that describes itself (an ONNX Runtime model) counts its file's bytes."""
+    artifact = loaded_artifact_of(model)
+    if artifact is not None:
+        return artifact.size_bytes(model)
     return sum(_tensor_bytes(t) for t in model.state_dict().values())
 
 

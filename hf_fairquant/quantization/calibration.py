@@ -22,24 +22,32 @@ def calibration_batches(
     processing_class: Any = None,
 ) -> list[dict[str, torch.Tensor]]:
     """Input batches of a group-stratified subset of ``dataset`` (uniform if no groups), so that
-    rare groups shape the activation ranges too. Batches come from the one input layer
-    (:class:`~hf_fairquant.batching.ModelInputs`: transforms, ``data_collator`` for dynamic
-    padding, an image processor for PIL columns). An empty ``dataset`` is an error (an
-    uncalibrated model would keep scales of 1.0 and look quantized)."""
+    rare groups shape the activation ranges too. ``dataset`` is a ``datasets.Dataset`` (batched
+    as the Trainer would: transforms, ``data_collator`` for dynamic padding, an image processor
+    for PIL columns) or a :class:`~hf_fairquant.inputs.GroupedInputs` (its groups are used when
+    ``group_spec`` is None). An empty ``dataset`` is an error (an uncalibrated model would keep
+    scales of 1.0 and look quantized)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise FairQuantError(f"calibration_size must be a positive integer, got {size!r}")
+    grouped = hasattr(dataset, "input_batches") and hasattr(dataset, "codes")  # a GroupedInputs
+    if grouped:
+        codes = dataset.codes if group_spec is None else _fitted(group_spec, dataset.dataset).encode(dataset.dataset)
+        subset = dataset.select(stratified_indices(codes, size, seed))
+        return list(subset.input_batches(batch_size))
     if dataset is None or not hasattr(dataset, "select") or len(dataset) == 0:
         what = "None" if dataset is None else (f"empty ({type(dataset).__name__} of 0 rows)" if hasattr(dataset, "__len__") else type(dataset).__name__)
         raise FairQuantError(
             f"calibration_dataset is {what}: activation quantization needs a datasets.Dataset with at least one "
             "example of the model's inputs"
         )
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise FairQuantError(f"calibration_size must be a positive integer, got {size!r}")
     if group_spec is not None:
-        spec = as_group_spec(group_spec, "calibration group_spec")
-        spec = spec if spec.is_fitted else spec.fit(dataset)
-        rows = stratified_indices(spec.encode(dataset), size, seed)
+        rows = stratified_indices(_fitted(group_spec, dataset).encode(dataset), size, seed)
     else:
         rows = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size].sort().values
     subset = dataset.select(rows.tolist() if hasattr(rows, "tolist") else rows)
-    batches = iterate_batches(model, subset, batch_size, False, data_collator, processing_class)
-    return [inputs for inputs, _ in batches]
+    return list(iterate_batches(model, subset, batch_size, data_collator, processing_class))
+
+
+def _fitted(group_spec: Any, dataset: Any) -> GroupSpec:
+    spec = as_group_spec(group_spec, "calibration group_spec")
+    return spec if spec.is_fitted else spec.fit(dataset)

@@ -18,14 +18,13 @@ from typing import Any, Iterable, Mapping, Union
 import torch
 
 from ..errors import FairQuantError
+from .backends import DEFAULT_BACKEND, available_backends
 
 SUPPORTED_WEIGHT_BITS = (2, 4, 8)
 SUPPORTED_ACTIVATION_BITS = (None, 8)
 #: The named presets (any ``w{2,4,8}[a8]`` string parses too).
 PRESETS = ("w8a8", "w4a8", "w4", "w2a8")
 QUANTIZABLE_TYPES = (torch.nn.Conv2d, torch.nn.Linear)
-#: The backend a recipe compiles to when it names none.
-DEFAULT_BACKEND = "quanto"
 #: Weight group size of the backends that quantize per group (torchao's int4/int2).
 DEFAULT_GROUP_SIZE = 32
 _PRESET_RE = re.compile(r"^w(\d+)(?:a(\d+))?$")
@@ -95,8 +94,6 @@ class QuantRecipe:
     group_size: int = DEFAULT_GROUP_SIZE
 
     def __post_init__(self) -> None:
-        from .backends import available_backends  # here: the registry module imports this one
-
         LayerQuant(self.weight_bits, self.activation_bits)  # validates the defaults
         if self.backend not in available_backends():
             raise FairQuantError(f"unknown quantization backend {self.backend!r}; allowed: {available_backends()}")

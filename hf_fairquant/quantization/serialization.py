@@ -1,8 +1,8 @@
 """Save and load a quantized model exactly, whichever backend quantized it.
 
-:func:`save_quantized` asks the model's backend (:func:`~.backends.backend_of`) to write its
-artifact, then adds ``hf_fairquant.json`` (format version, backend, recipe, effective bits) and
-any extra files; :func:`load_quantized` asks the backend whose artifact the folder holds. Two
+:func:`save_quantized` asks the artifact format of the model's backend (:func:`~.backends.quantizer_of`)
+to write it, then adds ``hf_fairquant.json`` (format version, backend, recipe, effective bits) and
+any extra files; :func:`load_quantized` asks the artifact format the folder holds. The built-in
 formats, both loadable from a local path or a Hub repo id:
 
 - torchao: a transformers ``save_pretrained`` folder whose ``config.json`` carries a
@@ -32,21 +32,31 @@ from .._paths import local_folder_or_hub_id
 from ..errors import ArtifactError, FairQuantError, MissingFileError
 from .api import effective_bits
 from .artifact_checks import file_hashes, verify_files
-from .backends import backend_for_folder, backend_of, get_backend
+from .backends import artifact_for_folder, available_backends, get_artifact, get_backend, quantizer_of
 from .recipe import QuantRecipe
 
 META_NAME = "hf_fairquant.json"
 FORMAT_VERSION = 1
-# the optimum-quanto file names (kept importable here)
-WEIGHTS_NAME = "model.safetensors"
-QMAP_NAME = "quantization_map.json"
 
 
-def _is_artifact_file(name: str) -> bool:
-    """Files some backend's save writes (replaced on a re-save, never carried over)."""
-    return name in {"config.json", "generation_config.json", META_NAME, QMAP_NAME, WEIGHTS_NAME,
-                    "model.safetensors.index.json", "pytorch_model.bin"} or (
-        name.startswith("model-") and name.endswith(".safetensors"))
+def _artifact_files(folder: Path, saving: str) -> set[str]:
+    """Files a backend's save writes — the saving backend's, and the one that wrote ``folder``
+    before (its ``hf_fairquant.json``): replaced on a re-save, never carried over."""
+    names = {saving}
+    if (folder / META_NAME).is_file():
+        try:
+            previous = json.loads((folder / META_NAME).read_text()).get("backend")
+        except (ValueError, AttributeError):
+            previous = None
+        if previous in available_backends():
+            names.add(previous)
+    files = {f for n in names if (a := get_backend(n).artifact) is not None for f in a.artifact_files()}
+    return files | {"config.json", "generation_config.json", META_NAME, "model.safetensors",
+                    "model.safetensors.index.json", "pytorch_model.bin"}
+
+
+def _is_artifact_file(name: str, artifact_files: set[str]) -> bool:
+    return name in artifact_files or (name.startswith("model-") and name.endswith(".safetensors"))
 
 
 def save_quantized(
@@ -58,15 +68,16 @@ def save_quantized(
 
     ``extra`` files (``{name: text}``, e.g. a model card ``README.md``) are written alongside.
     """
-    backend = backend_of(model)
-    if backend is None:
+    quantizer = quantizer_of(model)
+    if quantizer is None:
         raise FairQuantError("save_quantized expects a quantized model (call hf_fairquant.quantize first)")
+    artifact = get_artifact(quantizer.name)
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "save_pretrained"):
         raise FairQuantError(f"{type(model).__name__} has no transformers config: save_quantized needs a PreTrainedModel")
     meta = {
         "format_version": FORMAT_VERSION,
-        "backend": backend.name,
+        "backend": quantizer.name,
         "recipe": recipe.to_dict() if recipe is not None else None,
         "effective_bits": effective_bits(model),
     }
@@ -74,9 +85,10 @@ def save_quantized(
     if contains_cwd(directory):
         raise FairQuantError(f"save_quantized replaces {directory} whole, and it is (or contains) the working folder; "
                              "save into a subfolder")
-    carried = [p.name for p in directory.iterdir() if not _is_artifact_file(p.name)] if directory.is_dir() else []
+    replaced = _artifact_files(directory, quantizer.name) if directory.is_dir() else set()
+    carried = [p.name for p in directory.iterdir() if not _is_artifact_file(p.name, replaced)] if directory.is_dir() else []
     with atomic_directory(directory, keep=carried) as tmp:  # the whole folder is swapped
-        backend.save(model, tmp, recipe)
+        artifact.save(model, tmp, recipe)
         meta["files_sha256"] = file_hashes(tmp, [p.name for p in tmp.iterdir() if p.is_file()])  # checked on load
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2))
         for name, text in (extra or {}).items():
@@ -126,8 +138,8 @@ def load_quantized(path_or_repo: str | Path, revision: str | None = None, token:
         meta = load_metadata(folder)
         verify_files(folder, meta.get("files_sha256"), folder / META_NAME)
         named = meta.get("backend")
-    backend = get_backend(named) if named else backend_for_folder(folder)
-    return backend.load(folder)
+    artifact = get_artifact(named) if named else artifact_for_folder(folder)
+    return artifact.load(folder)
 
 
 def load_metadata(path: str | Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .._format import pct, to_plain
 from .._paths import hub_id
+from ..tasks import modality_of
 
 TEMPLATE = "model_card.md"
 
@@ -66,7 +67,7 @@ def trainer_card(
     evaluation data has a Hub id (``dataset_tags``, else the eval dataset's ``info.dataset_name``).
     Keyword names follow ``Trainer.create_model_card`` (others are ignored).
     """
-    from ..quantization import effective_bits, is_quantized, layer_bits, model_size_bytes
+    from ..quantization import effective_bits, get_artifact, is_quantized, layer_bits, model_size_bytes, quantizer_of
 
     model, args, spec = trainer.model, trainer.args, trainer.group_spec
     model_name = model_name or Path(args.output_dir).name
@@ -116,11 +117,11 @@ def trainer_card(
     if dro_weights:
         mitigation += " Final Group-DRO weights: " + ", ".join(f"{g} {w:.3f}" for g, w in dro_weights.items()) + "."
     layers = {n: str(q) if q is not None else "float" for n, q in layer_bits(model).items()}
-    rows_q = "\n".join(f"| `{n}` | {b} |" for n, b in layers.items())
+    quantizer = quantizer_of(model) if quantized else None
+    publishing = get_artifact(quantizer.name).publishing if quantizer is not None else None
     quantization = (
-        "optimum-quanto (weights per layer as below; `a8` = 8-bit activations, calibrated on group-stratified "
-        f"training examples). Mean weight bits, weighted by parameters: {bits:.2f}.\n\n| layer | bits |\n| --- | --- |\n{rows_q}"
-        if quantized else "Full precision (the trainer had no `quantization` recipe)."
+        publishing.quantization_text(bits, layers) if publishing is not None
+        else "Full precision (the trainer had no `quantization` recipe)."
     )
     dataset_ids = [d for d in ([dataset_tags] if isinstance(dataset_tags, str) else list(dataset_tags or [])) if hub_id(d)]
     eval_set = trainer.eval_dataset if not isinstance(trainer.eval_dataset, dict) else next(iter(trainer.eval_dataset.values()), None)
@@ -128,24 +129,34 @@ def trainer_card(
     dataset_id = next(iter(dataset_ids), None) or hub_id(info_name)
     results = []
     if evaluation is not None and dataset_id:
-        task = "image-classification" if "pixel_values" in str(getattr(model, "main_input_name", "")) else "text-classification"
-        common = dict(task_type=task, dataset_type=dataset_id,
+        common = dict(task_type=trainer.task.pipeline_tag(modality_of(model)), dataset_type=dataset_id,
                       dataset_name=(dataset if isinstance(dataset, str) else None) or dataset_id, dataset_split="eval")
         entries = [("accuracy", f"accuracy ({recipe or 'FP'})", get("accuracy")),
                    ("accuracy_gap", f"group accuracy gap ({recipe or 'FP'})", get("accuracy_gap"))]
         entries += [("accuracy", f"accuracy, group {g} ({recipe or 'FP'})", get("group_accuracy", g)) for g in spec.names]
         results = [EvalResult(metric_type=t, metric_name=n, metric_value=float(v), **common) for t, n, v in entries if v is not None]
     extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
+    modality = modality_of(model)
     data = ModelCardData(
         model_name=model_name,
         license=license,
-        library_name="hf-fairquant",
+        library_name=publishing.library_name if publishing is not None else "transformers",
+        pipeline_tag=trainer.task.pipeline_tag(modality),
         base_model=hub_id(finetuned_from) or hub_id(getattr(getattr(model, "config", None), "_name_or_path", None)),
         datasets=dataset_ids or None,
-        tags=["hf-fairquant", "quantization", "optimum-quanto", "fairness", *extra_tags],
+        tags=["hf-fairquant", "quantization", *(publishing.tags if publishing else ()), "fairness", *extra_tags],
         eval_results=results or None,
     )
+    auto_class, pipeline_tag = trainer.task.auto_class(modality), trainer.task.pipeline_tag(modality)
+    if publishing is not None:
+        load = {"load_line": publishing.load_line(repo_id, auto_class, pipeline_tag),
+                "load_snippet": publishing.load_snippet(repo_id, auto_class, pipeline_tag), "backend_note": publishing.note}
+    else:  # a full-precision model: plain transformers
+        load = {"load_line": f"`{auto_class}.from_pretrained(\"{repo_id}\")` (full precision; no hf_fairquant needed).",
+                "load_snippet": (f"from transformers import {auto_class}\n\nmodel = {auto_class}.from_pretrained(\"{repo_id}\")"),
+                "backend_note": "Not quantized."}
     values = {
+        **load,
         "model_name": model_name,
         "repo_id": repo_id,
         "summary": (
@@ -167,7 +178,8 @@ def trainer_card(
         "explanation": "Not measured by the trainer: `hf_fairquant.explain(fp_model, recipe, eval_ds, 'group')` measures it.",
         "limitations": [
             "Per-group numbers are from one evaluation of one training run (one seed), without confidence intervals.",
-            "Not measured: latency or memory at inference (quanto simulates quantization on a CPU).",
+            "Not measured: latency or memory at inference"
+            + (f" ({publishing.speed_note})" if publishing is not None and publishing.speed_note else "") + ".",
         ],
         "command": "FairQuantTrainer(model, FairQuantTrainingArguments(**" + json.dumps(arguments) + "), ...).train()",
         "footer": "Every logged number: `trainer.state.log_history` (`trainer_state.json` in checkpoints).",

@@ -25,17 +25,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import Trainer
 
 from .._atomic import atomic_write_text
 from ..allocation import allocate_bits
-from ..batching import LABELS, PIXEL_VALUES, ModelInputs, float_logits, has_transform, image_processor_of
+from ..batching import LABELS, PIXEL_VALUES, ModelInputs, has_transform, image_processor_of
 from ..errors import FairQuantError
 from ..groups import GroupSpec
+from ..inputs import GroupedInputs
 from ..metrics import group_compute_metrics
-from ..quantization import QuantRecipe, calibration_batches, recipe_backend, save_quantized
-from ..quantization.api import is_quantized
+from ..quantization import QuantRecipe, calibration_batches, is_quantized, recipe_quantizer, save_quantized
+from ..tasks import Task, task_of
 from .arguments import FairQuantTrainingArguments
 from .sampling import GroupBalancedSampler, cell_codes, sampling_weights
 from .state import FairQuantState, resolve_checkpoint
@@ -47,7 +47,8 @@ LABEL_CODES = "fairquant_labels"
 class FairQuantTrainer(Trainer):
     """``Trainer`` with group-aware sampling, group-weighted loss and QAT (see module doc).
 
-    The loss is cross-entropy computed here (single-label classification), a per-batch mean:
+    The per-example loss is the task's (``task``, default: the task of the model's head — cross-
+    entropy for a classifier), weighted per group and averaged per batch:
     ``loss_is_scaled_for_ga = False`` lets the Trainer scale it for gradient accumulation.
     Evaluation loss is the plain mean, so it compares across weighting schemes.
     """
@@ -61,6 +62,7 @@ class FairQuantTrainer(Trainer):
         train_dataset: Any = None,
         eval_dataset: Any = None,
         compute_metrics: Any = None,
+        task: Task | str | None = None,
         **kwargs: Any,
     ) -> None:
         args = args if args is not None else FairQuantTrainingArguments(output_dir="trainer_output")
@@ -68,29 +70,22 @@ class FairQuantTrainer(Trainer):
             raise FairQuantError(f"FairQuantTrainer needs FairQuantTrainingArguments, got {type(args).__name__}")
         if model is None:
             raise FairQuantError("FairQuantTrainer needs a model")
-        if getattr(model, "config", None) is None or getattr(model.config, "num_labels", None) is None:
+        if getattr(model, "config", None) is None:
             raise FairQuantError(
-                f"FairQuantTrainer needs a transformers classification model with a `config` (num_labels); "
-                f"{type(model).__name__} has none: wrap it in a PreTrainedModel or use an AutoModelFor*Classification"
+                f"FairQuantTrainer needs a transformers model with a `config`; {type(model).__name__} has none: wrap it "
+                "in a PreTrainedModel or use an AutoModelFor… class"
             )
-        problem = getattr(getattr(model, "config", None), "problem_type", None)
-        if problem not in (None, "single_label_classification"):
-            raise FairQuantError(f"FairQuantTrainer trains single-label classifiers; the model's problem_type is {problem!r}")
+        self.task: Task = task_of(model, task)
 
-        # ---- groups and labels: validate and encode before any heavy work
+        # ---- groups and references: validate and encode before any heavy work
         spec = GroupSpec(args.group_columns)
-        num_labels = getattr(model.config, "num_labels", None)
-        label2id = getattr(model.config, "label2id", None)
         evals = eval_dataset if isinstance(eval_dataset, dict) else ({"eval": eval_dataset} if eval_dataset is not None else {})
+        batching = dict(data_collator=kwargs.get("data_collator"), processing_class=kwargs.get("processing_class"))
         labels: dict[str, Any] = {}
-        if train_dataset is not None:
-            labels["train"] = spec.validate(train_dataset, None, num_labels, split="train", label2id=label2id)
-        for name, ds in evals.items():
-            labels[name] = spec.validate(ds, None, num_labels, split=name, label2id=label2id)
+        for name, ds in [("train", train_dataset), *evals.items()]:
+            if ds is not None:  # groups, references and the inputs the model takes: fail now
+                labels[name] = GroupedInputs(model, ds, spec, task=self.task, split=name, **batching).references
         processing_class = kwargs.get("processing_class")
-        for ds in [train_dataset, *evals.values()]:
-            if ds is not None:  # inputs the model takes (a PIL column needs an image processor): fail now
-                ModelInputs(model, ds, kwargs.get("data_collator"), processing_class)
         splits = [d for d in [train_dataset, *evals.values()] if d is not None]
         if not splits:
             raise FairQuantError("FairQuantTrainer needs a train_dataset or an eval_dataset with a group column")
@@ -104,7 +99,7 @@ class FairQuantTrainer(Trainer):
         plan = self.quant_recipe.plan(model) if self.quant_recipe is not None else None
         self._qat_plan, self._qat_backend, self._qat_converted = plan, None, False
         if plan is not None:
-            self._qat_backend = recipe_backend(self.quant_recipe)
+            self._qat_backend = recipe_quantizer(self.quant_recipe)
             self._qat_backend.check(model, plan)  # what the backend cannot do, before any work
             if self._qat_backend.needs_calibration(plan) and train_dataset is None:
                 raise FairQuantError(f"QAT recipe {self.quant_recipe} quantizes activations: calibration needs a train_dataset")
@@ -116,7 +111,7 @@ class FairQuantTrainer(Trainer):
         else:
             eval_dataset = prepare(eval_dataset, "eval")
         if compute_metrics is None:
-            compute_metrics = group_compute_metrics(group_names=self.group_spec.names)
+            compute_metrics = group_compute_metrics(group_names=self.group_spec.names, task=self.task)
         state = FairQuantState(
             quantization=self.quant_recipe.to_dict() if self.quant_recipe is not None else None,
             group_columns=list(self.group_spec.columns), group_names=self.group_spec.names,
@@ -190,7 +185,9 @@ class FairQuantTrainer(Trainer):
             dataset = dataset.remove_columns(column)
         dataset = dataset.add_column(column, codes.tolist())
         stored = dataset.features.get(LABELS)
-        if "label" in dataset.column_names or getattr(stored, "dtype", None) not in ("int64", "int32", "int16", "int8"):
+        if labels is None:  # the task's targets come with each batch (e.g. a language model's tokens)
+            pass
+        elif "label" in dataset.column_names or getattr(stored, "dtype", None) not in ("int64", "int32", "int16", "int8"):
             dataset = dataset.remove_columns([c for c in ("label", LABELS) if c in dataset.column_names])
             dataset = dataset.add_column(LABELS, np.asarray(labels, dtype=np.int64).tolist())
         return dataset.with_format("torch") if not dataset.format["type"] else dataset
@@ -202,7 +199,9 @@ class FairQuantTrainer(Trainer):
         inner_columns = list(fmt["columns"] or dataset.column_names)
         base = dataset.with_format(None)
         base = base.remove_columns([c for c in (column, LABEL_CODES) if c in base.column_names])
-        base = base.add_column(column, codes.tolist()).add_column(LABEL_CODES, np.asarray(labels, dtype=np.int64).tolist())
+        base = base.add_column(column, codes.tolist())
+        if labels is not None:
+            base = base.add_column(LABEL_CODES, np.asarray(labels, dtype=np.int64).tolist())
         keep = [n for n in inputs.input_names if n != PIXEL_VALUES or inputs.image_column is None]
         image_column, processor = inputs.image_column, image_processor_of(inputs.processing_class)
 
@@ -211,7 +210,8 @@ class FairQuantTrainer(Trainer):
             out = {k: served[k] for k in keep if k in served}
             if image_column is not None:
                 out[PIXEL_VALUES] = processor(list(batch[image_column]), return_tensors="pt")[PIXEL_VALUES]
-            out[LABELS] = batch[LABEL_CODES]
+            if labels is not None:
+                out[LABELS] = batch[LABEL_CODES]
             out[column] = batch[column]
             return out
 
@@ -277,7 +277,7 @@ class FairQuantTrainer(Trainer):
         groups = inputs.pop(self.args.group_code_column)
         labels = inputs.pop(LABELS)
         outputs = model(**inputs)
-        losses = F.cross_entropy(float_logits(outputs), labels, reduction="none")
+        losses = self.task.loss(outputs, labels)
         if self.loss_weighting is None or not model.training:
             loss = losses.mean()
         else:

@@ -9,7 +9,7 @@ from datasets import Dataset, DatasetDict
 from hf_fairquant.data import DataConfig, text_length_limit
 from tests.conftest import tiny_tokenizer
 
-# hf_fairquant.cli / .pipeline are imported inside the tests: importing hf_fairquant.pipeline at
+# hf_fairquant.cli / .run are imported inside the tests: importing hf_fairquant.run at
 # collection time binds the *submodule* hf_fairquant.audit over the lazily exported function
 # `hf_fairquant.audit` for every later `from hf_fairquant import audit` (reported to the lead).
 
@@ -52,10 +52,10 @@ def test_the_limit_is_the_smaller_of_tokenizer_and_model():
 
 @pytest.mark.parametrize("max_length, longest", [(None, POSITIONS), (12, 12)])
 def test_truncated_not_padded(text_setup, max_length, longest):
-    from hf_fairquant.pipeline import load_pretrained
+    from hf_fairquant.run import load_pretrained
 
     data = DataConfig(source=str(text_setup / "data"), text_column="text", max_length=max_length)
-    _, splits, _ = load_pretrained(str(text_setup / "model"), data)
+    _, splits, _, _ = load_pretrained(str(text_setup / "model"), data)
     lengths = [len(ids) for ids in splits["test"]["input_ids"][:]]
     assert max(lengths) == longest and min(lengths) < longest  # truncated to the limit, not padded to it
 

@@ -75,9 +75,9 @@ def test_cli_rejects_bad_options_before_loading_anything(saved_model, tmp_path, 
 
 def test_cli_explain_refuses_a_non_empty_folder_and_the_working_folder_before_loading(saved_model, tmp_path, capsys,
                                                                                        monkeypatch):
-    import hf_fairquant.pipeline as pipeline
+    import hf_fairquant.run as run
 
-    monkeypatch.setattr(pipeline, "load_pretrained", lambda *a, **k: pytest.fail("loaded before checking"))
+    monkeypatch.setattr(run, "load_pretrained", lambda *a, **k: pytest.fail("loaded before checking"))
     out = tmp_path / "explain"
     out.mkdir()
     (out / "explain.json").write_text("{}")  # an earlier explain

@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 from hf_fairquant import load_quantized, quantize, save_quantized
 from hf_fairquant.errors import ArtifactError, FairQuantError
 from hf_fairquant.quantization import artifact_checks as checks, serialization as ser
+from hf_fairquant.quantization.backends import quanto
 from tests.conftest import image_dataset, tiny_resnet
 from tests.quantization.test_serialization import _logits, resign
 
@@ -21,7 +22,7 @@ def saved(tmp_path):
 
 
 def _edit_map(folder, change):
-    qmap = json.loads((folder / ser.QMAP_NAME).read_text())
+    qmap = json.loads((folder / quanto.QMAP_NAME).read_text())
     name = next(k for k in qmap if k != checks.QMAP_CHECK_KEY)
     qmap[name].update(change)
     return qmap
@@ -30,7 +31,7 @@ def _edit_map(folder, change):
 @pytest.mark.parametrize("change", [{"weights": "qint2"}, {"activations": "none"}])
 def test_an_edited_quantization_map_is_refused_naming_the_file(saved, change):
     folder, _, _ = saved
-    (folder / ser.QMAP_NAME).write_text(json.dumps(_edit_map(folder, change)))
+    (folder / quanto.QMAP_NAME).write_text(json.dumps(_edit_map(folder, change)))
     with pytest.raises(ArtifactError, match=r"quantization_map\.json differ\(s\) from what .*hf_fairquant\.json records"):
         load_quantized(folder)
     (folder / ser.META_NAME).unlink()  # without the file record, the map and the weights still check each other
@@ -40,11 +41,11 @@ def test_an_edited_quantization_map_is_refused_naming_the_file(saved, change):
 
 def test_edited_weights_are_refused(saved):
     folder, _, _ = saved
-    state = load_file(str(folder / ser.WEIGHTS_NAME))
+    state = load_file(str(folder / quanto.WEIGHTS_NAME))
     key = next(k for k in state if k.endswith("._scale"))
     state[key] = state[key] * 2
-    metadata = {checks.WEIGHTS_QMAP_HASH_KEY: checks.qmap_hash(json.loads((folder / ser.QMAP_NAME).read_text()))}
-    save_file(state, str(folder / ser.WEIGHTS_NAME), metadata=metadata)
+    metadata = {checks.WEIGHTS_QMAP_HASH_KEY: checks.qmap_hash(json.loads((folder / quanto.QMAP_NAME).read_text()))}
+    save_file(state, str(folder / quanto.WEIGHTS_NAME), metadata=metadata)
     with pytest.raises(ArtifactError, match=r"model\.safetensors differ\(s\) from what .*hf_fairquant\.json records"):
         load_quantized(folder)
     (folder / ser.META_NAME).unlink()
@@ -62,12 +63,12 @@ def test_bits_that_do_not_fit_the_stored_tensors_are_refused_even_with_matching_
 def test_a_map_without_a_hash_and_a_damaged_map_are_refused(saved):
     folder, _, _ = saved
     (folder / ser.META_NAME).unlink()  # reach the map's own checks
-    qmap = json.loads((folder / ser.QMAP_NAME).read_text())
+    qmap = json.loads((folder / quanto.QMAP_NAME).read_text())
     del qmap[checks.QMAP_CHECK_KEY]
-    (folder / ser.QMAP_NAME).write_text(json.dumps(qmap))
+    (folder / quanto.QMAP_NAME).write_text(json.dumps(qmap))
     with pytest.raises(ArtifactError, match="no __hf_fairquant__.weights_sha256"):
         load_quantized(folder)
-    (folder / ser.QMAP_NAME).write_text("{not json")
+    (folder / quanto.QMAP_NAME).write_text("{not json")
     with pytest.raises(ArtifactError, match=r"quantization_map\.json is not valid JSON"):
         load_quantized(folder)
 

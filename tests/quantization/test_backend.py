@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from hf_fairquant.batching import iterate_batches
+from hf_fairquant.inputs import GroupedInputs
 from hf_fairquant.quantization import QuantRecipe, apply_plan, calibrate, calibration_batches
 from hf_fairquant.quantization import _quanto_fixes
 from hf_fairquant.quantization.backends.quanto import ActivationRangeTracker
@@ -11,7 +12,7 @@ from tests.conftest import image_dataset, text_dataset, tiny_distilbert, tiny_re
 def _qat_backward(model, data):
     apply_plan(model, QuantRecipe.parse("w4").plan(model))
     model.train()
-    inputs, labels = next(iterate_batches(model, data, 8))
+    inputs, labels = next(GroupedInputs(model, data).batches(8))
     model(**inputs, labels=labels).loss.backward()
     return model
 
@@ -32,7 +33,7 @@ def test_activation_ranges_follow_training_batches_only():
     calibrate(model, calibration_batches(model, data, 32))
     tracker = ActivationRangeTracker(model)
     scale = lambda: model.classifier[1].output_scale.clone()  # noqa: E731
-    inputs, _ = next(iterate_batches(model, data, 16))
+    inputs = next(iterate_batches(model, data, 16))
     before = scale()
     model.eval()
     with torch.no_grad():

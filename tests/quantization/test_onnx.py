@@ -13,7 +13,7 @@ from hf_fairquant import audit
 from hf_fairquant.audit import AuditReport
 from hf_fairquant.batching import iterate_batches
 from hf_fairquant.errors import FairQuantError, UnsupportedByBackendError
-from hf_fairquant.quantization import effective_bits, get_backend, is_quantized, layer_bits, model_size_bytes
+from hf_fairquant.quantization import effective_bits, is_quantized, layer_bits, model_size_bytes
 from hf_fairquant.quantization.onnx import export_onnx, load_onnx
 from tests.conftest import image_dataset, text_dataset, tiny_distilbert, tiny_resnet, tiny_vit
 
@@ -30,7 +30,7 @@ def test_fp32_export_matches_torch_with_a_dynamic_batch(model_case, tmp_path):
     assert result.quantized_path == tmp_path / "onnx" / "model_quantized.onnx"
     fp32 = load_onnx(tmp_path, "model.onnx")
     assert not is_quantized(fp32)  # FP32 graph: not a quantized model
-    inputs = next(iterate_batches(model, data, 13, with_labels=False))[0]  # traced with 8 rows
+    inputs = next(iterate_batches(model, data, 13))  # traced with 8 rows
     with torch.no_grad():
         expected = model(**inputs).logits
     got = fp32(**inputs).logits
@@ -100,9 +100,10 @@ def test_recipes_without_an_ort_kernel_are_refused_before_work(make_model, recip
     assert named in str(err.value)
     assert not (tmp_path / "out").exists()
     from hf_fairquant.quantization import QuantRecipe
+    from hf_fairquant.quantization.onnx import onnx_plan
 
     with pytest.raises(UnsupportedByBackendError):
-        get_backend("onnxruntime").check(model, QuantRecipe.parse(recipe).plan(model))
+        onnx_plan(model, QuantRecipe.parse(recipe).plan(model))
 
 
 def test_export_takes_the_float_model(tmp_path):

@@ -11,7 +11,7 @@ from hf_fairquant.errors import ArtifactError
 
 def _logits(model, dataset):
     with torch.no_grad():
-        return torch.cat([model(**inputs).logits for inputs, _ in iterate_batches(model, dataset, 16)])
+        return torch.cat([model(**inputs).logits for inputs in iterate_batches(model, dataset, 16)])
 
 
 @pytest.mark.parametrize("preset", ["w8a8", "w4", "w2a8"])
@@ -44,12 +44,13 @@ def resign(folder, state=None, qmap=None):
     """Rewrite a saved folder with edited tensors/map and matching hashes: what a consistent but
     wrong save would look like, so the layout checks behind the hash checks are reached."""
     from hf_fairquant.quantization import artifact_checks as checks, serialization as ser
+    from hf_fairquant.quantization.backends import quanto
 
-    state = load_file(str(folder / ser.WEIGHTS_NAME)) if state is None else state
-    qmap = json.loads((folder / ser.QMAP_NAME).read_text()) if qmap is None else qmap
+    state = load_file(str(folder / quanto.WEIGHTS_NAME)) if state is None else state
+    qmap = json.loads((folder / quanto.QMAP_NAME).read_text()) if qmap is None else qmap
     qmap[checks.QMAP_CHECK_KEY] = {"weights_sha256": checks.weights_hash(state)}
-    (folder / ser.QMAP_NAME).write_text(json.dumps(qmap))
-    save_file(state, str(folder / ser.WEIGHTS_NAME), metadata={checks.WEIGHTS_QMAP_HASH_KEY: checks.qmap_hash(qmap)})
+    (folder / quanto.QMAP_NAME).write_text(json.dumps(qmap))
+    save_file(state, str(folder / quanto.WEIGHTS_NAME), metadata={checks.WEIGHTS_QMAP_HASH_KEY: checks.qmap_hash(qmap)})
     meta = json.loads((folder / ser.META_NAME).read_text())
     meta["files_sha256"] = checks.file_hashes(folder, list(meta["files_sha256"]))
     (folder / ser.META_NAME).write_text(json.dumps(meta))

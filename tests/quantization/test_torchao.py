@@ -36,7 +36,7 @@ def _torchao(recipe, model_name):
 
 def _logits(model, data):
     with torch.no_grad():
-        return torch.cat([model(**inputs).logits for inputs, _ in iterate_batches(model, data, 16)])
+        return torch.cat([model(**inputs).logits for inputs in iterate_batches(model, data, 16)])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -271,5 +271,5 @@ def test_a_truncated_torchao_folder_does_not_load(tmp_path):
 def test_explain_refuses_a_torchao_recipe_before_any_work():
     from hf_fairquant.diagnostics import explain
 
-    with pytest.raises(UnsupportedByBackendError, match="explain measures quantization through optimum-quanto"):
+    with pytest.raises(UnsupportedByBackendError, match="explain measures gradients and curvature through straight-through quantized modules"):
         explain(tiny_distilbert(), "w4a8@torchao", text_dataset(), "group")

@@ -43,7 +43,7 @@ def test_a_model_without_config_is_refused(tmp_path):
         def forward(self, pixel_values, **kwargs):
             return {"logits": self.linear(pixel_values.flatten(1))}
 
-    with pytest.raises(FairQuantError, match="needs a transformers classification model with a `config`"):
+    with pytest.raises(FairQuantError, match="needs a transformers model with a `config`"):
         FairQuantTrainer(model=Plain(), args=_args(tmp_path), train_dataset=image_dataset(n=16))
 
 

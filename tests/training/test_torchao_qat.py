@@ -18,7 +18,7 @@ MIXED = {"preset": "w2a8", "backend": "torchao", "overrides": {"classifier": "w8
 def _logits(model, data):
     model.eval()
     with torch.no_grad():
-        return torch.cat([model(**inputs).logits for inputs, _ in iterate_batches(model, data, 16)])
+        return torch.cat([model(**inputs).logits for inputs in iterate_batches(model, data, 16)])
 
 
 def test_torchao_qat_trains_converts_and_saves_a_transformers_model(tmp_path):

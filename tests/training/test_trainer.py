@@ -68,7 +68,7 @@ def test_qat_saves_a_model_that_reloads_exactly(tmp_path, make_model, make_data)
     trainer.save_model(str(tmp_path / "final"))
     reloaded = load_quantized(tmp_path / "final")
     assert layer_bits(reloaded) == layer_bits(trainer.model)
-    inputs, _ = next(iterate_batches(reloaded, train, 16))
+    inputs = next(iterate_batches(reloaded, train, 16))
     trainer.model.eval()
     with torch.no_grad():
         assert torch.equal(reloaded(**inputs).logits, trainer.model(**inputs).logits)

@@ -1,21 +1,20 @@
-"""The ONNX Runtime backend: the deployed CPU artifact (static/dynamic int8, MatMulNBits int4).
+"""The ONNX Runtime backend: an artifact, not a quantizer of torch modules.
 
-Unlike quanto it does not swap torch modules: a recipe is compiled into an exported graph by
-:func:`hf_fairquant.quantization.onnx.export_onnx`, and the result runs as an
-:class:`~hf_fairquant.quantization.onnx.OrtModel`. This handler says what the recipe may ask
-(``check``: no 2-bit weights, no 4-bit Conv) and describes an OrtModel to the generic verbs
-(``is_quantized``, ``layer_bits``, ``effective_bits``, ``model_size_bytes``).
+A recipe is compiled into an exported graph by :func:`hf_fairquant.quantization.onnx.export_onnx`
+(static/dynamic int8, MatMulNBits int4), and the file runs as an
+:class:`~hf_fairquant.quantization.onnx.OrtModel`. This module describes such a loaded file to the
+generic verbs (``is_quantized``, ``layer_bits``, ``effective_bits``, ``model_size_bytes``) from the
+metadata the export wrote into it, and says how a card presents it. Its files live in ``onnx/`` of
+a published folder and load with ``onnxruntime`` alone (``load_onnx`` here), never through
+``load_quantized``.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
-
 import torch
 
-from ...errors import FairQuantError
 from ..recipe import LayerQuant, weighted_bits
-from . import Plan, QuantBackend, register_backend
+from . import ArtifactFormat, Publishing, register_backend
 
 
 def _is_ort(model: torch.nn.Module) -> bool:
@@ -23,46 +22,30 @@ def _is_ort(model: torch.nn.Module) -> bool:
     return getattr(model, "is_onnxruntime_model", False) is True
 
 
-class OnnxRuntimeBackend(QuantBackend):
+class OnnxRuntimeArtifact(ArtifactFormat):
     name = "onnxruntime"
-
-    def check(self, model: torch.nn.Module, plan: Plan) -> None:
-        from ..onnx.compile import onnx_plan
-
-        onnx_plan(model, plan)
-
-    def _compiled_elsewhere(self, *_: object, **__: object) -> torch.nn.Module:
-        raise FairQuantError(
-            "the onnxruntime backend compiles an exported graph, not torch modules: use "
-            "hf_fairquant.quantization.onnx.export_onnx(model, recipe, dir, calibration_dataset=...) "
-            "and audit the OrtModel it writes (load_onnx(dir))"
-        )
-
-    apply = quantize_module = freeze = prepare_qat = convert_qat = save = load = _compiled_elsewhere
-
-    def can_load(self, folder) -> bool:
-        return False  # an exported folder's onnx/*.onnx loads with load_onnx (or onnxruntime alone)
-
-    def calibrate(self, model: torch.nn.Module, batches: Iterable[Mapping[str, torch.Tensor]]) -> None:
-        self._compiled_elsewhere()
+    publishing = Publishing(
+        library="onnxruntime",
+        loads_with_transformers=False,
+        note="ONNX Runtime CPU kernels: static or dynamic int8 (QDQ) and MatMulNBits int4, run as exported.",
+        tags=("onnx",),
+    )
 
     def owns(self, model: torch.nn.Module) -> bool:
+        """A loaded ONNX Runtime model exported from a recipe (its metadata names the recipe)."""
         return _is_ort(model) and model.recipe is not None
 
-    def layer_table(self, model: torch.nn.Module) -> dict[str, LayerQuant | None] | None:
+    def layer_table(self, model: torch.nn.Module) -> dict[str, LayerQuant | None]:
         layers = model.metadata.get("layers", {})
         return {n: LayerQuant.parse(v["bits"]) if v.get("kernel") else None for n, v in layers.items()}
 
-    def layer_bits(self, model: torch.nn.Module) -> dict[str, LayerQuant]:
-        return {n: q for n, q in self.layer_table(model).items() if q is not None}
-
-    def effective_bits(self, model: torch.nn.Module) -> float | None:
+    def effective_bits(self, model: torch.nn.Module) -> float:
         layers = model.metadata.get("layers", {})
         table = self.layer_table(model)
         return weighted_bits((v["numel"], table[n].weight_bits if table[n] else 32) for n, v in layers.items())
 
-    def size_bytes(self, model: torch.nn.Module) -> int | None:
+    def size_bytes(self, model: torch.nn.Module) -> int:
         return model.size_bytes
 
 
-register_backend(OnnxRuntimeBackend())
+register_backend("onnxruntime", artifact=OnnxRuntimeArtifact())

@@ -1,9 +1,12 @@
 """The optimum-quanto backend: Conv2d and Linear, int2/int4/int8 weights, static int8 activations.
 
 Quanto simulates: an unfrozen module fake-quantizes its weights on every forward with
-straight-through gradients (QAT), ``freeze`` stores the integer weights, and every forward
-dequantizes (no CPU speed-up). It is the research path of this package (2-bit, Conv2d, static
-activation ranges); publish through a transformers-native backend where the model allows.
+straight-through gradients (QAT, and explain's differentiable twin), ``freeze`` stores the
+integer weights, and every forward dequantizes (no CPU speed-up). It is the research path of
+this package (2-bit, Conv2d, static activation ranges); publish through a transformers-native
+backend where the model allows. Its artifact: ``config.json`` (with a ``quantization_config``
+plain transformers refuses), the flattened state dict and ``quantization_map.json``, read back by
+``hf_fairquant.load_quantized``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from optimum.quanto.nn import quantize_module
 from ...errors import ArtifactError, FairQuantError, MissingFileError
 from .. import _quanto_fixes, artifact_checks
 from ..recipe import LayerQuant
-from . import Plan, QuantBackend, register_backend
+from . import ArtifactFormat, Plan, Publishing, Quantizer, register_backend
 
 QTYPES = {2: qint2, 4: qint4, 8: qint8}
 WEIGHTS_NAME = "model.safetensors"
@@ -51,8 +54,9 @@ def layer_quant_of(qtype_names: Mapping[str, str]) -> LayerQuant:
         ) from None
 
 
-class QuantoBackend(QuantBackend):
+class QuantoQuantizer(Quantizer):
     name = "quanto"
+    has_straight_through = True
 
     def quantize_module(self, module: torch.nn.Module, quant: LayerQuant) -> torch.nn.Module:
         _quanto_fixes.apply()  # QAT backward on non-contiguous gradients (version-checked)
@@ -107,6 +111,49 @@ class QuantoBackend(QuantBackend):
     def convert_qat(self, model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
         return self.freeze(model)
 
+    def owns(self, model: torch.nn.Module) -> bool:
+        return any(isinstance(m, QModuleMixin) for m in model.modules())
+
+    def layer_bits(self, model: torch.nn.Module) -> dict[str, LayerQuant]:
+        out = {}
+        for name, module in model.named_modules():
+            if isinstance(module, QModuleMixin) and module.weight_qtype is not None:
+                act = module.activation_qtype
+                out[name] = LayerQuant(
+                    BITS_BY_QTYPE_NAME[module.weight_qtype.name], BITS_BY_QTYPE_NAME[act.name] if act else None
+                )
+        return out
+
+
+    def is_frozen(self, model: torch.nn.Module) -> bool:
+        return not any(isinstance(m, QModuleMixin) and not m.frozen for m in model.modules())
+
+    def straight_through(self, model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
+        """Unfrozen quanto modules fake-quantize their weights on every forward, gradients passing
+        straight through to the float weights (as in QAT)."""
+        return self.apply(model, plan)
+
+    def quantized_weight(self, module: torch.nn.Module) -> torch.Tensor:
+        """Integer weights dequantized (frozen) or the fake-quantized weights (unfrozen)."""
+        weight = module.weight if isinstance(module.weight, QTensor) else module.qweight
+        return (weight.dequantize() if isinstance(weight, QTensor) else weight).detach()
+
+
+class QuantoArtifact(ArtifactFormat):
+    name = "quanto"
+    publishing = Publishing(
+        library="optimum-quanto",
+        loads_with_transformers=False,
+        note="Quantization is simulated by optimum-quanto: the model is smaller on disk but not faster on a CPU.",
+        activations="8-bit activations, calibrated on group-stratified training examples",
+        speed_note="optimum-quanto simulates quantization on a CPU",
+        tags=("optimum-quanto",),
+    )
+    expects = "config.json, model.safetensors and quantization_map.json"
+
+    def artifact_files(self) -> tuple[str, ...]:
+        return ("config.json", WEIGHTS_NAME, QMAP_NAME)
+
     def save(self, model: torch.nn.Module, folder: Path, recipe: Any = None) -> None:
         """config.json (with :data:`PLAIN_LOAD_REFUSAL`), the flattened state dict, the quantization map."""
         from optimum.quanto import quantization_map
@@ -159,9 +206,9 @@ class QuantoBackend(QuantBackend):
                 plan[name] = layer_quant_of(q)
             except (AttributeError, KeyError, TypeError, FairQuantError) as err:
                 raise ArtifactError(f"{folder / QMAP_NAME}: entry {name!r}: {q} does not fit {arch} ({err})") from err
-        self.check(model, plan)
-        self.apply(model, plan)
-        self.freeze(model)  # the frozen layout is what the declared bits store: compare before loading
+        QUANTO.check(model, plan)
+        QUANTO.apply(model, plan)
+        QUANTO.freeze(model)  # the frozen layout is what the declared bits store: compare before loading
         artifact_checks.check_layout(model, state, folder / WEIGHTS_NAME)
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
@@ -171,31 +218,10 @@ class QuantoBackend(QuantBackend):
             )
         return model.eval()
 
-    def owns(self, model: torch.nn.Module) -> bool:
-        return any(isinstance(m, QModuleMixin) for m in model.modules())
-
-    def layer_bits(self, model: torch.nn.Module) -> dict[str, LayerQuant]:
-        out = {}
-        for name, module in model.named_modules():
-            if isinstance(module, QModuleMixin) and module.weight_qtype is not None:
-                act = module.activation_qtype
-                out[name] = LayerQuant(
-                    BITS_BY_QTYPE_NAME[module.weight_qtype.name], BITS_BY_QTYPE_NAME[act.name] if act else None
-                )
-        return out
 
 
-QUANTO = register_backend(QuantoBackend())
-
-
-def is_frozen(model: torch.nn.Module) -> bool:
-    """True once :meth:`QuantoBackend.freeze` stored integer weights."""
-    return any(isinstance(m, QModuleMixin) and m.frozen for m in model.modules())
-
-
-def dequantized(value: Any) -> Any:
-    """A quanto ``QTensor`` as a float tensor (differentiably); anything else unchanged."""
-    return value.dequantize() if isinstance(value, QTensor) else value
+QUANTO = QuantoQuantizer()
+register_backend("quanto", QUANTO, QuantoArtifact())
 
 
 class ActivationRangeTracker:

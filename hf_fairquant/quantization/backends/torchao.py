@@ -30,7 +30,7 @@ import torch
 
 from ...errors import ArtifactError, FairQuantError, UnsupportedByBackendError
 from ..recipe import DEFAULT_GROUP_SIZE, LayerQuant, QuantRecipe
-from . import Plan, QuantBackend, register_backend
+from . import ArtifactFormat, Plan, Publishing, Quantizer, register_backend
 
 _INT_DTYPES = {2: torch.int2, 4: torch.int4, 8: torch.int8}
 _BITS_BY_DTYPE = {v: k for k, v in _INT_DTYPES.items()}
@@ -44,13 +44,13 @@ def _is_quantized_weight(weight: Any) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class TorchAoBackend(QuantBackend):
+class TorchAoQuantizer(Quantizer):
     """``group_size``: weights per scale of int4/int2 weights (``recipe.group_size``, default 32)."""
 
     group_size: int = DEFAULT_GROUP_SIZE
     name = "torchao"
 
-    def configure(self, recipe: QuantRecipe) -> "TorchAoBackend":
+    def configure(self, recipe: QuantRecipe) -> "TorchAoQuantizer":
         return self if recipe.group_size == self.group_size else dataclasses.replace(self, group_size=recipe.group_size)
 
     # ------------------------------------------------------------------ what it cannot do
@@ -175,16 +175,54 @@ class TorchAoBackend(QuantBackend):
     def is_converted(self, model: torch.nn.Module) -> bool:
         return any(_is_quantized_weight(getattr(m, "weight", None)) for m in model.modules())
 
-    # ------------------------------------------------------------------ save / load
+    def is_frozen(self, model: torch.nn.Module) -> bool:
+        return not any(getattr(m, "weight_fake_quantizer", None) is not None for m in model.modules())
+
+def _module_quant(module: torch.nn.Module) -> LayerQuant | None:
+    """What a torchao module holds: an integer weight tensor subclass, or a QAT fake quantizer."""
+    weight = getattr(module, "weight", None)
+    if _is_quantized_weight(weight):
+        kind = type(weight).__name__
+        if kind == "Int8Tensor":
+            return LayerQuant(8, 8 if getattr(weight, "act_quant_kwargs", None) is not None else None)
+        if kind == "IntxUnpackedToInt8Tensor":
+            acts = getattr(weight, "activation_quantization", None)
+            return LayerQuant(_BITS_BY_DTYPE[weight.target_dtype], 8 if acts is not None else None)
+        raise FairQuantError(f"torchao weight type {kind} is not one this package writes (Int8Tensor, IntxUnpackedToInt8Tensor)")
+    weight_fq = getattr(module, "weight_fake_quantizer", None)
+    if weight_fq is not None:
+        acts = getattr(module, "activation_fake_quantizer", None)
+        return LayerQuant(_BITS_BY_DTYPE[weight_fq.config.dtype], 8 if acts is not None else None)
+    return None
+
+
+class TorchAoArtifact(ArtifactFormat):
+    """``save_pretrained`` with a ``TorchAoConfig``: plain ``AutoModelFor*.from_pretrained`` and
+    ``pipeline()`` load it (torchao installed)."""
+
+    name = "torchao"
+    publishing = Publishing(
+        library="torchao",
+        loads_with_transformers=True,
+        note=("Quantized with torchao: int8 weights run on int8 kernels with dynamic (per-token) int8 activations; "
+              "int4/int2 weights are stored unpacked in int8 bytes."),
+        activations="dynamic 8-bit activations, ranges computed per forward",
+        tags=("torchao",),
+    )
+    expects = "config.json with a torchao quantization_config, and model.safetensors"
+
+    def artifact_files(self) -> tuple[str, ...]:
+        return (CONFIG_NAME, "model.safetensors")
+
     def save(self, model: torch.nn.Module, folder: Path, recipe: QuantRecipe | None = None) -> None:
         """``save_pretrained`` with a ``TorchAoConfig`` of the model's own modules in ``config.json``."""
         from transformers import TorchAoConfig
         from transformers.quantizers.auto import AutoHfQuantizer
 
-        if not self.is_converted(model):
+        if not TORCHAO.is_converted(model):
             raise FairQuantError("this torchao model is still fake-quantized (QAT): convert it first (convert_qat)")
-        plan = self.layer_bits(model)
-        config = TorchAoConfig(self.fqn_config(plan))
+        plan = TORCHAO.layer_bits(model)
+        config = TorchAoConfig(TORCHAO.fqn_config(plan))
         saved = {"quantization_config": model.config.__dict__.get("quantization_config"),
                  "hf_quantizer": model.__dict__.get("hf_quantizer")}
         model.config.quantization_config = config
@@ -222,22 +260,5 @@ class TorchAoBackend(QuantBackend):
         return model.eval()
 
 
-def _module_quant(module: torch.nn.Module) -> LayerQuant | None:
-    """What a torchao module holds: an integer weight tensor subclass, or a QAT fake quantizer."""
-    weight = getattr(module, "weight", None)
-    if _is_quantized_weight(weight):
-        kind = type(weight).__name__
-        if kind == "Int8Tensor":
-            return LayerQuant(8, 8 if getattr(weight, "act_quant_kwargs", None) is not None else None)
-        if kind == "IntxUnpackedToInt8Tensor":
-            acts = getattr(weight, "activation_quantization", None)
-            return LayerQuant(_BITS_BY_DTYPE[weight.target_dtype], 8 if acts is not None else None)
-        raise FairQuantError(f"torchao weight type {kind} is not one this package writes (Int8Tensor, IntxUnpackedToInt8Tensor)")
-    weight_fq = getattr(module, "weight_fake_quantizer", None)
-    if weight_fq is not None:
-        acts = getattr(module, "activation_fake_quantizer", None)
-        return LayerQuant(_BITS_BY_DTYPE[weight_fq.config.dtype], 8 if acts is not None else None)
-    return None
-
-
-TORCHAO = register_backend(TorchAoBackend())
+TORCHAO = TorchAoQuantizer()
+register_backend("torchao", TORCHAO, TorchAoArtifact())

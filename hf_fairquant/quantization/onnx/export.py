@@ -140,7 +140,7 @@ def export_onnx(
         raise FairQuantError("export_onnx needs a calibration_dataset (example inputs for tracing, calibration for w8a8)")
     parsed = QuantRecipe.parse(recipe) if recipe is not None else None
     plan = onnx_plan(model, parsed.plan(model)) if parsed is not None else None  # refusals: before any work
-    example = next(iterate_batches(model, calibration_dataset, min(batch_size, 8), with_labels=False))[0]
+    example = next(iterate_batches(model, calibration_dataset, min(batch_size, 8)))
     target = Path(directory) / ONNX_DIR
     with atomic_files(target) as tmp:
         fp32_tmp = tmp / FP32_FILE
