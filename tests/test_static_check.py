@@ -69,7 +69,7 @@ def _text(tmp_path, text):
         ("explain", {"enabled": True, "parameters": "some"}, r"unknown parameters 'some'; allowed: \['quantized', 'all'\]"),
         ("explain", {"enabled": True, "examples_per_group": 0}, r"examples_per_group must be a positive int, 'all', or None"),
         ("explain", {"enabled": True, "probes": 0}, r"explain probes must be an integer ≥ 1"),
-        ("data", {"source": "fashion-mnist"}, r"not an offline source \(did you mean 'fashion_mnist'\?\).*offline sources: \[.*'digits', 'fashion_mnist'\]"),
+        ("data", {"source": "fashion-mnist"}, r"not an offline source \(did you mean 'fashion_mnist'\?\).*offline sources: \[.*'digits', 'fashion_mnist'.*\]"),
         ("data", {"source": "digts"}, r"did you mean 'digits'"),
         ("data", {"source": "./no/such/file.csv"}, r"not an existing local file or folder; offline sources"),
         ("data", {"long_tail_fraction": 0}, r"long_tail_fraction must be in \(0, 1\]"),

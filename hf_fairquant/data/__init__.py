@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ from ..errors import FairQuantError
 from ..groups import GroupSpec
 from .adult import load_adult
 from .long_tail import HEAD, TAIL, make_long_tailed
+from .manpages import detect_script, load_manpages
 from .preprocessing import (
     ImageStandardizer,
     check_image_size,
@@ -23,37 +25,55 @@ from .preprocessing import (
 from .sources import (
     FASHION_MNIST_CLASSES,
     OFFLINE_SOURCES,
+    SOURCE_COLUMNS,
+    check_source_options,
     load_digits_dataset,
     load_fashion_mnist,
     load_source,
+    source_columns,
 )
-from .tokenizer import WORDLEVEL, train_wordlevel_tokenizer
+from .stereotypes import load_crows_pairs, load_stereoset
+from .tokenizer import BPE, WORDLEVEL, train_bpe_tokenizer, train_wordlevel_tokenizer
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "AUTO",
+    "BPE",
     "DataConfig",
     "FASHION_MNIST_CLASSES",
     "HEAD",
     "TAIL",
     "ImageStandardizer",
     "OFFLINE_SOURCES",
+    "SOURCE_COLUMNS",
     "check_image_size",
     "check_subset",
     "WORDLEVEL",
+    "detect_script",
     "load_adult",
+    "load_crows_pairs",
     "load_digits_dataset",
     "load_fashion_mnist",
     "load_grouped_dataset",
+    "load_manpages",
     "load_raw_grouped_dataset",
     "load_source",
+    "load_stereoset",
     "make_long_tailed",
     "prepare_image_dataset",
     "prepare_text_dataset",
     "preprocess_grouped_dataset",
+    "source_columns",
+    "train_bpe_tokenizer",
     "train_wordlevel_tokenizer",
     "text_length_limit",
 ]
+
+
+#: A column option left at this value takes the source's default (:data:`SOURCE_COLUMNS`).
+AUTO = "auto"
+_COLUMN_FIELDS = ("image_column", "text_column", "label_column")
 
 
 @dataclass
@@ -61,10 +81,20 @@ class DataConfig:
     """Where the data comes from and which columns carry labels and groups (YAML section ``data``;
     the CLI's ``audit``/``explain`` data options, generated from these fields).
 
+    The column options default to the source's columns (:data:`SOURCE_COLUMNS`): ``adult`` is
+    text (``text``, groups ``sex``×``race``), ``manpages`` text without a label (groups
+    ``language``), ``stereoset``/``crows_pairs`` multiple choice (``context``, ``label``, groups
+    ``bias_type``); ``fashion_mnist``, ``digits``, Hub datasets and local files ``image`` /
+    ``label`` / ``group``. A value given explicitly is kept; naming only one of ``image_column``
+    and ``text_column`` sets the other to None. The defaults are resolved when the config is made
+    (``dataclasses.replace(config, source=...)`` keeps the resolved columns of the old source).
+
     ``long_tail_classes`` non-empty derives head/tail groups (see :func:`make_long_tailed`)
     into ``group`` — then ``group_columns`` may name ``group`` or the label column. On the CLI,
     ``train_split`` is ``--calibration-split`` (what calibrates activations) and ``eval_split``
-    ``--split`` (what is evaluated).
+    ``--split`` (what is evaluated). ``source_options`` are keyword arguments of the offline
+    source's loader (``{"languages": "de,ja,ru", "max_chars": 1000}`` for ``manpages``), or of
+    ``datasets.load_dataset`` for a Hub id; on the CLI a JSON object.
     """
 
     source: str = field(
@@ -73,14 +103,25 @@ class DataConfig:
                   "aliases": ["--dataset"]},
     )
     subset: str | None = field(default=None, metadata={"help": "the Hub dataset's configuration (load_dataset's `name`)"})
+    source_options: dict | str | None = field(
+        default=None,
+        metadata={"help": "keyword arguments of the offline source's loader or of load_dataset (a JSON object on the CLI)"},
+    )
     group_columns: list[str] = field(
-        default_factory=lambda: ["group"],
-        metadata={"help": "column(s) defining groups; several (or a comma list) give intersections a×b",
+        default_factory=list,
+        metadata={"help": "column(s) defining groups; several (or a comma list) give intersections a×b "
+                          "(default: the source's, e.g. language for manpages, else group)",
                   "aliases": ["--group-column"]},
     )
-    label_column: str = field(default="label", metadata={"help": "the class label column"})
-    image_column: str | None = field(default="image", metadata={"help": "the image column (image models)"})
-    text_column: str | None = field(default=None, metadata={"help": "the text column (text models; overrides image_column)"})
+    label_column: str | None = field(
+        default=AUTO, metadata={"help": "the class label column (auto: the source's; none for manpages)"}
+    )
+    image_column: str | None = field(
+        default=AUTO, metadata={"help": "the image column, image models (auto: the source's; image for Hub datasets)"}
+    )
+    text_column: str | None = field(
+        default=AUTO, metadata={"help": "the text column, text models; overrides image_column (auto: the source's)"}
+    )
     train_split: str = field(
         default="train", metadata={"help": "the training split (calibration data)", "aliases": ["--calibration-split"]}
     )
@@ -100,12 +141,46 @@ class DataConfig:
     def __post_init__(self) -> None:
         self.group_columns = split_commas(self.group_columns)
         self.long_tail_classes = split_commas(self.long_tail_classes)
+        self.source_options = _parse_source_options(self.source_options)
+        defaults = source_columns(self.source) if isinstance(self.source, str) else source_columns("")
+        explicit_image, explicit_text = self.image_column != AUTO, self.text_column != AUTO
+        if explicit_image != explicit_text:  # one named: the other is not the source's guess
+            if not explicit_image:
+                self.image_column = None
+            else:
+                self.text_column = None
+        for name in _COLUMN_FIELDS:
+            if getattr(self, name) == AUTO:
+                setattr(self, name, defaults[name])
+        if not self.group_columns:
+            self.group_columns = list(defaults["group_columns"])
+
+
+def _parse_source_options(value: Any) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError as err:
+            raise FairQuantError(f"data.source_options must be a JSON object, got {value!r} ({err})") from err
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise FairQuantError(f"data.source_options must be a mapping of option names to values, got {value!r}")
+    return dict(value)
 
 
 def check_subset(config: DataConfig) -> None:
-    """A ``subset`` (a Hub dataset's configuration) on an offline source is an error."""
+    """A ``subset`` (a Hub dataset's configuration) on an offline source is an error, and so is a
+    ``source_options`` key the offline source's loader does not take (or ``name`` beside ``subset``)."""
     if config.subset and config.source in OFFLINE_SOURCES:
         raise FairQuantError(f"data.subset applies to Hub datasets; the offline source {config.source!r} has none")
+    if config.subset and "name" in (config.source_options or {}):
+        raise FairQuantError("give the Hub configuration once: data.subset or data.source_options.name, not both")
+    check_source_options(config.source, config.source_options or {})
+
+
+def _load_kwargs(config: DataConfig) -> dict[str, Any]:
+    return {**(config.source_options or {}), **({"name": config.subset} if config.subset else {})}
 
 
 def load_grouped_dataset(
@@ -131,7 +206,7 @@ def load_raw_grouped_dataset(config: DataConfig) -> tuple[DatasetDict, GroupSpec
     derived and validated, nothing preprocessed) and the fitted GroupSpec — e.g. to train a
     tokenizer on the raw training text before tokenising."""
     check_subset(config)
-    raw = load_source(config.source, **({"name": config.subset} if config.subset else {}))
+    raw = load_source(config.source, **_load_kwargs(config))
     for split in (config.train_split, config.eval_split):
         if split not in raw:
             raise FairQuantError(f"split '{split}' not found in dataset {config.source!r}; splits: {list(raw)}")
@@ -143,7 +218,12 @@ def load_raw_grouped_dataset(config: DataConfig) -> tuple[DatasetDict, GroupSpec
     raw = DatasetDict({s: raw[s] for s in (config.train_split, config.eval_split)})
     spec = GroupSpec(config.group_columns)
     for split, ds in raw.items():
-        spec.validate(ds, label_column=config.label_column, split=split)
+        if config.label_column is None:  # no labels (a causal LM's targets are its tokens): groups only
+            if len(ds) == 0:
+                raise FairQuantError(f"split '{split}' is empty: it needs at least one example")
+            spec.check_columns(ds, split=split)
+        else:
+            spec.validate(ds, label_column=config.label_column, split=split)
     spec = spec.fit(*raw.values())
     eval_only = spec.eval_only_groups(raw[config.train_split], {config.eval_split: raw[config.eval_split]})
     if eval_only:

@@ -108,12 +108,12 @@ def prepare_text_dataset(
     dataset: DatasetDict,
     tokenizer: Any,
     text_column: str = "text",
-    label_column: str = "label",
+    label_column: str | None = "label",
     max_length: int | None = None,
     padding: bool | str = False,
 ) -> DatasetDict:
     """Tokenise ``text_column`` and rename the label to ``labels`` (a ``ClassLabel`` stays one, as
-    in :func:`prepare_image_dataset`).
+    in :func:`prepare_image_dataset`); ``label_column`` None (a causal LM's text) only tokenises.
 
     Truncates to ``max_length`` (None: the tokenizer's ``model_max_length`` when it is a real
     limit); no padding by default — batches are padded dynamically by ``DataCollatorWithPadding``
@@ -121,19 +121,19 @@ def prepare_text_dataset(
     """
     first = next(iter(dataset.values()))
     for col in (text_column, label_column):
-        if col not in first.column_names:
+        if col is not None and col not in first.column_names:
             raise FairQuantError(f"column '{col}' not found; available columns: {first.column_names}")
     limit = max_length if max_length is not None else text_length_limit(tokenizer)
 
     def convert(batch: dict) -> dict:
         enc = tokenizer(batch[text_column], padding=padding, truncation=True, max_length=limit)
-        return {**enc, LABELS: batch[label_column]}
+        return {**enc, LABELS: batch[label_column]} if label_column is not None else dict(enc)
 
-    remove = [text_column] + ([label_column] if label_column != LABELS else [])
+    remove = [text_column] + ([label_column] if label_column not in (None, LABELS) else [])
     out = {}
     for split, ds in dataset.items():
         tokenized = ds.map(convert, batched=True, remove_columns=remove, desc=f"tokenize {split}")
-        if isinstance(ds.features[label_column], ClassLabel):  # its names become the model's id2label
+        if label_column is not None and isinstance(ds.features[label_column], ClassLabel):  # names → id2label
             tokenized = tokenized.cast_column(LABELS, ds.features[label_column])
         out[split] = tokenized
     return DatasetDict(out)

