@@ -145,7 +145,7 @@ def group_compute_metrics(
         group_names: readable names for the integer group codes, as a mapping or a sequence
             indexed by code (e.g. a ``ClassLabel``'s ``names``); default ``str(code)``.
         n_boot, confidence_level, seed: bootstrap settings of the ``group_disparity`` module.
-        min_group_size: groups with fewer eval examples get no interval (default: the module's, 20).
+        min_group_size: groups with fewer eval examples get no interval (default: the module's, 30).
         p_adjust: correction of the per-group McNemar p-values (with ``reference_predictions``):
             ``"holm"``, ``"bh"`` or ``"none"``.
         reference_predictions: class ids of a reference (full-precision) model on the same eval

@@ -86,8 +86,8 @@ def test_groups_too_small_get_no_interval_and_are_named(group_disparity):
     """Issue 26 item 6: a one-example group got a "95 %" interval [1.0, 1.0]; now it gets none, and says why."""
     result = group_disparity.compute(predictions=[1, 0], references=[1, 1], groups=["a", "b"], n_boot=50)
     assert result["group_accuracy_ci"] == {"a": None, "b": None}
-    assert result["groups_too_small_for_interval"] == ["a", "b"] and result["min_group_size"] == 20
-    # statistics across groups include the small ones' noise: no interval either; the overall one needs 20 examples
+    assert result["groups_too_small_for_interval"] == ["a", "b"] and result["min_group_size"] == 30
+    # statistics across groups include the small ones' noise: no interval either; the overall one needs 30 examples
     assert result["accuracy_gap_ci"] is None and result["worst_group_accuracy_ci"] is None
     assert result["accuracy_ci"] is None
 
