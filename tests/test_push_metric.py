@@ -14,7 +14,12 @@ import yaml
 from hf_fairquant.cli import main
 from hf_fairquant.errors import FairQuantError
 from hf_fairquant.hub import HubPushError, metric_space_files, push_metric
-from hf_fairquant.metrics import GROUP_DISPARITY, METRIC_REPO_ENV, metric_load_snippet, metric_repo
+from hf_fairquant.metrics import (
+    GROUP_DISPARITY,
+    METRIC_REPO_ENV,
+    metric_load_snippet,
+    metric_repo,
+)
 from tests import hub_fixtures
 from tests.hub_fixtures import TOKEN, point_huggingface_hub_at
 
