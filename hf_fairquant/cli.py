@@ -58,6 +58,17 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_push_metric(args: argparse.Namespace) -> int:
+    from .hub import push_metric
+    from .metrics import METRIC_REPO_ENV
+
+    url = push_metric(args.repo_id, token=args.token, private=args.private, revision=args.revision)
+    print(f"pushed the group_disparity metric to the Space {args.repo_id}: {url}")
+    print(f'load it anywhere: import evaluate; group_disparity = evaluate.load("{args.repo_id}")')
+    print(f"cards show this form when {METRIC_REPO_ENV}={args.repo_id} is set")
+    return 0
+
+
 def _from_namespace(cls: type, args: argparse.Namespace) -> object:
     """The config dataclass ``cls`` from the options the subcommand generated for it."""
     from ._config import field_names
@@ -171,6 +182,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p_push.add_argument("--private", action="store_true")
     p_push.add_argument("--revision", default=None, help="branch to commit to (default: main)")
     p_push.set_defaults(func=_cmd_push)
+
+    p_metric = sub.add_parser("push-metric", help="push the group_disparity evaluate metric to a Hub Space "
+                              "(then evaluate.load('namespace/name') works anywhere)")
+    p_metric.add_argument("repo_id", help="namespace/name of the Space, e.g. me/group_disparity")
+    p_metric.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`)")
+    p_metric.add_argument("--private", action="store_true")
+    p_metric.add_argument("--revision", default=None, help="branch to commit to (default: main)")
+    p_metric.set_defaults(func=_cmd_push_metric)
 
     def configs(*names: str) -> tuple:
         if not (build_all or chosen in names[:1]):

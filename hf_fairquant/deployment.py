@@ -44,11 +44,13 @@ def compare(
     )
     names = list(paired["group_accuracy"])
     difference = {g: -paired["group_accuracy_drop"][g] for g in names}
+    # a group under the metric's min_group_size has no interval (None): it is left out of both
     drop_ci = paired.get("group_accuracy_drop_ci")
-    difference_ci = {g: [-drop_ci[g][1], -drop_ci[g][0]] for g in names} if drop_ci else None
+    difference_ci = {g: [-drop_ci[g][1], -drop_ci[g][0]] for g in names if drop_ci.get(g)} if drop_ci else None
     sim_ci = simulated_metrics.get("group_accuracy_ci")
     within = (
-        {g: bool(sim_ci[g][0] - 1e-12 <= deployed_metrics["group_accuracy"][g] <= sim_ci[g][1] + 1e-12) for g in names}
+        {g: bool(sim_ci[g][0] - 1e-12 <= deployed_metrics["group_accuracy"][g] <= sim_ci[g][1] + 1e-12)
+         for g in names if sim_ci.get(g)}
         if sim_ci else None
     )
     return {
@@ -78,8 +80,10 @@ def to_markdown(comparisons: Mapping[str, Mapping[str, Any]], group_names: list[
         cells = [f"{signed_pct(c['group_accuracy_difference'][g])}"
                  + (f" [{signed_pct(ci[g][0])}, {signed_pct(ci[g][1])}]" if g in ci else "") for g in group_names]
         within = c.get("within_simulated_ci")
-        inside = "n/a" if within is None else ("all groups" if all(within.values()) else
-                                               "not: " + ", ".join(g for g, ok in within.items() if not ok))
+        inside = "n/a" if within is None else (
+            ("all groups" if len(within) == len(group_names) else "all groups with an interval")
+            if all(within.values()) else "not: " + ", ".join(g for g, ok in within.items() if not ok)
+        )
         dd = c["disparate_drop"]
         rows.append([name, pct(c["flip_rate"]), *cells, f"{pct(c['gap']['simulated'])} → {pct(c['gap']['deployed'])}",
                      f"{pct(dd['simulated'])} → {pct(dd['deployed'])}", inside])

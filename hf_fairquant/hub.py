@@ -1,4 +1,5 @@
-"""Push an output folder (quantized model, model card, audit report, plots) to the Hugging Face Hub.
+"""Push an output folder (quantized model, model card, audit report, plots) to the Hugging Face Hub;
+push the ``group_disparity`` evaluate metric to a Space (:func:`push_metric`).
 
 ``create_repo(exist_ok=True)`` then one ``upload_folder`` commit (with hf_xet installed,
 huggingface_hub splits a folder into several commits only past 256 files or 100 MB of
@@ -169,4 +170,89 @@ def push_folder(
     raise HubPushError(
         f"push of {path} to {repo_id} failed: {reason}\n"
         f"The local folder {path} is unchanged; rerunning the same command retries the push."
+    )
+
+
+# ------------------------------------------------------------------ the group_disparity metric as a Space
+#: What evaluate's Hub loader needs and what a community metric Space holds (evaluate-cli's layout):
+#: ``<name>.py`` (the script, named as the repo: evaluate.load("ns/name") fetches
+#: ``{HF_ENDPOINT}/spaces/ns/name/resolve/main/name.py``), ``README.md`` (the card, whose YAML header
+#: configures the Space), ``app.py`` (the Gradio widget) and ``requirements.txt``.
+METRIC_SPACE_SDK = "gradio"
+_CARD_IMPORT = ">>> from hf_fairquant.metrics import GROUP_DISPARITY  # the path of this folder, shipped with hf_fairquant\n"
+
+
+def _check_metric_name(repo_id: str) -> str:
+    """The repo name, which becomes the script's module name: a '.' would make it a package path."""
+    name = repo_id.split("/")[1]
+    if "." in name:
+        raise FairQuantError(
+            f"metric repo {repo_id!r}: the name {name!r} becomes the module file {name}.py that evaluate imports, so it "
+            "cannot contain '.'; use letters, digits, '-' and '_' (e.g. 'group_disparity')"
+        )
+    return name
+
+
+def metric_space_files(repo_id: str) -> dict[str, bytes]:
+    """The files of the metric Space ``repo_id``, made from the module folder shipped with the package.
+
+    The script is uploaded as ``<name>.py``; in the card and ``app.py`` the load-by-path lines
+    (``evaluate.load(GROUP_DISPARITY)`` after importing hf_fairquant) become ``evaluate.load("<repo_id>")``,
+    so the card's examples run for someone who has only ``evaluate`` installed.
+    """
+    from .metrics import GROUP_DISPARITY
+
+    name = _check_metric_name(repo_id)
+    folder = Path(GROUP_DISPARITY)
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    app = (folder / "app.py").read_text(encoding="utf-8")
+    hub_load = f'evaluate.load("{repo_id}")'
+    if _CARD_IMPORT not in card or "evaluate.load(GROUP_DISPARITY)" not in card or \
+            'evaluate.load("group_disparity")' not in app:  # pragma: no cover - guards the card's own text
+        raise FairQuantError("the metric card or app.py no longer hold the lines push-metric rewrites (a bug)")
+    card = card.replace(_CARD_IMPORT, "").replace("evaluate.load(GROUP_DISPARITY)", hub_load)
+    return {
+        f"{name}.py": (folder / "group_disparity.py").read_bytes(),
+        "README.md": card.encode("utf-8"),
+        "app.py": app.replace('evaluate.load("group_disparity")', hub_load).encode("utf-8"),
+        "requirements.txt": (folder / "requirements.txt").read_bytes(),
+    }
+
+
+def push_metric(
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    endpoint: str | None = None,
+) -> str:
+    """Upload the ``group_disparity`` evaluate module to the Space ``repo_id`` (created as a Gradio
+    Space if needed) in one commit, so that ``evaluate.load(repo_id)`` works anywhere.
+
+    Returns the commit URL. Raises ``FairQuantError`` before any request for a malformed repo id or
+    no token, and :class:`HubPushError` (token redacted) when the Hub fails.
+    """
+    from huggingface_hub import CommitOperationAdd
+
+    token = check_push_arguments(repo_id, token)
+    files = metric_space_files(repo_id)
+    message = commit_message or f"hf-fairquant: the group_disparity evaluate metric ({', '.join(files)})"
+    api = HfApi(endpoint=endpoint, token=token)
+    logger.info("pushing the group_disparity metric to the Space %s on %s", repo_id, api.endpoint)
+    try:
+        api.create_repo(repo_id, repo_type="space", space_sdk=METRIC_SPACE_SDK, private=private, exist_ok=True)
+        info = api.create_commit(
+            repo_id, repo_type="space", revision=revision, commit_message=message,
+            operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=content) for name, content in files.items()],
+        )
+    except _HUB_FAILURES as err:
+        reason = redact(f"{type(err).__name__}: {err}", token)
+    else:
+        logger.info("pushed the group_disparity metric to %s: %s", repo_id, info.commit_url)
+        return info.commit_url
+    raise HubPushError(  # outside the except block: no traceback quotes the Hub's exception
+        f"push of the group_disparity metric to the Space {repo_id} failed: {reason}\n"
+        "Nothing local changed; rerunning the same command retries the push."
     )

@@ -8,18 +8,23 @@ in the commit and no Xet or LFS transfer starts), for ``snapshot_download`` / ``
 (repo info, recursive tree, ``resolve`` HEAD/GET without any ``X-Xet-*`` header, so downloads
 stay plain HTTP) and for ``ModelCard.validate`` / README checks (``/api/validate-yaml``).
 
+Model repos and Space repos (``repo_type="space"``: what ``evaluate`` modules live in; created
+with a ``sdk``) are kept apart, as on the Hub: the same id can name one of each. Space routes
+are the model routes with ``/api/spaces/…`` for ``/api/models/…`` and ``/spaces/{ns}/{name}/resolve/…``
+for ``/{ns}/{name}/resolve/…`` (where ``evaluate.load("ns/name")`` fetches ``name.py``).
+
 Every request is recorded (method, path, headers, body). ``fail_next(route, status, times)``
 makes the next calls of a route fail; the error body echoes the request's ``Authorization``
 header, as a hostile or buggy server might, so that callers' redaction is really tested.
 
 Routes (names used by ``fail_next`` and ``requests_to``)::
 
-    create_repo    POST /api/repos/create
-    repo_info      GET  /api/models/{ns}/{name}[/revision/{rev}]
-    preupload      POST /api/models/{ns}/{name}/preupload/{rev}
-    commit         POST /api/models/{ns}/{name}/commit/{rev}      NDJSON: header, file, deletedFile, deletedFolder
-    tree           GET  /api/models/{ns}/{name}/tree/{rev}[/{path}]
-    resolve        HEAD|GET /{ns}/{name}/resolve/{rev}/{path}
+    create_repo    POST /api/repos/create                          JSON: name, organization, type (model|space), sdk
+    repo_info      GET  /api/{models|spaces}/{ns}/{name}[/revision/{rev}]
+    preupload      POST /api/{models|spaces}/{ns}/{name}/preupload/{rev}
+    commit         POST /api/{models|spaces}/{ns}/{name}/commit/{rev}      NDJSON: header, file, deletedFile, deletedFolder
+    tree           GET  /api/{models|spaces}/{ns}/{name}/tree/{rev}[/{path}]
+    resolve        HEAD|GET [/spaces]/{ns}/{name}/resolve/{rev}/{path}
     validate_yaml  POST /api/validate-yaml
 """
 
@@ -40,15 +45,18 @@ import yaml
 
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.png filter=lfs diff=lfs merge=lfs -text\n"
 _REPO = r"(?P<repo>[^/]+/[^/]+)"
+_KIND = r"(?P<kind>models|spaces)"
 _ROUTES = [
     ({"POST"}, re.compile(r"/api/repos/create"), "create_repo"),
-    ({"GET"}, re.compile(rf"/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?"), "repo_info"),
-    ({"POST"}, re.compile(rf"/api/models/{_REPO}/preupload/(?P<rev>[^/]+)"), "preupload"),
-    ({"POST"}, re.compile(rf"/api/models/{_REPO}/commit/(?P<rev>[^/]+)"), "commit"),
-    ({"GET"}, re.compile(rf"/api/models/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?"), "tree"),
-    ({"GET", "HEAD"}, re.compile(rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve"),
+    ({"GET"}, re.compile(rf"/api/{_KIND}/{_REPO}(?:/revision/(?P<rev>[^/]+))?"), "repo_info"),
+    ({"POST"}, re.compile(rf"/api/{_KIND}/{_REPO}/preupload/(?P<rev>[^/]+)"), "preupload"),
+    ({"POST"}, re.compile(rf"/api/{_KIND}/{_REPO}/commit/(?P<rev>[^/]+)"), "commit"),
+    ({"GET"}, re.compile(rf"/api/{_KIND}/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?"), "tree"),
+    ({"GET", "HEAD"}, re.compile(rf"/(?:(?P<kind>spaces)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve"),
     ({"POST"}, re.compile(r"/api/validate-yaml"), "validate_yaml"),
 ]
+#: Repo type of a route's ``kind`` (``/api/models``, ``/api/spaces``, ``/spaces/…/resolve``).
+_TYPE_OF_KIND = {"models": "model", "spaces": "space"}
 ROUTE_NAMES = frozenset(name for _, _, name in _ROUTES)
 Response = tuple[int, dict[str, str], bytes]  # status, headers, body
 _YAML_BLOCK = re.compile(r"\A\s*---\r?\n(.*?)\r?\n---(?:\r?\n|\Z)", re.DOTALL)
@@ -73,6 +81,8 @@ class Repo:
     private: bool
     commits: list[Commit]  # commits[0] is the one the Hub makes at creation (.gitattributes)
     branches: dict[str, str] = field(default_factory=dict)  # branch → commit oid
+    repo_type: str = "model"  # or "space"
+    sdk: str | None = None  # a Space's SDK (gradio, streamlit, docker, static)
 
     def resolve(self, rev: str) -> Commit | None:
         oid = self.branches.get(rev, rev)
@@ -110,7 +120,8 @@ class LoopbackHub:
 
     def __init__(self, tokens: set[str] | frozenset[str] = frozenset()) -> None:
         self.tokens = set(tokens)
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # model repos
+        self.spaces: dict[str, Repo] = {}  # Space repos
         self.requests: list[RecordedRequest] = []
         self._failures: dict[str, list[int]] = {}  # route → [status, times left]
         self._lock = threading.Lock()
@@ -151,9 +162,12 @@ class LoopbackHub:
         with self._lock:
             return [r for r in self.requests if r.route == route]
 
-    def repo(self, repo_id: str) -> Repo:
+    def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
         with self._lock:
-            return self.repos[repo_id]
+            return self._store(repo_type)[repo_id]
+
+    def _store(self, repo_type: str) -> dict[str, Repo]:
+        return self.spaces if repo_type == "space" else self.repos
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Response:
@@ -172,6 +186,8 @@ class LoopbackHub:
                     raise HubError(404, f"no route for {method} {split.path} on this loopback Hub")
                 self._maybe_fail(route, headers)
                 params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
+                if "kind" in params:
+                    params["repo_type"] = _TYPE_OF_KIND[params.pop("kind")]
                 handler: Callable[..., Response] = getattr(self, f"_{route}")
                 return handler(headers=headers, query=query, body=body, **params)
             except HubError as err:
@@ -194,8 +210,8 @@ class LoopbackHub:
         if not self._authorized(headers):
             raise HubError(401, "Invalid credentials in Authorization header")
 
-    def _get_repo(self, repo_id: str, headers: dict[str, str]) -> Repo:
-        repo = self.repos.get(repo_id)
+    def _get_repo(self, repo_id: str, headers: dict[str, str], repo_type: str = "model") -> Repo:
+        repo = self._store(repo_type).get(repo_id)
         if repo is None or (repo.private and not self._authorized(headers)):
             raise HubError(404, "Repository not found", code="RepoNotFound")
         return repo
@@ -210,30 +226,45 @@ class LoopbackHub:
     def _create_repo(self, *, headers: dict[str, str], body: bytes, **_: Any) -> Response:
         self._require_auth(headers)
         payload = json.loads(body)
-        if payload.get("type", "model") != "model":
-            raise HubError(400, "this loopback Hub only hosts model repos")
+        repo_type = payload.get("type") or "model"
+        if repo_type not in ("model", "space"):
+            raise HubError(400, f"this loopback Hub hosts model and space repos, not {repo_type!r}")
+        if repo_type == "space" and payload.get("sdk") not in ("gradio", "streamlit", "docker", "static"):
+            raise HubError(400, f"a space needs an sdk (gradio, streamlit, docker, static), got {payload.get('sdk')!r}")
         repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
         if "/" not in repo_id:
             raise HubError(400, "give the namespace: this loopback Hub has no default user")
-        if repo_id in self.repos:
+        store, prefix = self._store(repo_type), "spaces/" if repo_type == "space" else ""
+        url = f"{self.url}/{prefix}{repo_id}"
+        if repo_id in store:
             # huggingface_hub reads "url" from this 409 too (create_repo(exist_ok=True))
-            raise HubError(409, "You already created this model repo", extra={"url": f"{self.url}/{repo_id}"})
-        initial = Commit(hashlib.sha1(f"initial commit of {repo_id}".encode()).hexdigest(), "initial commit", "",
-                         {".gitattributes": GITATTRIBUTES})
-        self.repos[repo_id] = Repo(repo_id, payload.get("visibility") == "private", [initial], {"main": initial.oid})
-        return _json(200, {"url": f"{self.url}/{repo_id}", "name": repo_id, "id": repo_id})
+            raise HubError(409, f"You already created this {repo_type} repo", extra={"url": url})
+        initial = Commit(hashlib.sha1(f"initial commit of {prefix}{repo_id}".encode()).hexdigest(), "initial commit",
+                         "", {".gitattributes": GITATTRIBUTES})
+        store[repo_id] = Repo(repo_id, payload.get("visibility") == "private", [initial], {"main": initial.oid},
+                              repo_type, payload.get("sdk"))
+        return _json(200, {"url": url, "name": repo_id, "id": repo_id})
 
-    def _repo_info(self, *, repo: str, headers: dict[str, str], rev: str = "main", **_: Any) -> Response:
-        hosted = self._get_repo(repo, headers)
+    def _repo_info(
+        self, *, repo: str, headers: dict[str, str], rev: str = "main", repo_type: str = "model", **_: Any
+    ) -> Response:
+        hosted = self._get_repo(repo, headers, repo_type)
         commit = self._get_commit(hosted, rev)
-        return _json(200, {
-            "id": repo, "modelId": repo, "sha": commit.oid, "private": hosted.private, "tags": [],
+        info = {
+            "id": repo, "sha": commit.oid, "private": hosted.private, "tags": [],
             "siblings": [{"rfilename": p} for p in sorted(commit.files)],
-        })
+        }
+        if repo_type == "space":
+            info["sdk"] = hosted.sdk
+        else:
+            info["modelId"] = repo
+        return _json(200, info)
 
-    def _preupload(self, *, repo: str, rev: str, headers: dict[str, str], body: bytes, **_: Any) -> Response:
+    def _preupload(
+        self, *, repo: str, rev: str, headers: dict[str, str], body: bytes, repo_type: str = "model", **_: Any
+    ) -> Response:
         self._require_auth(headers)
-        head = self._get_commit(self._get_repo(repo, headers), rev)
+        head = self._get_commit(self._get_repo(repo, headers, repo_type), rev)
         files = [
             {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
              "oid": git_oid(head.files[f["path"]]) if f["path"] in head.files else None}
@@ -241,9 +272,11 @@ class LoopbackHub:
         ]
         return _json(200, {"files": files, "commitOid": head.oid})
 
-    def _commit(self, *, repo: str, rev: str, headers: dict[str, str], body: bytes, **_: Any) -> Response:
+    def _commit(
+        self, *, repo: str, rev: str, headers: dict[str, str], body: bytes, repo_type: str = "model", **_: Any
+    ) -> Response:
         self._require_auth(headers)
-        hosted = self._get_repo(repo, headers)
+        hosted = self._get_repo(repo, headers, repo_type)
         if rev not in hosted.branches:
             raise HubError(404, f"Invalid rev id: {rev} (commits go to an existing branch)", code="RevisionNotFound")
         head = self._get_commit(hosted, rev)
@@ -269,13 +302,14 @@ class LoopbackHub:
         oid = hashlib.sha1(json.dumps([head.oid, header["summary"], tree]).encode()).hexdigest()
         hosted.commits.append(Commit(oid, header["summary"], header.get("description", ""), files))
         hosted.branches[rev] = oid
-        url = f"{self.url}/{repo}/commit/{oid}"
+        url = f"{self.url}/{'spaces/' if repo_type == 'space' else ''}{repo}/commit/{oid}"
         return _json(200, {"success": True, "commitOid": oid, "commitUrl": url, "hookOutput": ""})
 
     def _tree(
-        self, *, repo: str, rev: str, headers: dict[str, str], query: dict[str, list[str]], path: str = "", **_: Any
+        self, *, repo: str, rev: str, headers: dict[str, str], query: dict[str, list[str]], path: str = "",
+        repo_type: str = "model", **_: Any,
     ) -> Response:
-        commit = self._get_commit(self._get_repo(repo, headers), rev)
+        commit = self._get_commit(self._get_repo(repo, headers, repo_type), rev)
         recursive = query.get("recursive", ["false"])[0].lower() == "true"
         prefix = path.strip("/") + "/" if path.strip("/") else ""
         entries: dict[str, dict[str, Any]] = {}
@@ -294,8 +328,10 @@ class LoopbackHub:
             raise HubError(404, f"{path} does not exist at {rev}", code="EntryNotFound")
         return _json(200, [entries[k] for k in sorted(entries)])
 
-    def _resolve(self, *, repo: str, rev: str, path: str, headers: dict[str, str], **_: Any) -> Response:
-        commit = self._get_commit(self._get_repo(repo, headers), rev)
+    def _resolve(
+        self, *, repo: str, rev: str, path: str, headers: dict[str, str], repo_type: str = "model", **_: Any
+    ) -> Response:
+        commit = self._get_commit(self._get_repo(repo, headers, repo_type), rev)
         if path not in commit.files:
             raise HubError(404, f"{path} does not exist at {rev}", code="EntryNotFound",
                            headers={"X-Repo-Commit": commit.oid})

@@ -69,13 +69,14 @@ def test_text_model_from_config_trains_and_publishes_its_tokenizer(text_recipe, 
     model = load_quantized(out)
     with torch.no_grad():
         assert torch.equal(model(**enc).logits, result.quantized_model(**enc).logits)
-    # 8 groups: more than the summary's columns, so every group's CI is listed one row each
+    # 8 groups: more than the summary's columns, so every group is listed one row each; with 10 examples
+    # each they are under the metric's min_group_size (30): no interval is printed for them (issue 26 item 6)
     report = (out / "report.md").read_text()
     card = (out / "README.md").read_text()
     for a in WORDS["a"]:
         for b in WORDS["b"]:
-            assert any(line.startswith(f"| {a}×{b} | 10 | ") and line.count("[") == 3 for line in report.splitlines()), a + b
-            assert any(line.startswith(f"| {a}×{b} | 10 | ") and line.count("[") == 3 for line in card.splitlines()), a + b
+            assert any(line.startswith(f"| {a}×{b} | 10 | ") and line.count("[") == 0 for line in report.splitlines()), a + b
+            assert any(line.startswith(f"| {a}×{b} | 10 | ") and line.count("[") == 0 for line in card.splitlines()), a + b
     assert "bootstrap interval (small groups have wide intervals)" in card
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 GroupNames = Union[Mapping[int, str], Sequence[str]]
 
 #: Keys of the module's output that echo settings rather than measure anything.
-_SETTINGS = frozenset({"n_boot", "confidence_level"})
+_SETTINGS = frozenset({"n_boot", "confidence_level", "min_group_size", "p_adjust"})
 
 
 def _names_by_code(group_names: Optional[GroupNames]) -> Optional[dict[str, str]]:
@@ -82,22 +82,31 @@ def _unpack(
     return np.asarray(predictions), labels, groups
 
 
+def _is_interval(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+
+
 def _flatten(result: Mapping[str, Any], names: Optional[dict[str, str]]) -> dict[str, float]:
-    """Flat float keys: ``group_accuracy/<name>``, ``accuracy_gap_ci_lo``, ``group_accuracy_ci_hi/<name>``."""
+    """Flat float keys: ``group_accuracy/<name>``, ``accuracy_gap_ci_lo``, ``group_accuracy_ci_hi/<name>``.
+
+    Left out: names (``worst_group``, ``groups_too_small_for_interval``), echoed settings, and
+    values the module leaves undefined (None: no interval for a small group, no detectable drop)."""
     rename = (lambda g: names.get(g, g)) if names else (lambda g: g)
     flat: dict[str, float] = {}
     for key, value in result.items():
-        if key in _SETTINGS or isinstance(value, str):
+        if key in _SETTINGS or value is None or isinstance(value, str):
             continue
         if isinstance(value, Mapping):
             for group, v in value.items():
-                if isinstance(v, (list, tuple)):
+                if _is_interval(v):
                     flat[f"{key}_lo/{rename(group)}"], flat[f"{key}_hi/{rename(group)}"] = float(v[0]), float(v[1])
-                else:
+                elif v is not None:
                     flat[f"{key}/{rename(group)}"] = float(v)
-        elif isinstance(value, (list, tuple)):
+        elif _is_interval(value):
             flat[f"{key}_lo"], flat[f"{key}_hi"] = float(value[0]), float(value[1])
-        else:
+        elif not isinstance(value, (list, tuple)):
             flat[key] = float(value)
     return flat
 
@@ -112,6 +121,8 @@ def group_compute_metrics(
     group_spec: Any = None,
     eval_dataset: Any = None,
     task: Any = "classification",
+    min_group_size: Optional[int] = None,
+    p_adjust: str = "holm",
 ) -> Callable[["EvalPrediction"], dict[str, float]]:
     """Build a ``compute_metrics`` for ``Trainer`` that reports accuracy per group.
 
@@ -124,6 +135,9 @@ def group_compute_metrics(
         group_names: readable names for the integer group codes, as a mapping or a sequence
             indexed by code (e.g. a ``ClassLabel``'s ``names``); default ``str(code)``.
         n_boot, confidence_level, seed: bootstrap settings of the ``group_disparity`` module.
+        min_group_size: groups with fewer eval examples get no interval (default: the module's, 30).
+        p_adjust: correction of the per-group McNemar p-values (with ``reference_predictions``):
+            ``"holm"``, ``"bh"`` or ``"none"``.
         reference_predictions: class ids of a reference (full-precision) model on the same eval
             set in the same order; adds accuracy drops and flip rates.
         include_loss: with logits, add per-group mean cross-entropy (``group_mean_loss/<name>``).
@@ -163,10 +177,12 @@ def group_compute_metrics(
     names = _names_by_code(group_names)
     task = get_task(task)
     module = load_group_disparity()
+    options: dict[str, Any] = {"n_boot": n_boot, "confidence_level": confidence_level, "seed": seed,
+                               "p_adjust": p_adjust}
+    if min_group_size is not None:
+        options["min_group_size"] = min_group_size
     # Dry run on one example: invalid settings fail now, not after the first epoch of training.
-    module.compute(
-        predictions=[0], references=[0], groups=[0], n_boot=n_boot, confidence_level=confidence_level, seed=seed
-    )
+    module.compute(predictions=[0], references=[0], groups=[0], **options)
     ref = None if reference_predictions is None else np.asarray(reference_predictions)
 
     def compute_metrics(eval_pred: "EvalPrediction") -> dict[str, float]:
@@ -183,9 +199,7 @@ def group_compute_metrics(
             predictions=predictions,
             references=labels,
             groups=groups,
-            n_boot=n_boot,
-            confidence_level=confidence_level,
-            seed=seed,
+            **options,
             **extra,
         )
         if names is not None:

@@ -82,10 +82,33 @@ def test_no_bootstrap_keys_without_n_boot(group_disparity):
     assert not [k for k in result if k.endswith("_ci")] and "n_boot" not in result
 
 
-def test_single_example_groups_get_degenerate_intervals(group_disparity):
+def test_groups_too_small_get_no_interval_and_are_named(group_disparity):
+    """Issue 26 item 6: a one-example group got a "95 %" interval [1.0, 1.0]; now it gets none, and says why."""
     result = group_disparity.compute(predictions=[1, 0], references=[1, 1], groups=["a", "b"], n_boot=50)
-    assert result["group_accuracy_ci"] == {"a": [1.0, 1.0], "b": [0.0, 0.0]}
-    assert result["accuracy_gap_ci"] == [1.0, 1.0]
+    assert result["group_accuracy_ci"] == {"a": None, "b": None}
+    assert result["groups_too_small_for_interval"] == ["a", "b"] and result["min_group_size"] == 30
+    # statistics across groups include the small ones' noise: no interval either; the overall one needs 30 examples
+    assert result["accuracy_gap_ci"] is None and result["worst_group_accuracy_ci"] is None
+    assert result["accuracy_ci"] is None
+
+
+def test_only_the_small_group_loses_its_interval(group_disparity):
+    data = synthetic(40)
+    keep = (data["groups"] != 2) | (np.arange(len(data["groups"])) < 99)  # group 2 keeps 19 examples
+    data = {k: np.asarray(v)[keep] for k, v in data.items()}
+    result = group_disparity.compute(**data, n_boot=200)
+    assert result["group_count"]["2"] == 19 and result["groups_too_small_for_interval"] == ["2"]
+    assert result["group_accuracy_ci"]["2"] is None and result["group_accuracy_drop_ci"]["2"] is None
+    assert all(result["group_accuracy_ci"][g] is not None for g in ("0", "1"))
+    for key in ("accuracy_gap_ci", "worst_group_accuracy_ci", "disparate_drop_ci", "gap_change_ci"):
+        assert result[key] is None, key
+    assert result["accuracy_ci"] is not None and result["accuracy_drop_ci"] is not None  # 99 examples in all
+    # min_group_size is the user's: 19 examples are enough when they say so; 0 or 1 turns the limit off
+    relaxed = group_disparity.compute(**data, n_boot=200, min_group_size=19)
+    assert relaxed["groups_too_small_for_interval"] == [] and relaxed["accuracy_gap_ci"] is not None
+    single = group_disparity.compute(predictions=[1, 0], references=[1, 1], groups=["a", "b"], n_boot=50,
+                                     min_group_size=1)
+    assert single["group_accuracy_ci"] == {"a": [1.0, 1.0], "b": [0.0, 0.0]}
 
 
 def naive_bootstrap(data: dict, n_boot: int, seed: int) -> dict[str, np.ndarray]:
@@ -100,11 +123,19 @@ def naive_bootstrap(data: dict, n_boot: int, seed: int) -> dict[str, np.ndarray]
         ref = np.array([(r[i] == y[i]).mean() for i in idx])
         gaps.append(acc.max() - acc.min())
         drops.append(ref - acc)
-    return {"accuracy_gap_ci": np.quantile(gaps, [0.025, 0.975]),
-            "group_accuracy_drop_ci": np.quantile(np.array(drops), [0.025, 0.975], axis=0).T}
+    acc = np.array([(p[m] == y[m]).mean() for m in members])
+    drop = np.array([(r[m] == y[m]).mean() for m in members]) - acc
+
+    def hull(samples, estimate):  # percentile interval and basic interval, their hull
+        q_lo, q_hi = np.quantile(samples, [0.025, 0.975], axis=0)
+        return np.array([np.minimum(q_lo, 2 * estimate - q_hi), np.maximum(q_hi, 2 * estimate - q_lo)])
+
+    return {"accuracy_gap_ci": hull(np.array(gaps), acc.max() - acc.min()),
+            "group_accuracy_drop_ci": hull(np.array(drops), drop).T}
 
 
 def test_agrees_with_textbook_index_resampling(group_disparity):
+    """The multinomial cell counts are the textbook bootstrap: same intervals up to Monte Carlo noise."""
     data = synthetic(150, seed=3)
     result = group_disparity.compute(**data, n_boot=4000, seed=1)
     naive = naive_bootstrap(data, n_boot=4000, seed=2)

@@ -115,9 +115,10 @@ def test_app_and_requirements_follow_evaluate():
     assert 'evaluate.load("group_disparity")' in app and "launch_gradio_widget(module)" in app
     requirements = (FOLDER / "requirements.txt").read_text().split()
     assert any(r.startswith("evaluate") for r in requirements) and "numpy" in requirements
+    assert any(r.startswith("scipy") for r in requirements)  # the tests and the minimum detectable drop
 
 
 def test_module_is_self_contained():
     source = (FOLDER / "group_disparity.py").read_text()
     imported = set(re.findall(r"^(?:from|import) (\w+)", source, flags=re.M))
-    assert imported <= {"__future__", "math", "numbers", "typing", "datasets", "numpy", "evaluate"}
+    assert imported <= {"__future__", "math", "numbers", "typing", "datasets", "numpy", "scipy", "evaluate"}

@@ -45,7 +45,8 @@ def test_group_names_bootstrap_reference_and_tuple_predictions():
     eval_pred, logits, labels, groups = eval_prediction(tuple_predictions=True)
     reference = labels.copy()
     compute = group_compute_metrics(
-        group_names=["young", "middle", "old"], n_boot=50, reference_predictions=reference, include_loss=False
+        group_names=["young", "middle", "old"], n_boot=50, reference_predictions=reference, include_loss=False,
+        min_group_size=10,
     )
     metrics = compute(eval_pred)
     assert {f"group_accuracy/{g}" for g in ("young", "middle", "old")} <= metrics.keys()
@@ -58,9 +59,26 @@ def test_group_names_bootstrap_reference_and_tuple_predictions():
     assert "n_boot" not in metrics and "mean_loss" not in metrics
     # A mapping works as well, and the same call is reproducible.
     by_mapping = group_compute_metrics(
-        group_names={0: "young", 1: "middle", 2: "old"}, n_boot=50, reference_predictions=reference, include_loss=False
+        group_names={0: "young", 1: "middle", 2: "old"}, n_boot=50, reference_predictions=reference, include_loss=False,
+        min_group_size=10,
     )
     assert by_mapping(eval_pred) == metrics
+    # McNemar keys flatten like the rest; a p-value per group, and the adjusted ones
+    assert {"mcnemar_p_value", "group_mcnemar_p_adjusted/old", "group_newly_wrong/old"} <= metrics.keys()
+
+
+def test_small_groups_lose_their_interval_keys_not_the_others():
+    """The module's None (no interval for a group under min_group_size) is left out, not a crash."""
+    eval_pred, logits, labels, groups = eval_prediction(tuple_predictions=True)
+    metrics = group_compute_metrics(group_names=["young", "middle", "old"], n_boot=50, include_loss=False,
+                                    reference_predictions=labels.copy())(eval_pred)
+    counts = {g: metrics[f"group_count/{g}"] for g in ("young", "middle", "old")}
+    small = [g for g, n in counts.items() if n < 30]
+    assert small  # the fixture has a group under the default min_group_size of 30
+    for g in counts:
+        assert (f"group_accuracy_ci_lo/{g}" in metrics) == (g not in small)
+    assert "accuracy_gap_ci_lo" not in metrics and "groups_too_small_for_interval" not in metrics
+    assert all(isinstance(v, float) for v in metrics.values())
 
 
 def test_class_id_predictions_are_used_as_they_are():

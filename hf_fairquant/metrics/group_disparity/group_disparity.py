@@ -13,7 +13,46 @@
 # limitations under the License.
 """Group disparity metric: per-group accuracy, its gaps, and how a quantized model moves them.
 
-Self-contained (numpy, datasets, evaluate only) so the folder can be pushed to the Hub on its own.
+Self-contained (numpy, scipy, datasets, evaluate only) so the folder can be pushed to the Hub
+on its own (``hf-fairquant push-metric``) and loaded with ``evaluate.load("<namespace>/<name>")``.
+
+Statistics of a paired comparison (``reference_predictions`` given), per group:
+
+* **Exact McNemar test.** Only the discordant pairs carry information about a change in accuracy:
+  ``b`` examples the reference got right and the evaluated model gets wrong, ``c`` the reverse.
+  Under "no change" ``b ~ Binomial(b + c, 1/2)``; the p-value is the exact two-sided binomial
+  p-value (``scipy.stats.binomtest``), 1.0 when ``b + c = 0``. p-values are adjusted across groups
+  by Holm (family-wise error, the default) or Benjamini-Hochberg (false discovery rate).
+* **Minimum detectable drop** (power 0.8): the smallest drop ``delta`` that this test, at the
+  per-group level ``alpha / m`` (``alpha`` alone with ``p_adjust="none"``), detects with
+  probability 0.8 in a group of this size, computed exactly from binomial sums (see ``_power``),
+  assuming the discordant-pair rate stays as observed (``psi = max(psi_hat, delta)``).
+
+Intervals (``n_boot > 0``) come from one group-stratified, paired bootstrap: every statistic here
+depends on a group's resample only through its multinomial counts of (reference correct,
+correct) cells, so those counts are drawn directly. Each interval is the **hull of the percentile
+and the basic bootstrap intervals**, ``[min(q_lo, 2t - q_hi), max(q_hi, 2t - q_lo)]`` (``t`` the
+estimate, ``q`` the bootstrap quantiles), clipped to the statistic's range. Why this and not the
+percentile interval or BCa:
+
+* It always contains its estimate (if ``t < q_lo`` then ``2t - q_hi < t``; symmetrically above),
+  whereas a percentile interval of a max - min statistic excludes it whenever fewer than
+  ``(1 - c)/2`` of the replicates fall below the estimate (the "gap 0.0 [0.1, 3.7]" case). BCa
+  does not help there: its levels are ``Phi(2 z0 + z_{(1 -/+ c)/2})`` (without acceleration)
+  with ``z0 = Phi^-1(share of replicates below t)``, so its upper end drops below ``t`` exactly
+  when ``z0 < z_{(1-c)/2}``, the same case.
+* For smooth statistics (a group's accuracy or drop, a well separated disparate drop) the two
+  intervals nearly coincide and coverage is nominal; the seeded simulation in
+  ``tests/metrics/test_group_disparity_coverage.py`` checks it, ``benchmarks/metric_coverage.py``
+  measures the card's tables.
+* A max - min statistic (gap, disparate drop) is biased upwards when groups are close: the
+  percentile interval then never holds a true 0 (measured: 0 % at exact ties), while the basic
+  end reaches down to it (90-91 % for 3 tied groups). No bootstrap is exact at a tie (the max is
+  not differentiable there): coverage at exact ties falls with the number of tied groups (74-77 %
+  for 7); such intervals still contain their estimate.
+
+Groups with fewer than ``min_group_size`` examples get no interval (None): a bootstrap of a
+handful of examples gives intervals far below their nominal coverage (see the card's table).
 """
 
 from __future__ import annotations
@@ -25,6 +64,7 @@ from typing import Any, Optional
 import datasets
 import evaluate
 import numpy as np
+from scipy import optimize, special, stats
 
 _DESCRIPTION = """
 Group disparity splits a classifier's accuracy by a group column (a sensitive attribute, a data
@@ -32,16 +72,20 @@ source, a class family, ...) and summarises how unevenly it is spread: the accur
 the worst group, the gap (max - min) and ratio (min / max) between groups, and, for binary tasks,
 the equalized odds difference. Given the predictions of a reference model (e.g. the full-precision
 model a quantized one was made from) it also reports how much each group lost (the accuracy drop)
-and how many predictions flipped, which isolates the disparity the quantization itself caused.
-Per-example losses give per-group mean losses. With `n_boot > 0` it adds percentile confidence
-intervals from a bootstrap stratified by group.
+and how many predictions flipped, which isolates the disparity the quantization itself caused; per
+group an exact McNemar test (Holm or Benjamini-Hochberg across groups) says whether the drop is more
+than chance, and a minimum detectable drop how small a drop the group's data could have shown.
+Per-example losses give per-group mean losses (token-weighted with `loss_weights`). With
+`n_boot > 0` it adds confidence intervals from a paired bootstrap stratified by group, which always
+contain their estimate; groups under `min_group_size` examples get none.
 """
 
 
 _KWARGS_DESCRIPTION = """
 Args:
-    predictions (`list` of `int`): Predicted class ids of the evaluated (e.g. quantized) model.
-    references (`list` of `int`): Ground-truth class ids.
+    predictions (`list` of `int`): Predicted class ids (>= 0) of the evaluated (e.g. quantized) model.
+    references (`list` of `int`): Ground-truth class ids (>= 0). Ignored labels (-100 or -1) are
+        refused: drop those examples from every input first (hf_fairquant's one rule).
     groups (`list` of `int` or `list` of `str`): Group of every example, all ints or all strings.
         Group names in the outputs are `str(value)`, in sorted order (ints numerically).
     groups_2 (`list` of `int` or `list` of `str`, *optional*): A second group column; the group of
@@ -52,14 +96,20 @@ Args:
     losses (`list` of `float`, *optional*): Per-example loss of the evaluated model.
     reference_losses (`list` of `float`, *optional*): Per-example loss of the reference model;
         needs `losses`.
+    loss_weights (`list` of `float`, *optional*): Per-example weights (> 0) of the mean losses,
+        e.g. token counts for per-token means; needs `losses`.
     n_boot (`int`, *optional*, defaults to 0): Bootstrap replicates for confidence intervals;
         0 turns them off.
-    confidence_level (`float`, *optional*, defaults to 0.95): Coverage of the intervals, in (0, 1).
+    confidence_level (`float`, *optional*, defaults to 0.95): Coverage of the intervals, in (0, 1);
+        the tests' significance level is 1 - confidence_level.
     seed (`int`, *optional*, defaults to 0): Seed of `numpy.random.default_rng` for the bootstrap.
+    p_adjust (`str`, *optional*, defaults to "holm"): Adjustment of the per-group McNemar p-values:
+        "holm", "bh" (Benjamini-Hochberg) or "none".
+    min_group_size (`int`, *optional*, defaults to 30): Groups with fewer examples get no interval.
 
     `groups` is a feature (it can go through `add_batch`); `groups_2`, `reference_predictions`,
-    `losses` and `reference_losses` are arguments of `compute` and must cover every example added,
-    in the order they were added.
+    `losses`, `reference_losses` and `loss_weights` are arguments of `compute` and must cover every
+    example added, in the order they were added.
 
 Returns:
     accuracy (`float`): Overall accuracy.
@@ -67,8 +117,11 @@ Returns:
     group_error_rate, group_count, worst_group, worst_group_accuracy, accuracy_gap,
     accuracy_ratio, max_difference_to_overall: see the metric card.
     Binary tasks add true/false positive rates and the equalized odds difference; reference
-    predictions add drops and flips; losses add mean losses; `n_boot > 0` adds `*_ci` intervals.
-    The metric card (README.md) documents every key with its formula.
+    predictions add drops, flips, exact McNemar p-values per group (`group_mcnemar_p_value`,
+    `group_mcnemar_p_adjusted`, `group_mcnemar_significant`) and minimum detectable drops
+    (`group_min_detectable_drop`); losses add mean losses; `n_boot > 0` adds `*_ci` intervals
+    (None for groups in `groups_too_small_for_interval`). The metric card (README.md) documents
+    every key with its formula.
 
 Examples:
 
@@ -102,6 +155,19 @@ Examples:
         {'f×0': 1.0, 'f×1': 0.0, 'm×0': 1.0, 'm×1': 1.0}
         >>> results["worst_group"]
         'f×1'
+
+    Example 4-Is a group's drop more than chance? And how small a drop could its data show?
+        >>> gd = evaluate.load("group_disparity")
+        >>> results = gd.compute(
+        ...     predictions=[0] * 60 + [1] * 12 + [0] * 28,
+        ...     references=[0] * 100,
+        ...     groups=["head"] * 60 + ["tail"] * 40,
+        ...     reference_predictions=[0] * 100,
+        ... )
+        >>> results["group_mcnemar_p_adjusted"], results["group_mcnemar_significant"]
+        ({'head': 1.0, 'tail': 0.0009765625}, {'head': False, 'tail': True})
+        >>> {g: round(v, 3) for g, v in results["group_min_detectable_drop"].items()}
+        {'head': 0.147, 'tail': 0.257}
 """
 
 
@@ -122,13 +188,57 @@ _CITATION = """
   booktitle={Advances in Neural Information Processing Systems},
   year={2016}
 }
+@article{mcnemar1947note,
+  title={Note on the sampling error of the difference between correlated proportions or percentages},
+  author={McNemar, Quinn},
+  journal={Psychometrika},
+  volume={12},
+  number={2},
+  pages={153--157},
+  year={1947}
+}
+@article{holm1979simple,
+  title={A Simple Sequentially Rejective Multiple Test Procedure},
+  author={Holm, Sture},
+  journal={Scandinavian Journal of Statistics},
+  volume={6},
+  number={2},
+  pages={65--70},
+  year={1979}
+}
+@article{benjamini1995controlling,
+  title={Controlling the False Discovery Rate: A Practical and Powerful Approach to Multiple Testing},
+  author={Benjamini, Yoav and Hochberg, Yosef},
+  journal={Journal of the Royal Statistical Society: Series B},
+  volume={57},
+  number={1},
+  pages={289--300},
+  year={1995}
+}
+@book{davison1997bootstrap,
+  title={Bootstrap Methods and their Application},
+  author={Davison, Anthony C. and Hinkley, David V.},
+  publisher={Cambridge University Press},
+  year={1997}
+}
 """
 
 #: Joins the two names of an intersectional group (U+00D7 MULTIPLICATION SIGN).
 INTERSECTION_SEPARATOR = "\u00d7"
 
-_PER_EXAMPLE_KWARGS = ("groups_2", "reference_predictions", "losses", "reference_losses")
-_OPTION_KWARGS = ("n_boot", "confidence_level", "seed")
+_PER_EXAMPLE_KWARGS = ("groups_2", "reference_predictions", "losses", "reference_losses", "loss_weights")
+_OPTION_KWARGS = ("n_boot", "confidence_level", "seed", "p_adjust", "min_group_size")
+
+#: Corrections of the per-group McNemar p-values for testing every group (`p_adjust`).
+P_ADJUST_METHODS = ("holm", "bh", "none")
+#: Default `min_group_size`: smaller groups get no bootstrap interval. Measured by
+#: benchmarks/metric_coverage.py (metric card, "How good are the intervals"): a group at accuracy
+#: 0.8 (9 % discordant pairs) gets a 95 % accuracy interval that holds the truth 92.8 % of the time
+#: at 30 examples, 90.0 % at 20, 85.3 % at 10, 62.1 % at 5; its drop interval 90.5 % at 30, 84.0 %
+#: at 20, 60.6 % at 10. Below 30 a "95 %" interval misleads more than it informs.
+DEFAULT_MIN_GROUP_SIZE = 30
+#: Power at which the minimum detectable drop is computed.
+MDE_POWER = 0.8
 
 
 def _features(group_dtype: str) -> datasets.Features:
@@ -202,18 +312,29 @@ def _float_to_int(name: str, arr: np.ndarray, allowed: str) -> np.ndarray:
 
 
 def _check_ints(name: str, values: Any) -> np.ndarray:
-    """Class ids: integers (integral floats allowed), no None/NaN."""
+    """Class ids: integers >= 0 (integral floats allowed), no None/NaN."""
     arr = _to_array(name, values)
     allowed = "integer class ids with no missing values"
     if arr.dtype.kind in "iub":
-        return arr.astype(np.int64)
-    if arr.dtype.kind == "f":
-        return _float_to_int(name, arr, allowed)
-    if arr.dtype.kind == "O":
+        out = arr.astype(np.int64)
+    elif arr.dtype.kind == "f":
+        out = _float_to_int(name, arr, allowed)
+    elif arr.dtype.kind == "O":
         _first_bad(name, arr, _mask(arr, _is_missing), "a missing value (None or NaN)", allowed)
         _first_bad(name, arr, ~_mask(arr, _is_integral), "a non-integer value", allowed)
-        return arr.astype(np.int64)
-    raise ValueError(f"`{name}` must be {allowed}, got dtype {arr.dtype} ({_describe(arr[:5].tolist())}).")
+        out = arr.astype(np.int64)
+    else:
+        raise ValueError(f"`{name}` must be {allowed}, got dtype {arr.dtype} ({_describe(arr[:5].tolist())}).")
+    # One rule for ignored labels across hf_fairquant (audit and FairQuantTrainer refuse them too):
+    # an example whose label is ignored (-100, transformers' ignore index, or -1) has no accuracy
+    # to count, and dropping it here would silently shrink its group and misalign the per-example
+    # arguments of compute(); so it is refused, and the caller drops it from every input.
+    _first_bad(
+        name, out, out < 0, "a negative class id", "class ids >= 0: drop the examples whose label is ignored "
+        "(-100 in transformers, or -1) from every input before calling the metric, as hf_fairquant's audit "
+        "and FairQuantTrainer require too",
+    )
+    return out
 
 
 def _check_groups(name: str, values: Any) -> np.ndarray:
@@ -258,6 +379,13 @@ def _check_floats(name: str, values: Any) -> np.ndarray:
     return arr
 
 
+def _check_weights(name: str, values: Any) -> np.ndarray:
+    """Per-example weights of the mean losses (e.g. token counts): finite and > 0."""
+    arr = _check_floats(name, values)
+    _first_bad(name, arr, arr <= 0, "a weight <= 0", "finite numbers > 0 (drop examples with nothing to score)")
+    return arr
+
+
 def _check_lengths(lengths: dict[str, int]) -> int:
     """All per-example inputs must have the same, non-zero length."""
     if len(set(lengths.values())) > 1:
@@ -269,7 +397,9 @@ def _check_lengths(lengths: dict[str, int]) -> int:
     return n
 
 
-def _check_options(n_boot: Any, confidence_level: Any, seed: Any) -> None:
+def _check_options(
+    n_boot: Any, confidence_level: Any, seed: Any, p_adjust: Any = "holm", min_group_size: Any = DEFAULT_MIN_GROUP_SIZE
+) -> None:
     if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 0:
         raise ValueError(f"`n_boot` must be an int >= 0 (0 = no bootstrap), got {n_boot!r}.")
     if (
@@ -280,6 +410,16 @@ def _check_options(n_boot: Any, confidence_level: Any, seed: Any) -> None:
         raise ValueError(f"`confidence_level` must be a number strictly between 0 and 1, got {confidence_level!r}.")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
         raise ValueError(f"`seed` must be an int >= 0 or None, got {seed!r}.")
+    if not isinstance(p_adjust, str) or p_adjust not in P_ADJUST_METHODS:
+        raise ValueError(
+            f"`p_adjust` must be one of {list(P_ADJUST_METHODS)} (Holm, Benjamini-Hochberg, no correction), "
+            f"got {p_adjust!r}."
+        )
+    if isinstance(min_group_size, bool) or not isinstance(min_group_size, numbers.Integral) or min_group_size < 0:
+        raise ValueError(
+            f"`min_group_size` must be an int >= 0 (groups with fewer examples get no interval; 0 or 1: every "
+            f"group gets one), got {min_group_size!r}."
+        )
 
 
 def _group_kind(arr: np.ndarray) -> str:
@@ -294,13 +434,15 @@ _CHECKERS = {
     "reference_predictions": _check_ints,
     "losses": _check_floats,
     "reference_losses": _check_floats,
+    "loss_weights": _check_weights,
 }
 
 
 def _check_compute_inputs(extra: dict[str, Any], n_examples: Optional[int], label: str) -> None:
     """Check the per-example arguments of `compute` against the number of examples (when it is known)."""
-    if extra.get("reference_losses") is not None and extra.get("losses") is None:
-        raise ValueError("`reference_losses` needs `losses` (the per-example losses of the evaluated model).")
+    for name in ("reference_losses", "loss_weights"):
+        if extra.get(name) is not None and extra.get("losses") is None:
+            raise ValueError(f"`{name}` needs `losses` (the per-example losses of the evaluated model).")
     arrays = {k: _to_array(k, v) for k, v in extra.items() if v is not None}
     if n_examples is not None and arrays:
         _check_lengths({label: n_examples, **{k: len(v) for k, v in arrays.items()}})
@@ -317,14 +459,18 @@ def _check_all(
     reference_predictions: Any = None,
     losses: Any = None,
     reference_losses: Any = None,
+    loss_weights: Any = None,
     n_boot: Any = 0,
     confidence_level: Any = 0.95,
     seed: Any = 0,
+    p_adjust: Any = "holm",
+    min_group_size: Any = DEFAULT_MIN_GROUP_SIZE,
 ) -> dict[str, Optional[np.ndarray]]:
     """Validate every input of `compute`; return them as clean numpy arrays."""
-    _check_options(n_boot, confidence_level, seed)
-    if reference_losses is not None and losses is None:
-        raise ValueError("`reference_losses` needs `losses` (the per-example losses of the evaluated model).")
+    _check_options(n_boot, confidence_level, seed, p_adjust, min_group_size)
+    for name, value in (("reference_losses", reference_losses), ("loss_weights", loss_weights)):
+        if value is not None and losses is None:
+            raise ValueError(f"`{name}` needs `losses` (the per-example losses of the evaluated model).")
     raw = {
         "predictions": predictions,
         "references": references,
@@ -333,6 +479,7 @@ def _check_all(
         "reference_predictions": reference_predictions,
         "losses": losses,
         "reference_losses": reference_losses,
+        "loss_weights": loss_weights,
     }
     required = ("predictions", "references", "groups")
     arrays = {k: _to_array(k, v) for k, v in raw.items() if v is not None or k in required}
@@ -387,27 +534,37 @@ def _rate(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
-def _interval(samples: np.ndarray, confidence_level: float) -> np.ndarray:
-    """Percentile interval over axis 0: shape (2, ...) holding (lo, hi)."""
-    alpha = 1.0 - confidence_level
-    return np.quantile(samples, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+#: Range of every bootstrapped statistic: intervals are clipped to it.
+_BOUNDS = {
+    "accuracy": (0.0, 1.0),
+    "group_accuracy": (0.0, 1.0),
+    "accuracy_gap": (0.0, 1.0),
+    "worst_group_accuracy": (0.0, 1.0),
+    "group_accuracy_drop": (-1.0, 1.0),
+    "accuracy_drop": (-1.0, 1.0),
+    "disparate_drop": (0.0, 2.0),
+    "gap_change": (-1.0, 1.0),
+}
+#: Statistics of one group each; the others combine all groups (or are overall).
+_PER_GROUP = ("group_accuracy", "group_accuracy_drop")
+_ACROSS_GROUPS = ("accuracy_gap", "worst_group_accuracy", "disparate_drop", "gap_change")
 
 
-def _bootstrap(
+def _replicates(
     codes: np.ndarray,
     correct: np.ndarray,
     ref_correct: Optional[np.ndarray],
     n_groups: int,
     n_boot: int,
-    confidence_level: float,
     seed: Optional[int],
 ) -> dict[str, np.ndarray]:
-    """Stratified bootstrap of the accuracy statistics, vectorised over replicates.
+    """Stratified, paired bootstrap replicates of the accuracy statistics, vectorised over replicates.
 
     Every statistic here depends on a group's resample only through how many of its examples fall
     in each outcome cell (correct or not, and reference-correct or not). Resampling n_g examples
     with replacement puts a multinomial(n_g, cell shares) number of them in the cells, so drawing
-    those counts directly is the same bootstrap, exactly, at O(n_boot x groups) cost.
+    those counts directly is the same bootstrap, exactly, at O(n_boot x groups) cost. The cells
+    pair each example's two outcomes, so the drops are bootstrapped paired.
     """
     cell = correct.astype(np.int64) + (2 * ref_correct.astype(np.int64) if ref_correct is not None else 0)
     n_cells = 4 if ref_correct is not None else 2
@@ -427,9 +584,166 @@ def _bootstrap(
         ref_acc = (draws[..., 2] + draws[..., 3]) / n_g
         drop = ref_acc - acc
         samples["group_accuracy_drop"] = drop
+        samples["accuracy_drop"] = (drop * n_g).sum(axis=1) / n_g.sum()
         samples["disparate_drop"] = drop.max(axis=1) - drop.min(axis=1)
         samples["gap_change"] = samples["accuracy_gap"] - (ref_acc.max(axis=1) - ref_acc.min(axis=1))
-    return {key: _interval(value, confidence_level) for key, value in samples.items()}
+    return samples
+
+
+def _hull_interval(
+    samples: np.ndarray, estimate: np.ndarray, confidence_level: float, bounds: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The hull of the percentile and basic bootstrap intervals over axis 0, clipped to ``bounds``.
+
+    Percentile: ``[q_lo, q_hi]``, the ``(1 - c)/2`` and ``(1 + c)/2`` quantiles of the replicates.
+    Basic (reverse percentile): ``[2t - q_hi, 2t - q_lo]``. Their hull contains the estimate
+    ``t`` whatever the replicates (see the module docstring for why this interval).
+    """
+    alpha = 1.0 - confidence_level
+    q_lo, q_hi = np.quantile(samples, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
+    estimate = np.asarray(estimate, dtype=np.float64)
+    lo = np.minimum(np.minimum(q_lo, 2.0 * estimate - q_hi), estimate)
+    hi = np.maximum(np.maximum(q_hi, 2.0 * estimate - q_lo), estimate)
+    return np.clip(lo, *bounds), np.clip(hi, *bounds)
+
+
+def _mcnemar_p_value(newly_wrong: int, newly_right: int) -> float:
+    """Exact two-sided McNemar test: ``b ~ Binomial(b + c, 1/2)`` under no change; 1.0 when b + c = 0."""
+    discordant = newly_wrong + newly_right
+    if discordant == 0:
+        return 1.0
+    return float(stats.binomtest(newly_wrong, discordant, 0.5, alternative="two-sided").pvalue)
+
+
+def _adjust_p_values(p_values: np.ndarray, method: str) -> np.ndarray:
+    """Holm's step-down (family-wise error) or Benjamini-Hochberg's step-up (false discovery rate)
+    adjusted p-values, in the input order; ``"none"`` returns them unchanged."""
+    m = p_values.size
+    if method == "none" or m == 0:
+        return p_values.astype(np.float64)
+    order = np.argsort(p_values, kind="stable")
+    ranked = p_values[order]
+    if method == "holm":  # max over j <= i of (m - j + 1) p_(j)
+        adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * ranked))
+    else:  # "bh": min over j >= i of m p_(j) / j
+        adjusted = np.minimum.accumulate((m / np.arange(1, m + 1) * ranked)[::-1])[::-1]
+        adjusted = np.minimum(1.0, adjusted)
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+def _mcnemar_critical(discordant: np.ndarray, alpha: float) -> np.ndarray:
+    """Per number of discordant pairs d: the largest k with ``2 P(B <= k) <= alpha``, B ~ Bin(d, 1/2)
+    (the exact test rejects when b <= k or b >= d - k); -1 when no b can reach ``alpha``.
+
+    Starts from the normal approximation and steps to the exact value (``scipy.special.bdtr`` is
+    the binomial CDF); equal to ``binomtest(b, d).pvalue <= alpha`` (a test checks it)."""
+    d = np.asarray(discordant, dtype=np.int64)
+    level = alpha / 2.0 * (1.0 + 1e-9)  # binomtest's own relative tolerance is 1e-7
+    k = np.floor(d / 2.0 + stats.norm.ppf(alpha / 2.0) * np.sqrt(d) / 2.0).astype(np.int64)
+    k = np.clip(k, -1, d)
+    while True:
+        up = (k + 1 <= d) & (special.bdtr(np.maximum(k + 1, 0), d, 0.5) <= level)
+        down = (k >= 0) & (special.bdtr(np.maximum(k, 0), d, 0.5) > level)
+        if not (up.any() or down.any()):
+            return k
+        k = k + up.astype(np.int64) - down.astype(np.int64)
+
+
+def _binom_pmf(k: np.ndarray, n: int, p: float) -> np.ndarray:
+    """Binomial probabilities P(K = k), K ~ Bin(n, p), via log-gamma (``0 log 0 = 0``)."""
+    return np.exp(
+        special.gammaln(n + 1.0) - special.gammaln(k + 1.0) - special.gammaln(n - k + 1.0)
+        + special.xlogy(k, p) + special.xlog1py(n - k, -p)
+    )
+
+
+def _power(n: int, psi_hat: float, delta: float, alpha: float, critical: Optional[np.ndarray] = None) -> float:
+    """Power of the exact two-sided McNemar test at level ``alpha`` on ``n`` pairs when the true drop
+    is ``delta`` > 0 and the discordant-pair rate is ``psi = max(psi_hat, delta)``.
+
+    ``sum_d Bin(d; n, psi) * P(b <= k_d or b >= d - k_d | b ~ Bin(d, 1/2 + delta / (2 psi)))``: the
+    number of discordant pairs d is binomial, and given d the losses among them are binomial with
+    the share that makes the expected drop ``delta``. Only the d within 8 standard deviations
+    (plus 10) of ``n psi`` are summed (the rest weigh < 1e-12). ``critical``: a cache of the
+    ``k_d`` for d = 0..n (-2 where not computed yet), filled as needed.
+    """
+    psi = max(psi_hat, delta)
+    spread = 8.0 * math.sqrt(n * psi * (1.0 - psi)) + 10.0
+    d = np.arange(max(0, math.floor(n * psi - spread)), min(n, math.ceil(n * psi + spread)) + 1, dtype=np.int64)
+    if critical is None:
+        k = _mcnemar_critical(d, alpha)
+    else:
+        todo = d[critical[d] == -2]
+        critical[todo] = _mcnemar_critical(todo, alpha)
+        k = critical[d]
+    share = min(1.0, 0.5 + delta / (2.0 * psi))
+    possible = k >= 0  # else no b rejects
+    upper = special.bdtrc(np.maximum(d - k - 1, 0), d, share)  # P(b >= d - k)
+    lower = special.bdtr(np.maximum(k, 0), d, share)  # P(b <= k)
+    reject = np.where(possible, upper + lower, 0.0)
+    return float(np.sum(_binom_pmf(d, n, psi) * reject))
+
+
+def _min_detectable_drop(n: int, discordant: int, alpha: float, power: float = MDE_POWER) -> Optional[float]:
+    """Smallest drop the exact McNemar test at level ``alpha`` detects with probability ``power`` on
+    ``n`` pairs with ``discordant`` observed discordant pairs (to 1e-7); None when even a drop of 1
+    (every example lost) is not detected that often."""
+    if n == 0:
+        return None
+    psi_hat = discordant / n
+    critical = np.full(n + 1, -2, dtype=np.int64)
+    if _power(n, psi_hat, 1.0, alpha, critical) < power:
+        return None
+    # The power grows continuously with the drop, from about alpha / 2 at 0: one root in (0, 1].
+    return float(optimize.brentq(lambda delta: _power(n, psi_hat, delta, alpha, critical) - power, 1e-12, 1.0,
+                                 xtol=1e-7))
+
+
+def _paired_tests(
+    names: list[str],
+    codes: np.ndarray,
+    count: np.ndarray,
+    correct: np.ndarray,
+    ref_correct: np.ndarray,
+    alpha: float,
+    p_adjust: str,
+) -> dict[str, Any]:
+    """Discordant pairs, exact McNemar tests (adjusted across groups) and minimum detectable drops."""
+    n_groups = len(names)
+    wrong = np.bincount(codes, weights=ref_correct & ~correct, minlength=n_groups).astype(np.int64)
+    right = np.bincount(codes, weights=~ref_correct & correct, minlength=n_groups).astype(np.int64)
+    p_values = np.array([_mcnemar_p_value(int(b), int(c)) for b, c in zip(wrong, right, strict=True)])
+    adjusted = _adjust_p_values(p_values, p_adjust)
+    group_alpha = alpha / n_groups if p_adjust != "none" else alpha
+    total_wrong, total_right = int(wrong.sum()), int(right.sum())
+    return {
+        "newly_wrong": total_wrong,
+        "newly_right": total_right,
+        "group_newly_wrong": _by_group(names, wrong, int),
+        "group_newly_right": _by_group(names, right, int),
+        "mcnemar_p_value": _mcnemar_p_value(total_wrong, total_right),
+        "group_mcnemar_p_value": _by_group(names, p_values),
+        "group_mcnemar_p_adjusted": _by_group(names, adjusted),
+        "group_mcnemar_significant": _by_group(names, adjusted <= alpha, bool),
+        "p_adjust": p_adjust,
+        "min_detectable_drop": _min_detectable_drop(int(count.sum()), total_wrong + total_right, alpha),
+        "group_min_detectable_drop": {
+            name: _min_detectable_drop(int(n), int(b + c), group_alpha)
+            for name, n, b, c in zip(names, count, wrong, right, strict=True)
+        },
+    }
+
+
+def _weighted_mean(codes: np.ndarray, values: np.ndarray, weights: Optional[np.ndarray], n_groups: int):
+    """(overall mean, per-group means) of ``values``, weighted by ``weights`` when given."""
+    w = np.ones_like(values) if weights is None else weights
+    per_group = np.bincount(codes, weights=values * w, minlength=n_groups) / np.bincount(
+        codes, weights=w, minlength=n_groups
+    )
+    overall = float(values.mean()) if weights is None else float((values * w).sum() / w.sum())
+    return overall, per_group
 
 
 def group_disparity(
@@ -440,9 +754,12 @@ def group_disparity(
     reference_predictions: Optional[np.ndarray] = None,
     losses: Optional[np.ndarray] = None,
     reference_losses: Optional[np.ndarray] = None,
+    loss_weights: Optional[np.ndarray] = None,
     n_boot: int = 0,
     confidence_level: float = 0.95,
     seed: Optional[int] = 0,
+    p_adjust: str = "holm",
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
 ) -> dict[str, Any]:
     """All the statistics, on validated numpy arrays (see `_check_all`)."""
     codes, names = _encode_groups(groups, groups_2)
@@ -466,6 +783,9 @@ def group_disparity(
         "accuracy_ratio": _ratio(acc_min, acc_max),
         "max_difference_to_overall": float(np.abs(acc_g - accuracy).max()),
     }
+    estimates: dict[str, Any] = {
+        "accuracy": accuracy, "group_accuracy": acc_g, "accuracy_gap": gap, "worst_group_accuracy": acc_min,
+    }
 
     labels = np.concatenate([predictions, references])
     if np.isin(labels, (0, 1)).all():
@@ -482,6 +802,7 @@ def group_disparity(
                                                out["false_positive_rate_difference"])
 
     ref_correct = None
+    alpha = 1.0 - confidence_level
     if reference_predictions is not None:
         ref_correct = reference_predictions == references
         ref_acc_g = np.bincount(codes, weights=ref_correct, minlength=n_groups) / count
@@ -497,27 +818,41 @@ def group_disparity(
         out["group_flip_rate"] = _by_group(names, np.bincount(codes, weights=flips, minlength=n_groups) / count)
         out["reference_accuracy_gap"] = ref_gap
         out["gap_change"] = gap - ref_gap
+        out.update(_paired_tests(names, codes, count, correct, ref_correct, alpha, p_adjust))
+        estimates.update(
+            group_accuracy_drop=drop_g, accuracy_drop=out["accuracy_drop"], disparate_drop=out["disparate_drop"],
+            gap_change=out["gap_change"],
+        )
 
     if losses is not None:
-        loss_g = np.bincount(codes, weights=losses, minlength=n_groups) / count
-        out["mean_loss"] = float(losses.mean())
+        mean_loss, loss_g = _weighted_mean(codes, losses, loss_weights, n_groups)
+        out["mean_loss"] = mean_loss
         out["group_mean_loss"] = _by_group(names, loss_g)
         if reference_losses is not None:
-            ref_loss_g = np.bincount(codes, weights=reference_losses, minlength=n_groups) / count
-            out["reference_mean_loss"] = float(reference_losses.mean())
+            ref_mean_loss, ref_loss_g = _weighted_mean(codes, reference_losses, loss_weights, n_groups)
+            out["reference_mean_loss"] = ref_mean_loss
             out["group_reference_mean_loss"] = _by_group(names, ref_loss_g)
             out["loss_increase"] = out["mean_loss"] - out["reference_mean_loss"]
             out["group_loss_increase"] = _by_group(names, loss_g - ref_loss_g)
 
     if n_boot > 0:
-        ci = _bootstrap(codes, correct, ref_correct, n_groups, n_boot, confidence_level, seed)
-        for key, (lo, hi) in ci.items():
-            if np.ndim(lo) == 0:
-                out[f"{key}_ci"] = [float(lo), float(hi)]
+        samples = _replicates(codes, correct, ref_correct, n_groups, n_boot, seed)
+        too_small = count < min_group_size
+        for key, replicates in samples.items():
+            lo, hi = _hull_interval(replicates, estimates[key], confidence_level, _BOUNDS[key])
+            if key in _PER_GROUP:
+                out[f"{key}_ci"] = {
+                    name: None if small else [float(a), float(b)]
+                    for name, small, a, b in zip(names, too_small, lo, hi, strict=True)
+                }
+            elif (key in _ACROSS_GROUPS and too_small.any()) or count.sum() < min_group_size:
+                out[f"{key}_ci"] = None
             else:
-                out[f"{key}_ci"] = {name: [float(a), float(b)] for name, a, b in zip(names, lo, hi, strict=True)}
+                out[f"{key}_ci"] = [float(lo), float(hi)]
         out["n_boot"] = int(n_boot)
         out["confidence_level"] = float(confidence_level)
+        out["min_group_size"] = int(min_group_size)
+        out["groups_too_small_for_interval"] = [name for name, small in zip(names, too_small, strict=True) if small]
     return out
 
 
@@ -633,9 +968,12 @@ class GroupDisparity(evaluate.Metric):
         reference_predictions=None,
         losses=None,
         reference_losses=None,
+        loss_weights=None,
         n_boot: int = 0,
         confidence_level: float = 0.95,
         seed: Optional[int] = 0,
+        p_adjust: str = "holm",
+        min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
     ) -> dict[str, Any]:
         arrays = _check_all(
             predictions,
@@ -645,8 +983,14 @@ class GroupDisparity(evaluate.Metric):
             reference_predictions=reference_predictions,
             losses=losses,
             reference_losses=reference_losses,
+            loss_weights=loss_weights,
             n_boot=n_boot,
             confidence_level=confidence_level,
             seed=seed,
+            p_adjust=p_adjust,
+            min_group_size=min_group_size,
         )
-        return group_disparity(**arrays, n_boot=int(n_boot), confidence_level=float(confidence_level), seed=seed)
+        return group_disparity(
+            **arrays, n_boot=int(n_boot), confidence_level=float(confidence_level), seed=seed, p_adjust=p_adjust,
+            min_group_size=int(min_group_size),
+        )
