@@ -105,6 +105,7 @@ def tc_config(which: str):
         "intx_int4": lambda: IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32)),
         "intx_int2": lambda: IntxWeightOnlyConfig(weight_dtype=torch.int2, granularity=PerGroup(32)),
         "int4_wo": lambda: Int4WeightOnlyConfig(),
+        "float8_wo": lambda: __import__("torchao.quantization", fromlist=["x"]).Float8WeightOnlyConfig(),
     }[which]()
 
 
@@ -126,7 +127,7 @@ def hf_config(case: str):
 
 
 HF_CASES = [
-    "tao_int8_wo", "tao_int8_dyn", "tao_intx_int4", "tao_intx_int2", "tao_int4_wo",
+    "tao_int8_wo", "tao_int8_dyn", "tao_intx_int4", "tao_intx_int2", "tao_int4_wo", "tao_float8_wo",
     "bnb_int8", "bnb_nf4", "bnb_fp4", "quanto_int8", "quanto_int4", "hqq_4", "hqq_8",
 ]
 DIRECT_CASES = [
@@ -135,7 +136,9 @@ DIRECT_CASES = [
 ]
 # GPT-2 only: the library asked directly to quantize transformers' Conv1D
 CONV1D_CASES = ["conv1d_torchao", "conv1d_quanto", "conv1d_torch_ao_dynamic", "conv1d_bnb_nf4_shape"]
-CASES = HF_CASES + DIRECT_CASES + CONV1D_CASES
+# what cannot run here, and what it says (Llama only)
+REFUSAL_CASES = ["int4_formats", "other_configs", "missing_package", "imports"]
+CASES = HF_CASES + DIRECT_CASES + CONV1D_CASES + REFUSAL_CASES
 
 
 def err(e: BaseException) -> str:
@@ -289,6 +292,7 @@ def probe_hf(case: str, name: str, tmp: Path) -> dict:
     fp_logits, rec["loss_fp"] = run_forward(fp, batch)
     src = tmp / f"{name}_fp"
     fp.save_pretrained(src)
+    rec["fp_bytes"] = folder_bytes(src)[0]
     cls = type(fp)
     try:
         t0 = time.perf_counter()
@@ -562,6 +566,93 @@ def probe_conv1d(case: str, tmp: Path) -> dict:
     return rec
 
 
+def probe_refusals(case: str, tmp: Path) -> dict:
+    """What a config that cannot run on this CPU says, at load (Llama, float32)."""
+    import torch
+    import transformers as tf
+
+    rec: dict = {"model": "llama", "attempts": {}}
+    fp, batch = build("llama")
+    src = tmp / "llama_fp"
+    fp.save_pretrained(src)
+    attempts = {}
+    if case == "int4_formats":
+        # torchao Int4WeightOnlyConfig applied directly to one Linear, each packing format
+        from torchao.quantization import Int4WeightOnlyConfig, quantize_
+
+        for fmt in ("plain", "plain_int32", "tile_packed_to_4d", "opaque", "preshuffled"):
+            for dtype in (torch.float32, torch.bfloat16):
+                lin = torch.nn.Sequential(torch.nn.Linear(64, 64)).to(dtype)
+                try:
+                    quantize_(lin, Int4WeightOnlyConfig(group_size=32, int4_packing_format=fmt))
+                    with torch.no_grad():
+                        lin(torch.randn(2, 64, dtype=dtype))
+                    attempts[f"{fmt} ({str(dtype)[6:]})"] = f"ok: {type(lin[0].weight).__name__}"
+                except Exception as e:  # noqa: BLE001
+                    attempts[f"{fmt} ({str(dtype)[6:]})"] = err(e)
+    elif case == "other_configs":
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Float8WeightOnlyConfig
+
+        configs = {
+            "TorchAoConfig(Float8WeightOnlyConfig())": lambda: tf.TorchAoConfig(Float8WeightOnlyConfig()),
+            "TorchAoConfig(Float8DynamicActivationFloat8WeightConfig())": lambda: tf.TorchAoConfig(Float8DynamicActivationFloat8WeightConfig()),
+            "FbgemmFp8Config()": lambda: tf.FbgemmFp8Config(),
+            "FineGrainedFP8Config()": lambda: tf.FineGrainedFP8Config(),
+            "EetqConfig()": lambda: tf.EetqConfig(),
+            "GPTQConfig(bits=4, dataset=['a b c'])": lambda: tf.GPTQConfig(bits=4, dataset=["a b c"]),
+            "AwqConfig(bits=4)": lambda: tf.AwqConfig(bits=4),
+            "CompressedTensorsConfig()": lambda: tf.CompressedTensorsConfig(),
+            "QuantoConfig(weights='int8', activations='int8')": lambda: tf.QuantoConfig(weights="int8", activations="int8"),
+            "HqqConfig(nbits=4) + device_map={'': 'cpu'}": lambda: (tf.HqqConfig(nbits=4, group_size=32), {"device_map": {"": "cpu"}}),
+        }
+        for label, make in configs.items():
+            log = LogCapture()
+            try:
+                made = make()
+                config, kwargs = made if isinstance(made, tuple) else (made, {})
+                with log:
+                    model = type(fp).from_pretrained(src, quantization_config=config, **kwargs).eval()
+                with torch.no_grad():
+                    model(**batch)
+                attempts[label] = f"loads and runs: {describe(model)['weights']}"
+            except Exception as e:  # noqa: BLE001
+                cause = [c for c in getattr(log, "lines", []) and log.causes() if "Error" in c or "equires" in c][:1]
+                attempts[label] = err(e) + (f" — log: {cause[0]}" if cause else "")
+    elif case == "imports":
+        # which quantization libraries are in sys.modules after each step, in this fresh process
+        libs = ("bitsandbytes", "torchao", "optimum.quanto", "hqq")
+        loaded = lambda: ", ".join(lib for lib in libs if lib in sys.modules) or "none"  # noqa: E731
+        attempts["after build('llama') and save_pretrained (this probe)"] = loaded()
+        for name in ("gpt2", "bert", "vit"):
+            build(name)
+            attempts[f"after build({name!r})"] = loaded()
+    elif case == "missing_package":
+        # transformers' own message when the library is absent, simulated by patching the
+        # availability check its quantizer module imported
+        import importlib
+
+        for label, module, fn, make in (
+            ("BitsAndBytesConfig(load_in_4bit=True)", "quantizer_bnb_4bit", "is_bitsandbytes_available", lambda: tf.BitsAndBytesConfig(load_in_4bit=True)),
+            ("BitsAndBytesConfig(load_in_8bit=True)", "quantizer_bnb_8bit", "is_bitsandbytes_available", lambda: tf.BitsAndBytesConfig(load_in_8bit=True)),
+            ("QuantoConfig(weights='int8')", "quantizer_quanto", "is_optimum_quanto_available", lambda: tf.QuantoConfig(weights="int8")),
+            ("HqqConfig(nbits=4)", "quantizer_hqq", "is_hqq_available", lambda: tf.HqqConfig(nbits=4, group_size=32)),
+            ("TorchAoConfig(Int8WeightOnlyConfig())", "quantizer_torchao", "is_torchao_available", lambda: tf.TorchAoConfig(tc_config("int8_wo"))),
+            ("TorchAoConfig('int8_weight_only') (a string)", "quantizer_torchao", "is_torchao_available", lambda: tf.TorchAoConfig("int8_weight_only")),
+        ):
+            mod = importlib.import_module(f"transformers.quantizers.{module}")
+            saved = getattr(mod, fn)
+            setattr(mod, fn, lambda: False)
+            try:
+                type(fp).from_pretrained(src, quantization_config=make())
+                attempts[label] = "loads (the check is elsewhere)"
+            except Exception as e:  # noqa: BLE001
+                attempts[label] = err(e)
+            finally:
+                setattr(mod, fn, saved)
+    rec["attempts"] = attempts
+    return rec
+
+
 def run_case(case: str) -> dict:
     import torch
 
@@ -571,6 +662,12 @@ def run_case(case: str) -> dict:
     transformers.logging.set_verbosity_error()
     result = {"case": case, "models": []}
     with tempfile.TemporaryDirectory() as tmp:
+        if case in REFUSAL_CASES:
+            try:
+                result["models"].append(probe_refusals(case, Path(tmp)))
+            except Exception as e:  # noqa: BLE001
+                result["models"].append({"model": "llama", "probe_error": err(e), "tb": traceback.format_exc()[-1500:]})
+            return result
         if case in CONV1D_CASES:
             try:
                 result["models"].append(probe_conv1d(case, Path(tmp)))
@@ -637,6 +734,10 @@ def render(path: Path) -> str:
     ]
     for c in data["cases"]:
         for r in c.get("models", []) or [{"model": "-", "probe_error": c.get("stderr", "")[-300:]}]:
+            if "attempts" in r:
+                for label, outcome in r["attempts"].items():
+                    lines.append(f"| {c['case']} | {label} | | | | | | | | | | {outcome[:240].replace('|', '/')} |")
+                continue
             if "nf4_shapes" in r:
                 lines.append(f"| {c['case']} | Linear4bit(K, N), eval mode | | | | | | | | | | " + "; ".join(
                     f"{k}: {'ok' if v['eval'].startswith('ok') else v['eval'][:50]}" for k, v in r["nf4_shapes"].items()) + " |")

@@ -182,16 +182,19 @@ def test_torchao_config_int8_weight_only_and_dynamic():
 
 
 @_needs("torchao")
-def test_torchao_config_intx_int4_int2():
+def test_torchao_config_intx_int4_int2_and_float8():
     result = _run('''
-        from torchao.quantization import IntxWeightOnlyConfig, PerGroup
-        from torchao.quantization import IntxUnpackedToInt8Tensor
+        from torchao.quantization import Float8WeightOnlyConfig, IntxWeightOnlyConfig, PerGroup
+        from torchao.quantization import Float8Tensor, IntxUnpackedToInt8Tensor
         cfg = lambda d: tf.TorchAoConfig(IntxWeightOnlyConfig(weight_dtype=d, granularity=PerGroup(32)))
-        models = {"int4": load("llama", cfg(torch.int4)), "int2": load("bert", cfg(torch.int2))}
+        models = {"int4": load("llama", cfg(torch.int4)), "int2": load("bert", cfg(torch.int2)),
+                  "float8": load("vit", tf.TorchAoConfig(Float8WeightOnlyConfig()))}
         def bits_of(m):
             w = m.__dict__.get("_parameters", {}).get("weight")
             if isinstance(w, IntxUnpackedToInt8Tensor):
                 return {torch.int4: 4, torch.int2: 2}[w.target_dtype], w.numel()
+            if isinstance(w, Float8Tensor):
+                return 8, w.numel()
             return float_bits(m)
         report(models, bits_of)
     ''')
@@ -203,6 +206,9 @@ def test_torchao_config_intx_int4_int2():
     q2 = result["models"]["int2"]["layers"]["bert.encoder.layer.0.intermediate.dense"]
     assert q2["weight_bits"] == 2.0 and q2["library"] == "torchao"
     assert result["models"]["int2"]["layers"]["classifier"]["weight_bits"] == 2.0
+    f8 = result["models"]["float8"]["layers"]["vit.layers.0.attention.q_proj"]
+    assert (f8["weight_bits"], f8["weight_format"], f8["activation_bits"]) == (8.0, "Float8Tensor", None)
+    assert f8["bytes"] == 64 * 64 + 64 * 4  # float8 weights + a float32 scale per row
 
 
 @_needs("torchao")
@@ -432,6 +438,8 @@ def test_float_model_counts_every_weight_bearing_module_and_ties_once():
     assert layers["lm_head"].tied_to == "transformer.wte"
     total = sum(i.numel for i in layers.values() if i.tied_to is None)
     assert total == sum(p.numel() for n, p in model.named_parameters() if p.ndim >= 2)
+    conv1d = sum(i.numel for i in layers.values() if i.kind == "Conv1D")
+    assert (conv1d, total) == (98_304, 110_592)  # 89 % of this tiny GPT-2's weights are in Conv1D
     half = _gpt2().to(torch.bfloat16)
     assert effective_bits(half) == 16.0
 
