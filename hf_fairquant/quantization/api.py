@@ -74,6 +74,7 @@ def quantize(
     int8 activations are dynamic: no calibration data.
     """
     recipe = QuantRecipe.parse(recipe)
+    check_not_quantized(model, "quantize")
     plan = recipe.plan(model)
     backend = recipe_backend(recipe)
     backend.check(model, plan)
@@ -104,6 +105,18 @@ def quantize(
 
 def is_quantized(model: torch.nn.Module) -> bool:
     return backend_of(model) is not None
+
+
+def check_not_quantized(model: torch.nn.Module, where: str) -> None:
+    """``where`` takes a full-precision model: an already-quantized one is named as such (its
+    Conv2d/Linear modules are gone, so planning would say it has none)."""
+    backend = backend_of(model)
+    if backend is not None:
+        raise FairQuantError(
+            f"{where} needs a full-precision model, but this {type(model).__name__} is already quantized by "
+            f"{backend.name}: load the full-precision "
+            "model again and quantize that"
+        )
 
 
 def layer_bits(model: torch.nn.Module) -> dict[str, LayerQuant | None]:

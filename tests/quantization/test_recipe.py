@@ -126,3 +126,12 @@ def test_exclude_must_be_names():
         QuantRecipe.parse({"preset": "w4", "exclude": {"classifier": True}})
     with pytest.raises(ValueError, match=r"got list \[1\]"):
         QuantRecipe(4, exclude=[1])
+
+
+@pytest.mark.parametrize("recipe, make_model", [("w8", tiny_resnet), ("w8@torchao", tiny_distilbert)])
+def test_quantizing_a_quantized_model_says_so(recipe, make_model):
+    """Issue 26, item 14: was "has no Conv2d or Linear module to quantize"."""
+    model = quantize(make_model(), recipe)
+    backend = recipe.partition("@")[2] or "quanto"
+    with pytest.raises(ValueError, match=f"quantize needs a full-precision model, but this .* is already quantized by {backend}"):
+        quantize(model, "w4")
