@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from . import deployment
-from ._atomic import contains_cwd, scratch_directory, sweep_stale
+from ._atomic import contains_cwd, output_lock, scratch_directory, sweep_stale
 from ._coerce import coerce_fields
 from ._config import field_names
 from ._paths import local_folder_or_hub_id
@@ -605,7 +605,7 @@ def run(
     sweep_stale(out)
     saved = {s: getattr(recipe, s).output_dir for s in ("training", "mitigation") if getattr(recipe, s) is not None}
     try:
-        with scratch_directory(out, "checkpoints") as scratch:
+        with output_lock(out, command), scratch_directory(out, "checkpoints") as scratch:  # one run per folder
             _checkpoints_outside(recipe, scratch)
             return _run(
                 recipe, overwrite=overwrite, push_to_hub=push_to_hub, token=token, command=command, echo=echo,
