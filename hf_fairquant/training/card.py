@@ -45,6 +45,18 @@ def _last_group_eval(log_history: list[dict[str, Any]]) -> dict[str, Any] | None
     return None
 
 
+def float_weight_bits(model: Any) -> float:
+    """Parameter-weighted mean bits of the float weights of every Conv2d/Linear (QAT modules included:
+    they hold float weights until converted)."""
+    import torch
+
+    from ..quantization.recipe import float_bits, weighted_bits
+
+    pairs = [(m.weight.numel(), float_bits(m.weight)) for m in model.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and isinstance(getattr(m, "weight", None), torch.Tensor)]
+    return weighted_bits(pairs) if pairs else 32.0
+
+
 def trainer_card(
     trainer: Any,
     *,
@@ -72,8 +84,9 @@ def trainer_card(
     model_name = model_name or Path(args.output_dir).name
     repo_id = repo_id or getattr(args, "hub_model_id", None) or model_name
     recipe = trainer.quant_recipe
-    quantized = is_quantized(model)
-    bits = effective_bits(model)
+    pending = getattr(trainer, "qat_converted", None) is False  # fake-quantized for QAT: float weights
+    quantized = is_quantized(model) and not pending
+    bits = float_weight_bits(model) if pending else effective_bits(model)
     size = model_size_bytes(model)
     fp_size = 4 * sum(p.numel() for p in model.parameters())
     evaluation = _last_group_eval(trainer.state.log_history)
@@ -120,7 +133,10 @@ def trainer_card(
     quantization = (
         "optimum-quanto (weights per layer as below; `a8` = 8-bit activations, calibrated on group-stratified "
         f"training examples). Mean weight bits, weighted by parameters: {bits:.2f}.\n\n| layer | bits |\n| --- | --- |\n{rows_q}"
-        if quantized else "Full precision (the trainer had no `quantization` recipe)."
+        if quantized else
+        (f"Not quantized yet: the model is prepared for QAT with `{recipe}` (fake-quantized modules over float "
+         f"weights) and `train()` has not converted it, so these weights are full precision ({bits:.2f} mean bits)."
+         if pending else "Full precision (the trainer had no `quantization` recipe).")
     )
     dataset_ids = [d for d in ([dataset_tags] if isinstance(dataset_tags, str) else list(dataset_tags or [])) if hub_id(d)]
     eval_set = trainer.eval_dataset if not isinstance(trainer.eval_dataset, dict) else next(iter(trainer.eval_dataset.values()), None)
@@ -145,11 +161,14 @@ def trainer_card(
         tags=["hf-fairquant", "quantization", "optimum-quanto", "fairness", *extra_tags],
         eval_results=results or None,
     )
+    what = str(recipe).upper() if recipe else "full precision"
+    if pending:
+        what = f"full precision, not yet trained or converted (QAT recipe {what} prepared)"
     values = {
         "model_name": model_name,
         "repo_id": repo_id,
         "summary": (
-            f"{model_name}: trained with `FairQuantTrainer` — {str(recipe).upper() if recipe else 'full precision'} "
+            f"{model_name}: trained with `FairQuantTrainer` — {what} "
             f"({bits:.2f} mean weight bits), group sampling `{args.group_sampling}`, loss weighting "
             f"`{json.dumps(to_plain(args.group_weighting))}`, groups by {spec.name}."
         ),

@@ -137,6 +137,12 @@ class FairQuantTrainer(Trainer):
         return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, FairQuantState))
 
     @property
+    def qat_converted(self) -> bool | None:
+        """None without a QAT recipe; False while the model only fake-quantizes (float weights:
+        before or during ``train()``); True once ``train()`` converted it to integer weights."""
+        return None if self._qat_plan is None else self._qat_converted
+
+    @property
     def loss_weighting(self) -> StaticGroupWeights | GroupDROWeights | None:
         """The group weighting of the training loss (None: the plain mean)."""
         if self._static_weights is not None:
@@ -313,7 +319,11 @@ class FairQuantTrainer(Trainer):
         a torchao one also with plain ``from_pretrained``).
 
         A user's call (not a checkpoint) also writes ``README.md``: the fairness model card
-        (:func:`hf_fairquant.training.card.trainer_card`), so the folder is what ``hf-fairquant push`` takes."""
+        (:func:`hf_fairquant.training.card.trainer_card`), so the folder is what ``hf-fairquant push`` takes.
+        Before ``train()`` converted a QAT model there is no quantized model to save: a user's call
+        is refused (the folder would hold float weights that ``load_quantized`` cannot read)."""
+        if not _internal_call:
+            self._check_converted()
         if self._qat_converted:
             output_dir = output_dir or self.args.output_dir
             if self.args.should_save:
@@ -324,6 +334,15 @@ class FairQuantTrainer(Trainer):
             super().save_model(output_dir, _internal_call)
         if not _internal_call:
             self._write_card(output_dir or self.args.output_dir)
+
+    def _check_converted(self) -> None:
+        if self.qat_converted is False:
+            raise FairQuantError(
+                f"save_model(): the model is prepared for QAT with {self.quant_recipe} (fake-quantized, float weights) "
+                "but not converted: train() converts it at its end, then save_model() writes the quantized model "
+                "(load_quantized reads it). To keep the full-precision model, save it before building the trainer "
+                "(model.save_pretrained)"
+            )
 
     def create_model_card(self, **kwargs: Any) -> None:
         """The fairness card instead of transformers' generic one (``push_to_hub`` calls this);
