@@ -38,7 +38,7 @@ from ..quantization import QuantRecipe, calibration_batches, recipe_backend, sav
 from ..quantization.api import is_quantized
 from .arguments import FairQuantTrainingArguments
 from .sampling import GroupBalancedSampler, cell_codes, sampling_weights
-from .state import FairQuantState, resolve_checkpoint
+from .state import FairQuantState, load_checkpoint_weights, resolve_checkpoint
 from .weighting import GroupDROWeights, StaticGroupWeights
 
 #: Stored column holding the validated int64 labels of a lazily transformed dataset.
@@ -296,6 +296,24 @@ class FairQuantTrainer(Trainer):
         if dro is not None and "loss" in logs:
             logs = {**logs, **{f"dro_weight/{g}": float(q) for g, q in zip(self.group_spec.names, dro.q.tolist())}}
         super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ resuming
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        # A private override, kept on purpose: transformers 5.25 loads a checkpoint's weights with
+        # load_state_dict(strict=False) and no key conversion, so a ViT (saved under legacy key names)
+        # resumed with 95 of 96 tensors at their initial values and only a log line. No public hook
+        # reaches that load. Checked against transformers 5.25; FSDP/DeepSpeed keep their own path.
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled or not load_checkpoint_weights(
+            model if model is not None else self.model, resume_from_checkpoint
+        ):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        # The same load for load_best_model_at_end (same private path in transformers 5.25).
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled or not load_checkpoint_weights(
+            self.model, self.state.best_model_checkpoint
+        ):
+            super()._load_best_model()
 
     # ------------------------------------------------------------------ QAT end and saving
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
