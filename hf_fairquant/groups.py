@@ -278,7 +278,7 @@ class GroupSpec:
         first: dict[tuple[int, str], tuple[int, Any]] = {}  # (column, kind) → (dataset, value) first seen
         for index, ds in enumerate(datasets):
             rows = set(self._row_values(ds))
-            for row in rows:
+            for row in sorted(rows, key=repr):  # the first value of each kind, reproducibly
                 for col, value in enumerate(row):
                     first.setdefault((col, _kind(value)), (index, value))
             seen.update(rows)
