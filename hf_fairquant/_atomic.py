@@ -6,21 +6,33 @@ installed on first use where the signal still has its default action). A tempora
 process that died anyway (SIGKILL, power loss) is swept by the next write to the same target:
 its pid is not alive. The swap of a whole folder runs with SIGINT/SIGTERM/SIGHUP blocked, so a
 signal never falls between "old folder moved away" and "new folder moved in".
+
+:func:`output_lock` lets one run at a time write an output folder: a ``flock``-ed ``.<name>.lock``
+beside it names the holder's pid and start time, and the OS frees it when that process dies.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import warnings
+from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: output folders are not locked
+    fcntl = None
 
 #: Signals whose default action (terminate) would otherwise strand temporaries.
 _CLEANUP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
@@ -264,6 +276,111 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     finally:
         _untrack(Path(tmp))
     return path
+
+
+# ---------------------------------------------------------------------------- one run per output folder
+def lock_path(target: str | Path) -> Path:
+    """The lock file of ``target``: ``.<name>.lock`` beside it (never inside: the folder is swapped whole)."""
+    target = Path(target).expanduser().resolve()
+    return target.parent / f".{target.name}.lock"
+
+
+def _holder(path: Path) -> dict:
+    """What a lock file says about the run that holds it (``{}`` if unreadable or still being written)."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _describe(info: dict) -> str:
+    if not info.get("pid"):
+        return "another run (it has not written its pid yet)"
+    if info["pid"] == os.getpid() and info.get("host") == socket.gethostname():
+        return f"this process (pid {info['pid']}, started {info.get('started')}): a run inside a run"
+    started = info.get("started") or "an unknown time"
+    host = f" on {info['host']}" if info.get("host") and info["host"] != socket.gethostname() else ""
+    return f"another run (pid {info['pid']}{host}, started {started}{', ' + info['command'] if info.get('command') else ''})"
+
+
+def _acquire(path: Path) -> int:
+    """An open descriptor of ``path`` holding an exclusive ``flock``; the OS drops the lock when the
+    process dies, so a lock file left by a killed run is free and taken over. Retries when the file
+    was replaced between open and lock (another process released and removed it)."""
+    from .errors import FairQuantError
+
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as err:
+            raise FairQuantError(f"cannot create the lock file {path} ({err.strerror}): the output folder's parent "
+                                 "must be writable") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return -1
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # we locked a file its holder had just removed: lock the new one
+
+
+@contextlib.contextmanager
+def output_lock(target: str | Path, command: str | None = None) -> Iterator[Path]:
+    """Hold ``target``'s lock for the ``with`` block: one run per output folder at a time.
+
+    Two runs writing one folder would both finish, and the last swap would silently drop the other's
+    results. A second run fails at once with a :class:`~hf_fairquant.errors.FairQuantError` naming the
+    first's pid and start time. A lock left by a run that died (its pid is gone) is taken over with a
+    warning. Without ``fcntl`` (not POSIX) nothing is locked."""
+    from .errors import FairQuantError
+
+    path = lock_path(target)
+    if fcntl is None:  # pragma: no cover - POSIX only
+        yield path
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _acquire(path)
+    if fd < 0:
+        info = _holder(path)
+        raise FairQuantError(
+            f"output folder {Path(target)} is in use by {_describe(info)}: one run per output folder at a time "
+            f"(both would finish and one's results would be lost). Wait for it, or choose another --output-dir "
+            f"(lock file: {path})"
+        )
+    try:
+        previous = _holder(path)
+        if previous.get("pid") and previous.get("pid") != os.getpid():
+            warnings.warn(f"took over {path}, left by {_describe(previous)} that is no longer running",
+                          RuntimeWarning, stacklevel=3)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                "started": datetime.now().astimezone().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # removed while still locked: a waiting opener sees a new inode and retries
+        os.close(fd)
+
+
+def output_locked(target_of: Callable[..., str | Path | None]) -> Callable:
+    """Decorator: run the function under :func:`output_lock` of ``target_of(*args, **kwargs)`` (no lock when None)."""
+    def wrap(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            target = target_of(*args, **kwargs)
+            if target is None:
+                return func(*args, **kwargs)
+            with output_lock(target):
+                return func(*args, **kwargs)
+        return run
+    return wrap
 
 
 def contains_cwd(folder: str | Path) -> bool:

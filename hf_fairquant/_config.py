@@ -38,6 +38,21 @@ def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
         raise FairQuantError(f"{name} must be an integer ≥ {low}, got {value!r}")
 
 
+#: The most bootstrap resamples a stage takes: percentile intervals settle by a few thousand, and
+#: the metric draws an (n_boot × groups × 4) count array, so 10⁹ would need tens of GB after the FP pass.
+MAX_N_BOOT = 100_000
+
+
+def check_n_boot(name: str, value: Any) -> None:
+    """``value`` is an int in ``0..MAX_N_BOOT`` (0: no intervals), else a FairQuantError — before any work."""
+    check_positive_int(name, value, allow_zero=True)
+    if value > MAX_N_BOOT:
+        raise FairQuantError(
+            f"{name} must be at most {MAX_N_BOOT:,} bootstrap resamples (1,000–10,000 give stable 95 % intervals; "
+            f"memory grows with n_boot × groups), got {value:,}"
+        )
+
+
 def check_positive_number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise FairQuantError(f"{name} must be a number > 0, got {value!r}")

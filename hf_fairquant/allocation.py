@@ -122,6 +122,14 @@ def _table(rows: list[list[str]]) -> str:
 
 
 # ---------------------------------------------------------------- validation
+def _is_number(text: Any) -> bool:
+    try:
+        float(text.strip())
+    except (AttributeError, ValueError):
+        return False
+    return True
+
+
 def _check_arguments(
     candidate_bits: Sequence[int], budget: float, objective: str, sensitivity: str,
     activations: int | None, calibration_size: int,
@@ -131,7 +139,12 @@ def _check_arguments(
     bad = [b for b in candidate_bits if b not in SUPPORTED_WEIGHT_BITS]
     if not bits or bad:
         raise FairQuantError(f"unsupported candidate bits {bad or list(candidate_bits)}; allowed: a non-empty subset of {list(SUPPORTED_WEIGHT_BITS)}")
-    if not isinstance(budget, (int, float)) or not bits[0] <= budget <= bits[-1]:
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise FairQuantError(
+            f"budget must be a number of mean weight bits ({bits[0]} ≤ budget ≤ {bits[-1]}), got "
+            f"{type(budget).__name__} {budget!r}" + (f": pass {float(budget.strip())!r}" if _is_number(budget) else "")
+        )
+    if not bits[0] <= budget <= bits[-1]:
         raise FairQuantError(
             f"budget {budget!r} mean weight bits is outside the candidates' range: allowed {bits[0]} ≤ budget ≤ {bits[-1]}"
         )

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ._atomic import output_locked
+
 
 def _command_line() -> str:
     """The command as typed, for the card's "reproduce" line — without a ``--token`` value."""
@@ -108,6 +110,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@output_locked(lambda args: args.output_dir)  # one run per output folder (a lock file beside it)
 def _cmd_explain(args: argparse.Namespace) -> int:
     from ._atomic import atomic_directory
     from .data import DataConfig

@@ -10,6 +10,8 @@ that every entry point fails the same way, early, with a message that names the 
 from __future__ import annotations
 
 import math
+import numbers
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence, Union
@@ -30,8 +32,21 @@ def _is_missing(value: Any) -> bool:
 
 
 def _sort_key(value: Any) -> tuple:
-    # ints (and bools) sort numerically before strings; strings sort alphabetically
-    return (0, value, "") if isinstance(value, (int, np.integer)) else (1, 0, str(value))
+    # numbers (ints, floats, bools) sort numerically before strings; strings sort alphabetically
+    return (0, value, "") if isinstance(value, numbers.Real) else (1, 0, str(value))
+
+
+def _kind(value: Any) -> str:
+    """``"number"`` or ``"string"`` (or the type's name): group values of one column must share it."""
+    if isinstance(value, numbers.Real):
+        return "number"
+    return "string" if isinstance(value, str) else type(value).__name__
+
+
+def _typed(value: tuple) -> str:
+    """A group value with its type, for messages where two values print alike (``1`` vs ``'1'``)."""
+    parts = [f"{v!r} ({type(v).__name__})" for v in value]
+    return parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
 
 
 def _column_values(dataset: Any, column: str) -> list:
@@ -43,7 +58,19 @@ def _column_values(dataset: Any, column: str) -> list:
     return values if isinstance(values, list) else list(values[:])
 
 
+def check_one_split(dataset: Any, where: str = "dataset") -> None:
+    """A ``DatasetDict`` where one split is expected is an error naming its splits."""
+    if _is_dataset_dict(dataset) and not hasattr(dataset, "features"):
+        splits = list(dataset.keys())
+        first = repr(splits[0]) if splits else "'test'"
+        raise FairQuantError(
+            f"{where} must be one split (a datasets.Dataset), got a {type(dataset).__name__} with splits {splits}: "
+            f"pass one of them, e.g. ds[{first}]"
+        )
+
+
 def column_names(dataset: Any) -> list[str]:
+    check_one_split(dataset)
     names = getattr(dataset, "column_names", None)
     if names is None:
         raise FairQuantError(f"expected a datasets.Dataset with named columns, got {type(dataset).__name__}")
@@ -128,16 +155,66 @@ def label_codes(values: Sequence[Any], column: str = "labels", where: str = "dat
     return out
 
 
+_GENERIC_LABEL = re.compile(r"^(label_)?(\d+)$")
+
+
+def _meaningful_names(names: Mapping[int, str]) -> bool:
+    """False for placeholder names (transformers' ``LABEL_0``…, ``ClassLabel(num_classes=n)``'s
+    ``"0"``…): they say nothing about what a class is, so there is nothing to compare."""
+    return not all((m := _GENERIC_LABEL.match(str(n).strip().lower())) and int(m.group(2)) == i for i, n in names.items())
+
+
+def check_label_names(feature: Any, id2label: Mapping[Any, str] | None, where: str = "dataset",
+                      column: str = "labels") -> None:
+    """The dataset's ``ClassLabel`` names mean what the model's ``id2label`` says each id is.
+
+    A dataset whose class names are permuted relative to the model, or are other classes, would
+    be scored against the wrong classes without a word. Names are compared case-insensitively
+    (as ``Dataset.align_labels_with_mapping`` does); placeholder names on either side
+    (``LABEL_0``, ``"0"``) are not compared. A permutation names the id mapping that fixes it."""
+    names = getattr(feature, "names", None)
+    if not names or not id2label or not isinstance(names, (list, tuple)):
+        return
+    try:
+        model = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        return  # not an id → name mapping: nothing to compare
+    data = dict(enumerate(str(n) for n in names))
+    if not (_meaningful_names(model) and _meaningful_names(data)):
+        return
+    model_id = {n.strip().lower(): i for i, n in model.items()}
+    other = [n for n in data.values() if n.strip().lower() not in model_id]
+    if other:
+        raise FairQuantError(
+            f"label column '{column}' of {where} holds the classes {list(data.values())} (its ClassLabel names), "
+            f"but the model's config.id2label has {[model[i] for i in sorted(model)]}; {other[:5]} are not among "
+            "the model's classes: use a model trained on these classes, or a dataset of the model's"
+        )
+    moved = {i: model_id[n.strip().lower()] for i, n in data.items() if model_id[n.strip().lower()] != i}
+    if moved:
+        raise FairQuantError(
+            f"label column '{column}' of {where} numbers its classes differently from the model: dataset id → "
+            f"model id {moved} (dataset {data}, model config.id2label {model}); align them first with "
+            f"ds = ds.align_labels_with_mapping(model.config.label2id, {column!r})"
+        )
+
+
 def check_labels(
     dataset: Any,
     where: str = "dataset",
     num_labels: int | None = None,
     label2id: Mapping[str, int] | None = None,
     label_column: str | None = None,
+    id2label: Mapping[int, str] | None = None,
 ) -> np.ndarray:
     """Every row's class label as an int64 code (see :func:`label_codes`), within the model's
-    classes ``0..num_labels-1`` when ``num_labels`` is known; else a FairQuantError naming the column."""
+    classes ``0..num_labels-1`` when ``num_labels`` is known, its ``ClassLabel`` names meaning the
+    model's classes (:func:`check_label_names`; ``id2label`` defaults to the inverse of
+    ``label2id``); else a FairQuantError naming the column."""
     column = label_column or resolve_label_column(dataset, None, where)
+    if id2label is None and isinstance(label2id, Mapping):
+        id2label = {i: n for n, i in label2id.items() if isinstance(i, (int, np.integer))}
+    check_label_names((getattr(dataset, "features", None) or {}).get(column), id2label, where, column)
     labels = label_codes(label_values(dataset, column), column, where, label2id)
     if num_labels is not None:
         bad = sorted(set(labels[(labels < 0) | (labels >= num_labels)].tolist()))
@@ -165,15 +242,26 @@ class GroupSpec:
     values: tuple[tuple, ...] | None = field(default=None, compare=True)
 
     def __init__(self, columns: str | Sequence[str] = "group", values: Iterable | None = None):
+        if not isinstance(columns, (str, list, tuple)):
+            raise FairQuantError(
+                f"GroupSpec needs a group column name or a list of names, got {type(columns).__name__} {columns!r}"
+            )
         cols = (columns,) if isinstance(columns, str) else tuple(columns)
         if not cols or not all(isinstance(c, str) and c for c in cols):
             raise FairQuantError(f"GroupSpec needs one or more column names, got {columns!r}")
+        twice = sorted({c for c in cols if cols.count(c) > 1})
+        if twice:
+            raise FairQuantError(
+                f"GroupSpec columns {list(cols)} name {twice} more than once: an intersection needs distinct "
+                f"columns (groups would be named like {twice[0] + INTERSECTION_SEPARATOR + twice[0]!r})"
+            )
         object.__setattr__(self, "columns", cols)
         if values is not None:
             vals = tuple(tuple(v) if isinstance(v, (tuple, list)) else (v,) for v in values)
             bad = [v for v in vals if len(v) != len(cols)]
             if bad:
                 raise FairQuantError(f"group values {bad[:3]} do not have one entry per column {list(cols)}")
+            self._check_hashable(vals)
             if len(set(vals)) != len(vals):
                 raise FairQuantError(f"group values must be unique, got {list(vals)}")
             object.__setattr__(self, "values", vals)
@@ -214,10 +302,32 @@ class GroupSpec:
         if not datasets:
             raise FairQuantError("GroupSpec.fit needs at least one dataset")
         seen: set[tuple] = set()
-        for ds in datasets:
-            seen.update(self._row_values(ds))
+        first: dict[tuple[int, str], tuple[int, Any]] = {}  # (column, kind) → (dataset, value) first seen
+        for index, ds in enumerate(datasets):
+            rows = set(self._row_values(ds))
+            for row in sorted(rows, key=repr):  # the first value of each kind, reproducibly
+                for col, value in enumerate(row):
+                    first.setdefault((col, _kind(value)), (index, value))
+            seen.update(rows)
+        self._check_one_kind(first, len(datasets))
         ordered = sorted(seen, key=lambda v: tuple(_sort_key(x) for x in v))
         return replace(self, values=ordered)
+
+    def _check_one_kind(self, first: Mapping[tuple[int, str], tuple[int, Any]], n_datasets: int) -> None:
+        """Numbers and strings in one group column are refused, not unified: ``1`` and ``'1'``
+        would be two groups both named "1", and guessing that they are one group would hide a
+        split prepared differently from the others (e.g. read from CSV as text). Cast the
+        column to one type (``ds.cast_column(col, Value("string"))``) and fit again."""
+        for col, name in enumerate(self.columns):
+            kinds = {kind: found for (c, kind), found in first.items() if c == col}
+            if len(kinds) > 1:
+                where = lambda i: f" (in dataset {i + 1} of {n_datasets})" if n_datasets > 1 else ""  # noqa: E731
+                shown = ", ".join(f"{kind}s, e.g. {v!r}{where(i)}" for kind, (i, v) in sorted(kinds.items()))
+                raise FairQuantError(
+                    f"group column '{name}' holds values of different types: {shown}; a number and a string "
+                    f"that print alike would be two groups with one name. Cast the column to one type in every "
+                    f"split, e.g. ds = ds.cast_column({name!r}, datasets.Value('string'))"
+                )
 
     def _row_values(self, dataset: Any, split: str | None = None) -> list[tuple]:
         self.check_columns(dataset, split=split)
@@ -231,6 +341,7 @@ class GroupSpec:
                     f"first at row {missing[0]}; every example needs a group: drop or fill them"
                 )
         rows = [tuple(v.item() if isinstance(v, np.generic) else v for v in row) for row in zip(*columns)]
+        self._check_hashable(rows, split)
         if len(self.columns) > 1:
             clash = next((v for row in rows for v in row if INTERSECTION_SEPARATOR in str(v)), None)
             if clash is not None:
@@ -239,6 +350,19 @@ class GroupSpec:
                     f"intersection names; rename it to group by {list(self.columns)}"
                 )
         return rows
+
+    def _check_hashable(self, rows: Sequence[tuple], split: str | None = None) -> None:
+        """Group values are scalars (strings, numbers, bools); a list or dict cell names no group."""
+        for i, row in enumerate(rows):
+            for col, value in zip(self.columns, row):
+                try:
+                    hash(value)
+                except TypeError:
+                    where = f" of split '{split}'" if split else ""
+                    raise FairQuantError(
+                        f"group column '{col}'{where} holds {type(value).__name__} values (row {i}: {value!r}); a group "
+                        "value must be a string, a number or a bool: map the column to one such value per example"
+                    ) from None
 
     # ---------------------------------------------------------------- encoding
     def encode(self, dataset_or_rows: Any) -> np.ndarray:
@@ -249,14 +373,31 @@ class GroupSpec:
             rows = self._row_values(dataset_or_rows)
         else:
             rows = [tuple(r) if isinstance(r, (tuple, list)) else (r,) for r in dataset_or_rows]
+            bad = next((r for r in rows if len(r) != len(self.columns)), None)
+            if bad is not None:
+                raise FairQuantError(
+                    f"group value {bad!r} has {len(bad)} entries; GroupSpec({list(self.columns)}) needs one per column"
+                )
+            self._check_hashable(rows)
         try:
             return np.fromiter((index[r] for r in rows), dtype=np.int64, count=len(rows))
         except KeyError as err:
-            unknown = sorted({r for r in rows if r not in index}, key=str)
-            raise FairQuantError(
-                f"group value(s) {[self._value_name(u) for u in unknown][:5]} of column(s) "
-                f"{list(self.columns)} are not among the fitted groups {self.names}"
-            ) from err
+            raise FairQuantError(self._unknown_message(sorted({r for r in rows if r not in index}, key=str))) from err
+
+    def _unknown_message(self, unknown: list[tuple]) -> str:
+        """Unknown group values; where one prints like a fitted group (``'1'`` vs ``1``), with types."""
+        names = [self._value_name(u) for u in unknown]
+        fitted = self._fitted_values()
+        if set(names) & set(self.names):  # same text, other value: a list of names would contradict itself
+            alike = [f for f in fitted if self._value_name(f) in names]
+            return (
+                f"group value(s) {', '.join(_typed(u) for u in unknown[:5])} of column(s) {list(self.columns)} are not "
+                f"among the fitted groups: they print like {', '.join(_typed(f) for f in alike[:5])} but are of another type; "
+                "give every split the same column type (e.g. ds.cast_column(column, datasets.Value('string')))"
+            )
+        return (
+            f"group value(s) {names[:5]} of column(s) {list(self.columns)} are not among the fitted groups {self.names}"
+        )
 
     def decode(self, codes: Iterable[int]) -> list[str]:
         """Readable names for integer codes."""
@@ -308,6 +449,11 @@ class GroupSpec:
             bad = {k: w for k, w in by_name.items() if not (w >= 0 and math.isfinite(w))}
             if bad:
                 raise FairQuantError(f"group weights must be finite and >= 0, got {bad}")
+            if not any(by_name[n] > 0 and counts[n] > 0 for n in self.names):
+                raise FairQuantError(
+                    f"group weights {by_name} give every example weight 0 (groups with examples: "
+                    f"{[n for n in self.names if counts[n] > 0]}): at least one of them needs a weight > 0"
+                )
             return {n: by_name[n] for n in self.names}
         if scheme not in WEIGHT_SCHEMES:
             raise FairQuantError(f"unknown group weighting {scheme!r}; allowed: {list(WEIGHT_SCHEMES)} or a mapping")
@@ -335,19 +481,23 @@ class GroupSpec:
         num_labels: int | None = None,
         split: str | None = None,
         label2id: Mapping[str, int] | None = None,
+        id2label: Mapping[int, str] | None = None,
     ) -> np.ndarray:
         """Check a split before heavy work: non-empty, label and group columns present,
-        no missing values, labels within ``0..num_labels-1``, groups among the fitted ones.
+        no missing values, labels within ``0..num_labels-1``, groups among the fitted ones,
+        ``ClassLabel`` names that mean the model's classes (:func:`check_label_names`; ``id2label``
+        defaults to the inverse of ``label2id``).
 
         ``label_column`` None finds ``labels`` or ``label`` (see :func:`resolve_label_column`).
         Returns the labels as int64 codes (see :func:`label_codes`: integral floats and bools are
         cast, class-name strings mapped through ``label2id``)."""
         where = f"split '{split}'" if split else "dataset"
+        check_one_split(dataset, where)
         if len(dataset) == 0:
             raise FairQuantError(f"{where} is empty: it needs at least one example")
         column = resolve_label_column(dataset, label_column, where)
         self.check_groups(dataset, split)
-        return check_labels(dataset, where, num_labels, label2id, column)
+        return check_labels(dataset, where, num_labels, label2id, column, id2label)
 
     def check_groups(self, dataset: Any, split: str | None = None) -> None:
         """The group columns are present and complete (and, once fitted, hold only fitted groups)."""
@@ -383,6 +533,13 @@ class GroupSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "GroupSpec":
+        """The spec :meth:`to_dict` wrote: ``{"columns": [...], "values": [[...], ...] | None}``."""
+        if not isinstance(data, Mapping) or "columns" not in data:
+            got = sorted(data) if isinstance(data, Mapping) else f"{type(data).__name__} {data!r}"
+            raise FairQuantError(f"GroupSpec.from_dict needs a mapping with 'columns' (and optionally 'values'), got {got}")
+        unknown = sorted(set(data) - {"columns", "values"})
+        if unknown:
+            raise FairQuantError(f"GroupSpec.from_dict: unknown key(s) {unknown}; allowed: columns, values")
         return cls(data["columns"], data.get("values"))
 
 

@@ -156,6 +156,9 @@ def test_infeasible_budget_names_the_constraint():
         ({"budget": 1.5}, r"allowed 2 ≤ budget ≤ 8"),
         ({"budget": 9}, r"allowed 2 ≤ budget ≤ 8"),
         ({"candidate_bits": (4, 8), "budget": 3.0}, r"allowed 4 ≤ budget ≤ 8"),
+        # issue 26: a string is a type error, not "outside the range"
+        ({"budget": "4"}, r"budget must be a number of mean weight bits \(2 ≤ budget ≤ 8\), got str '4': pass 4\.0"),
+        ({"budget": True}, r"budget must be a number.*got bool True"),
         ({"candidate_bits": (3, 8)}, r"unsupported candidate bits \[3\]"),
         ({"candidate_bits": ()}, r"unsupported candidate bits"),
         ({"objective": "median"}, r"unknown objective 'median'; allowed: \['worst_group', 'mean', 'cvar'\]"),

@@ -173,3 +173,87 @@ def test_stratified_indices_give_minorities_their_share():
     assert picked.tolist() == [35, 20, 5]
     assert len(set(rows.tolist())) == 60
     assert np.array_equal(rows, stratified_indices(codes, 60, seed=1))
+
+
+# ---------------------------------------------------------------- issue 26: label meaning, kinds, shapes
+def _labelled(names, labels=(0, 1, 2, 0)):
+    from datasets import ClassLabel, Features, Value
+
+    features = Features(labels=ClassLabel(names=list(names)), group=Value("string"))
+    return Dataset.from_dict({"labels": list(labels), "group": ["a", "b"] * (len(labels) // 2)}, features=features)
+
+
+def test_permuted_class_names_are_refused_with_the_mapping_that_fixes_them():
+    model = {"cat": 0, "dog": 1, "bird": 2}
+    with pytest.raises(FairQuantError, match=r"dataset id → model id \{0: 1, 1: 0\}.*align_labels_with_mapping"):
+        GroupSpec("group").validate(_labelled(["dog", "cat", "bird"]), num_labels=3, split="eval", label2id=model)
+    with pytest.raises(FairQuantError, match=r"\['fish'\] are not among the model's classes"):
+        GroupSpec("group").validate(_labelled(["cat", "fish", "bird"]), num_labels=3, label2id=model)
+    with pytest.raises(FairQuantError, match="dataset id → model id"):  # id2label given directly (no label2id)
+        GroupSpec("group").validate(_labelled(["dog", "cat", "bird"]), id2label={0: "cat", 1: "dog", 2: "bird"})
+
+
+def test_matching_or_placeholder_class_names_pass():
+    spec = GroupSpec("group")
+    assert spec.validate(_labelled(["Cat", "DOG", "bird"]), num_labels=3, label2id={"cat": 0, "dog": 1, "bird": 2}).tolist() == [0, 1, 2, 0]
+    # the model has more classes than the data: its names keep their ids
+    spec.validate(_labelled(["cat", "dog"], labels=(0, 1)), label2id={"cat": 0, "dog": 1, "bird": 2})
+    # transformers' LABEL_i and ClassLabel(num_classes=n)'s "i" say nothing: not compared
+    spec.validate(_labelled(["dog", "cat", "bird"]), label2id={"LABEL_0": 0, "LABEL_1": 1, "LABEL_2": 2})
+    spec.validate(_labelled(["0", "1", "2"]), label2id={"cat": 0, "dog": 1, "bird": 2})
+
+
+def test_int_and_str_groups_across_splits_are_refused_not_split_in_two():
+    ints, strs = _ds(g=[1, 2, 1, 2], labels=[0] * 4), _ds(g=["1", "2", "1", "2"], labels=[0] * 4)
+    with pytest.raises(FairQuantError, match=r"group column 'g' holds values of different types: numbers, e\.g\. 1 "
+                                             r"\(in dataset 1 of 2\), strings, e\.g\. '1' \(in dataset 2 of 2\).*cast_column"):
+        GroupSpec("g").fit(ints, strs)
+    spec = GroupSpec("g").fit(ints)
+    with pytest.raises(FairQuantError, match=r"'1' \(str\), '2' \(str\) of column\(s\) \['g'\] are not among the fitted groups: they print like 1 \(int\), 2 \(int\)"):  # was: "['1'] not among ['1', '2']"
+        spec.encode(strs)
+
+
+def test_a_row_with_the_wrong_number_of_entries_names_the_columns_not_a_contradiction():
+    spec = GroupSpec("g").fit(_ds(g=["a×b", "c"], labels=[0, 0]))
+    assert spec.encode(["a×b", "c"]).tolist() == [0, 1]
+    with pytest.raises(FairQuantError, match=r"\('a', 'b'\) has 2 entries; GroupSpec\(\['g'\]\) needs one per column"):
+        spec.encode([("a", "b")])  # was: "['a×b'] … are not among the fitted groups ['a×b']"
+
+
+def test_group_weights_that_are_all_zero_are_refused():
+    ds = _ds(g=["a", "b", "a"], labels=[0, 0, 0])
+    spec = GroupSpec("g").fit(ds)
+    with pytest.raises(FairQuantError, match="every example weight 0"):
+        spec.weights(ds, {"a": 0, "b": 0})
+    assert spec.weights(ds, {"a": 0, "b": 1.5}) == {"a": 0.0, "b": 1.5}
+
+
+def test_float_groups_sort_numerically():
+    spec = GroupSpec("g").fit(_ds(g=[10.0, 2.5, 1.0, 2.5], labels=[0] * 4))
+    assert spec.names == ["1.0", "2.5", "10.0"]  # was '1.0', '10.0', '2.5'
+
+
+def test_duplicated_group_columns_and_non_names_are_refused():
+    with pytest.raises(FairQuantError, match=r"name \['a'\] more than once"):
+        GroupSpec(["a", "a"])
+    with pytest.raises(FairQuantError, match="a group column name or a list of names, got int 123"):
+        GroupSpec(123)
+    with pytest.raises(FairQuantError, match=r"needs a mapping with 'columns'.*got \['values'\]"):
+        GroupSpec.from_dict({"values": [["a"]]})
+    with pytest.raises(FairQuantError, match="needs a mapping with 'columns'"):
+        GroupSpec.from_dict(["group"])
+
+
+def test_unhashable_group_values_name_the_column_and_value():
+    ds = _ds(g=[[1, 2], [3]], labels=[0, 0])
+    with pytest.raises(FairQuantError, match=r"group column 'g' holds list values \(row 0: \[1, 2\]\)"):
+        GroupSpec("g").fit(ds)
+
+
+def test_a_dataset_dict_where_one_split_is_expected_lists_the_splits():
+    dd = DatasetDict(train=_ds(group=["a"], labels=[0]), test=_ds(group=["a"], labels=[0]))
+    with pytest.raises(FairQuantError, match=r"got a DatasetDict with splits \['train', 'test'\]: pass one of them, e\.g\. ds\['train'\]"):
+        GroupSpec("group").validate(dd, num_labels=2)
+    with pytest.raises(FairQuantError, match="splits"):
+        GroupSpec("group").fit(dd)
+    assert GroupSpec("group").fit(dd["train"]).counts(dd) == {"train": {"a": 1}, "test": {"a": 1}}  # counts takes both

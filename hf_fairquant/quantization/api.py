@@ -73,6 +73,7 @@ def quantize(
     int8 activations are dynamic: no calibration data.
     """
     recipe = QuantRecipe.parse(recipe)
+    check_not_quantized(model, "quantize")
     plan = recipe.plan(model)
     backend = recipe_quantizer(recipe)
     backend.check(model, plan)
@@ -104,6 +105,17 @@ def quantize(
 def is_quantized(model: torch.nn.Module) -> bool:
     """True for a model holding a backend's quantized modules, or a loaded quantized artifact."""
     return quantizer_of(model) is not None or loaded_artifact_of(model) is not None
+
+
+def check_not_quantized(model: torch.nn.Module, where: str) -> None:
+    """``where`` takes a full-precision model: an already-quantized one is named as such (its
+    Conv2d/Linear modules are gone, so planning would say it has none)."""
+    quantizer = quantizer_of(model)
+    if quantizer is not None:
+        raise FairQuantError(
+            f"{where} needs a full-precision model, but this {type(model).__name__} is already quantized by "
+            f"{quantizer.name}: load the full-precision model again and quantize that"
+        )
 
 
 def layer_bits(model: torch.nn.Module) -> dict[str, LayerQuant | None]:

@@ -1,4 +1,5 @@
 """Self-checking artifacts: the quantization map and the weights name each other's hash (quanto),
+a torchao weights file records a hash of itself in its safetensors metadata (:func:`seal_weights`),
 and ``hf_fairquant.json`` records a sha256 of every artifact file any backend wrote.
 
 ``quantization_map.json`` gets a reserved entry ``"__hf_fairquant__": {"weights_sha256": …}`` (a
@@ -61,7 +62,57 @@ def load_weights(weights_file: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(weights_file))
     except Exception as err:  # safetensors' own error for a truncated or garbled file
-        raise ArtifactError(f"{weights_file} is not a readable safetensors file ({err})") from err
+        raise ArtifactError(
+            f"{weights_file} is not a readable safetensors file ({err}): it is truncated or damaged; save the model again"
+        ) from err
+
+
+def weights_metadata(weights_file: Path) -> dict[str, str]:
+    """The metadata of a safetensors file's header (an :class:`ArtifactError` naming the file if unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights_file), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as err:
+        raise ArtifactError(
+            f"{weights_file} is not a readable safetensors file ({err}): it is truncated or damaged; save the model again"
+        ) from err
+
+
+#: safetensors metadata key of a weights file's hash of itself (its tensors and its other metadata), so a
+#: folder without ``hf_fairquant.json`` still checks itself; plain transformers ignores the key.
+SELF_HASH_KEY = "hf_fairquant_self_sha256"
+
+
+def _self_hash(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    others = {k: v for k, v in metadata.items() if k != SELF_HASH_KEY}
+    digest = hashlib.sha256(weights_hash(state).encode())
+    digest.update(json.dumps(others, sort_keys=True, separators=(",", ":")).encode())
+    return digest.hexdigest()
+
+
+def seal_weights(weights_file: Path) -> None:
+    """Rewrite a safetensors file with :data:`SELF_HASH_KEY` in its metadata (tensors and the other
+    metadata, e.g. torchao's tensor-subclass descriptions, kept as they were)."""
+    from safetensors.torch import save_file
+
+    state, metadata = load_weights(weights_file), weights_metadata(weights_file)
+    save_file(state, str(weights_file), metadata={**metadata, SELF_HASH_KEY: _self_hash(state, metadata)})
+
+
+def check_sealed(weights_file: Path) -> None:
+    """A sealed file (see :func:`seal_weights`) holds what it recorded, else an :class:`ArtifactError`
+    naming it; a file written elsewhere (no record) is only checked to be readable."""
+    metadata = weights_metadata(weights_file)
+    recorded = metadata.get(SELF_HASH_KEY)
+    if recorded is None:
+        return
+    if _self_hash(load_weights(weights_file), metadata) != recorded:
+        raise ArtifactError(
+            f"{weights_file} differs from what it recorded when it was saved (its tensors or metadata were edited "
+            "or damaged): refusing to load it; save the model again"
+        )
 
 
 def verify(qmap_file: Path, weights_file: Path, qmap: Any, state: Mapping[str, torch.Tensor]) -> dict[str, Any]:

@@ -99,10 +99,8 @@ class QuantRecipe:
             raise FairQuantError(f"unknown quantization backend {self.backend!r}; allowed: {available_backends()}")
         if not isinstance(self.group_size, int) or isinstance(self.group_size, bool) or self.group_size <= 0:
             raise FairQuantError(f"group_size must be a positive integer, got {self.group_size!r}")
-        overrides = self.overrides.items() if isinstance(self.overrides, Mapping) else self.overrides
-        object.__setattr__(self, "overrides", tuple((str(p), LayerQuant.parse(q)) for p, q in overrides))
-        exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
-        object.__setattr__(self, "exclude", exclude)
+        object.__setattr__(self, "overrides", tuple((p, LayerQuant.parse(q)) for p, q in _override_pairs(self.overrides)))
+        object.__setattr__(self, "exclude", _exclude_patterns(self.exclude))
         _check_name(self)
 
     # ------------------------------------------------------------ parsing
@@ -218,6 +216,52 @@ class QuantRecipe:
         if self.group_size != DEFAULT_GROUP_SIZE:
             out["group_size"] = self.group_size
         return out
+
+
+_OVERRIDES_FORM = (
+    "overrides map module-name patterns to bits, e.g. in YAML `overrides: {classifier: w8a8}` (or one "
+    "`pattern: bits` per line under `overrides:`), in Python `overrides={'classifier': 'w8a8'}`; to keep a module "
+    "in float, list it under `exclude`"
+)
+
+
+def _override_pairs(value: Any) -> list[tuple[str, Any]]:
+    """``(pattern, bits)`` pairs from a mapping, a list of one-key mappings (YAML ``- classifier: w8``)
+    or of pairs; None or empty (YAML's bare ``overrides:``) is none. A bare list of names says no
+    bits, so it is refused with the mapping form."""
+    if value is None:
+        return []
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            if isinstance(item, Mapping) and len(item) == 1:
+                items += list(item.items())
+            elif isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str):
+                items.append((item[0], item[1]))
+            else:
+                raise FairQuantError(f"recipe overrides: the item {item!r} of {list(value)!r} gives no bits; {_OVERRIDES_FORM}")
+    else:
+        raise FairQuantError(f"recipe overrides must be a mapping, got {type(value).__name__} {value!r}; {_OVERRIDES_FORM}")
+    bad = [p for p, _ in items if not isinstance(p, (str, int, float)) or isinstance(p, bool)]
+    if bad:
+        raise FairQuantError(f"recipe override patterns must be module-name patterns (strings), got {bad!r}")
+    return [(str(p), q) for p, q in items]
+
+
+def _exclude_patterns(value: Any) -> tuple[str, ...]:
+    """Module-name patterns kept in float: one string, a list of strings, or None/empty (none)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+        raise FairQuantError(
+            f"recipe exclude must be a module-name pattern or a list of them (e.g. exclude: [classifier, "
+            f"'vit.embeddings.*']), got {type(value).__name__} {value!r}"
+        )
+    return tuple(value)
 
 
 def parse_recipes(values: RecipeLike | Iterable[RecipeLike]) -> list[QuantRecipe]:

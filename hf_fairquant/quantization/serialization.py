@@ -59,6 +59,27 @@ def _is_artifact_file(name: str, artifact_files: set[str]) -> bool:
     return name in artifact_files or (name.startswith("model-") and name.endswith(".safetensors"))
 
 
+def _is_model_folder(folder: Path) -> bool:
+    """A folder some save wrote: it holds a model's config or weights."""
+    return folder.is_dir() and any((folder / name).is_file() for name in ("config.json", META_NAME, "model.safetensors"))
+
+
+def check_save_target(directory: Path) -> None:
+    """The folder ``save_quantized`` replaces whole must not be a file, nor a file's name inside a
+    saved model folder (``save_quantized(q, folder / "config.json")`` would turn the config into a
+    folder, and ``folder`` would no longer load)."""
+    if directory.exists() and not directory.is_dir():
+        raise FairQuantError(
+            f"save_quantized writes a folder, but {directory} is an existing file; give a folder "
+            f"(e.g. {directory.parent / 'quantized'})"
+        )
+    if _is_artifact_file(directory.name) and _is_model_folder(directory.parent):
+        raise FairQuantError(
+            f"save_quantized writes a folder, but {directory} is named like a file of the saved model in "
+            f"{directory.parent}; give the folder itself ({directory.parent}) or a new one beside it"
+        )
+
+
 def save_quantized(
     model: torch.nn.Module, directory: str | Path, recipe: QuantRecipe | None = None, extra: dict | None = None
 ) -> Path:
@@ -82,6 +103,7 @@ def save_quantized(
         "effective_bits": effective_bits(model),
     }
     directory = Path(directory)
+    check_save_target(directory)
     if contains_cwd(directory):
         raise FairQuantError(f"save_quantized replaces {directory} whole, and it is (or contains) the working folder; "
                              "save into a subfolder")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .. import deployment
-from .._atomic import scratch_directory, sweep_stale
+from .._atomic import output_lock, scratch_directory, sweep_stale
 from .._config import field_names
 from .._format import to_plain
 from ..errors import FairQuantError
@@ -147,10 +147,11 @@ def run(
     out = Path(recipe.output_dir)
     sweep_stale(out)
     saved = {s: getattr(recipe, s).output_dir for s in ("training", "mitigation") if getattr(recipe, s) is not None}
+    command = command or _default_command()
     try:
-        with scratch_directory(out, "checkpoints") as scratch:
+        with output_lock(out, command), scratch_directory(out, "checkpoints") as scratch:  # one run per folder
             _checkpoints_outside(recipe, scratch)
-            state = _Run(recipe, chosen, audited, scratch, echo, command or _default_command())
+            state = _Run(recipe, chosen, audited, scratch, echo, command)
             _data_and_fp(state)
             if "export" in chosen:
                 _export(state)

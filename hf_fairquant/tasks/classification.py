@@ -63,7 +63,8 @@ class ClassificationTask(Task):
     # ------------------------------------------------------------ data
     def references(self, dataset: Any, model: torch.nn.Module, where: str) -> np.ndarray:
         config = getattr(model, "config", None)
-        return check_labels(dataset, where, getattr(config, "num_labels", None), getattr(config, "label2id", None))
+        return check_labels(dataset, where, getattr(config, "num_labels", None), getattr(config, "label2id", None),
+                            id2label=getattr(config, "id2label", None))
 
     def check_forward(self, output: Any, references: np.ndarray | None, model: torch.nn.Module) -> None:
         """The output has (batch, classes) logits with at least 2 classes, and every label has a

@@ -72,8 +72,12 @@ class FairQuantTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.group_sampling not in GROUP_SAMPLING:
             raise FairQuantError(f"unknown group_sampling {self.group_sampling!r}; allowed: {list(GROUP_SAMPLING)}")
-        if not (isinstance(self.sampling_power, (int, float)) and 0.0 <= self.sampling_power <= 1.0):
-            raise FairQuantError(f"sampling_power must be in [0, 1], got {self.sampling_power!r}")
+        power = self.sampling_power
+        if isinstance(power, bool) or not isinstance(power, (int, float)):
+            hint = " (YAML recipes convert a quoted number; in Python pass a float)" if isinstance(power, str) else ""
+            raise FairQuantError(f"sampling_power must be a number in [0, 1], got {type(power).__name__} {power!r}{hint}")
+        if not 0.0 <= power <= 1.0:
+            raise FairQuantError(f"sampling_power must be in [0, 1], got {power!r}")
         if self.group_weighting is None:
             self.group_weighting = "none"
         if not isinstance(self.group_column, str) or not self.group_columns:

@@ -46,6 +46,18 @@ def _last_group_eval(log_history: list[dict[str, Any]]) -> dict[str, Any] | None
     return None
 
 
+def float_weight_bits(model: Any) -> float:
+    """Parameter-weighted mean bits of the float weights of every Conv2d/Linear (QAT modules included:
+    they hold float weights until converted)."""
+    import torch
+
+    from ..quantization.recipe import float_bits, weighted_bits
+
+    pairs = [(m.weight.numel(), float_bits(m.weight)) for m in model.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and isinstance(getattr(m, "weight", None), torch.Tensor)]
+    return weighted_bits(pairs) if pairs else 32.0
+
+
 def trainer_card(
     trainer: Any,
     *,
@@ -73,8 +85,9 @@ def trainer_card(
     model_name = model_name or Path(args.output_dir).name
     repo_id = repo_id or getattr(args, "hub_model_id", None) or model_name
     recipe = trainer.quant_recipe
-    quantized = is_quantized(model)
-    bits = effective_bits(model)
+    pending = getattr(trainer, "qat_converted", None) is False  # fake-quantized for QAT: float weights
+    quantized = is_quantized(model) and not pending
+    bits = float_weight_bits(model) if pending else effective_bits(model)
     size = model_size_bytes(model)
     fp_size = 4 * sum(p.numel() for p in model.parameters())
     evaluation = _last_group_eval(trainer.state.log_history)
@@ -120,8 +133,10 @@ def trainer_card(
     quantizer = quantizer_of(model) if quantized else None
     publishing = get_artifact(quantizer.name).publishing if quantizer is not None else None
     quantization = (
-        publishing.quantization_text(bits, layers) if publishing is not None
-        else "Full precision (the trainer had no `quantization` recipe)."
+        publishing.quantization_text(bits, layers) if publishing is not None else
+        (f"Not quantized yet: the model is prepared for QAT with `{recipe}` (fake-quantized modules over float "
+         f"weights) and `train()` has not converted it, so these weights are full precision ({bits:.2f} mean bits)."
+         if pending else "Full precision (the trainer had no `quantization` recipe).")
     )
     dataset_ids = [d for d in ([dataset_tags] if isinstance(dataset_tags, str) else list(dataset_tags or [])) if hub_id(d)]
     eval_set = trainer.eval_dataset if not isinstance(trainer.eval_dataset, dict) else next(iter(trainer.eval_dataset.values()), None)
@@ -155,12 +170,15 @@ def trainer_card(
         load = {"load_line": f"`{auto_class}.from_pretrained(\"{repo_id}\")` (full precision; no hf_fairquant needed).",
                 "load_snippet": (f"from transformers import {auto_class}\n\nmodel = {auto_class}.from_pretrained(\"{repo_id}\")"),
                 "backend_note": "Not quantized."}
+    what = str(recipe).upper() if recipe else "full precision"
+    if pending:
+        what = f"full precision, not yet trained or converted (QAT recipe {what} prepared)"
     values = {
         **load,
         "model_name": model_name,
         "repo_id": repo_id,
         "summary": (
-            f"{model_name}: trained with `FairQuantTrainer` — {str(recipe).upper() if recipe else 'full precision'} "
+            f"{model_name}: trained with `FairQuantTrainer` — {what} "
             f"({bits:.2f} mean weight bits), group sampling `{args.group_sampling}`, loss weighting "
             f"`{json.dumps(to_plain(args.group_weighting))}`, groups by {spec.name}."
         ),

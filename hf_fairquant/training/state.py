@@ -3,18 +3,21 @@
 :class:`FairQuantState` is a ``TrainerCallback`` with ``ExportableState``: transformers writes its
 :meth:`state` into every checkpoint's ``trainer_state.json`` (``stateful_callbacks``). It carries
 what a resumed run must agree on — the QAT recipe and the groups — and owns the Group-DRO weights,
-so a checkpoint restores them exactly. :func:`saved_state` reads it back from a checkpoint folder.
+so a checkpoint restores them exactly. :func:`saved_state` reads it back from a checkpoint folder;
+:func:`load_checkpoint_weights` restores a checkpoint's weights whole, through the model's key conversion.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState, TrainerState
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from ..errors import ArtifactError, FairQuantError, MissingFileError
 from .weighting import GroupDROWeights
@@ -81,6 +84,80 @@ class FairQuantState(TrainerCallback, ExportableState):
             self.dro_q = attributes.get("dro_q")
         except (FairQuantError, TypeError, ValueError) as err:
             raise ArtifactError(f"{where}: field attributes.dro_q: {err}") from None
+
+
+def checkpoint_weights(checkpoint: str) -> dict[str, Any] | None:
+    """The model weights of a Trainer checkpoint folder (``model.safetensors``, or shards listed in
+    ``model.safetensors.index.json``); None for another form (adapters, FSDP, ``.bin``)."""
+    from ..quantization.artifact_checks import load_weights, read_json
+
+    single, index = os.path.join(checkpoint, SAFE_WEIGHTS_NAME), os.path.join(checkpoint, SAFE_WEIGHTS_INDEX_NAME)
+    if os.path.isfile(single):
+        return load_weights(Path(single))
+    if not os.path.isfile(index):
+        return None
+    weight_map = (read_json(Path(index)) or {}).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise ArtifactError(f"{index} has no 'weight_map' object: the checkpoint is damaged")
+    state: dict[str, Any] = {}
+    for shard in sorted(set(weight_map.values())):
+        state.update(load_weights(Path(checkpoint) / shard))
+    return state
+
+
+def to_model_keys(model: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoint keys renamed to the model's own, as ``from_pretrained`` renames them (transformers 5
+    saves some models under legacy names: a ViT's ``vit.encoder.layer.*`` for ``vit.layers.*``). A key
+    that needs a many-to-one conversion is left as it is (the key check then names it)."""
+    from transformers import PreTrainedModel
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    if not isinstance(model, PreTrainedModel):
+        return state
+    conversions = get_model_conversion_mapping(model)
+    renamings = [c for c in conversions if isinstance(c, WeightRenaming)]
+    converters = [c for c in conversions if isinstance(c, WeightConverter)]
+    out = {}
+    for key, tensor in state.items():
+        renamed, converter = rename_source_key(key, renamings, converters)
+        out[key if converter is not None else renamed] = tensor
+    return out
+
+
+def _storage(tensor: Any) -> Any:
+    try:
+        return tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError, AttributeError):  # a tensor subclass without one storage
+        return id(tensor)
+
+
+def load_checkpoint_weights(model: Any, checkpoint: str) -> bool:
+    """Load a checkpoint's weights into ``model`` through the model's own key conversion, and only
+    whole: every key of the model must be restored (a weight tied to a restored one, or one the model
+    does not save, excepted), else a :class:`FairQuantError` naming the keys — training never goes on
+    from a partial load. Returns False when the folder holds another form (left to the Trainer)."""
+    state = checkpoint_weights(checkpoint)
+    if state is None:
+        return False
+    state = to_model_keys(model, state)
+    expected = model.state_dict()
+    restored = {_storage(expected[k]) for k in state if k in expected}
+    ignored = set(getattr(model, "_keys_to_ignore_on_save", None) or ())
+    missing = [k for k in expected if k not in state and k not in ignored and _storage(expected[k]) not in restored]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise FairQuantError(
+            f"checkpoint {checkpoint} does not hold the weights of this {type(model).__name__} (after transformers' "
+            f"key conversion): {len(missing)} missing, e.g. {missing[:6]}; {len(unexpected)} unexpected, e.g. "
+            f"{unexpected[:6]}. Refusing to resume: training on from a partial load would restart those weights "
+            "(resume with the model, recipe and transformers version that wrote the checkpoint)"
+        )
+    try:
+        model.load_state_dict(state, strict=False)  # strict=False only for the tied/ignored keys above
+    except RuntimeError as err:  # shapes that do not fit
+        raise FairQuantError(f"checkpoint {checkpoint} does not fit this {type(model).__name__}: {err}") from None
+    return True
 
 
 def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:

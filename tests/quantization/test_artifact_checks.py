@@ -131,3 +131,64 @@ def test_torchao_artifacts_are_checked_against_the_file_record(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ArtifactError, match=r"config\.json differ\(s\) from what .*hf_fairquant\.json records"):
         load_quantized(folder)
+
+
+# ---------------------------------------------------------------- issue 26: items 9, 10, 14, 17
+def _torchao_folder(tmp_path):
+    from tests.conftest import text_dataset, tiny_distilbert
+
+    model = quantize(tiny_distilbert(), "w4@torchao")
+    return save_quantized(model, tmp_path / "t"), model, text_dataset(n=8)
+
+
+def _flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # the last byte of the last tensor's data
+    path.write_bytes(bytes(data))
+
+
+def test_a_torchao_folder_checks_itself_without_hf_fairquant_json(tmp_path):
+    """Item 10: one flipped weight byte with hf_fairquant.json deleted loaded silently (logits off by 1e-3)."""
+    folder, model, data = _torchao_folder(tmp_path)
+    (folder / ser.META_NAME).unlink()
+    assert torch.equal(_logits(load_quantized(folder), data), _logits(model, data))  # intact: loads exactly
+    _flip_last_byte(folder / "model.safetensors")
+    with pytest.raises(ArtifactError, match=r"model\.safetensors differs from what it recorded when it was saved"):
+        load_quantized(folder)
+
+
+@pytest.mark.parametrize("backend", ["quanto", "torchao"])
+def test_a_truncated_weights_file_is_named(tmp_path, backend):
+    """Item 14: a truncated safetensors file fails with an error naming the file, with or without the record."""
+    if backend == "torchao":
+        folder, _, _ = _torchao_folder(tmp_path)
+    else:
+        folder = save_quantized(quantize(tiny_resnet(), "w4"), tmp_path / "q")
+    (folder / ser.META_NAME).unlink()
+    weights = folder / quanto.WEIGHTS_NAME
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ArtifactError, match=rf"{weights} is not a readable safetensors file .*truncated or damaged"):
+        load_quantized(folder)
+
+
+def test_an_unfrozen_quanto_model_is_refused_at_save_time(tmp_path):
+    """Item 17: a QAT model saved unfrozen wrote a folder load_quantized then rejected ("missing keys …_data._data")."""
+    from hf_fairquant.quantization import LayerQuant, apply_plan, freeze
+
+    model = tiny_resnet()
+    apply_plan(model, {"classifier.1": LayerQuant(4)})
+    with pytest.raises(FairQuantError, match=r"not frozen: 1 module\(s\) still fake-quantize float weights .*freeze it first"):
+        save_quantized(model, tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+    freeze(model)
+    save_quantized(model, tmp_path / "q")
+    load_quantized(tmp_path / "q")
+
+
+@pytest.mark.parametrize("name", ["config.json", quanto.QMAP_NAME, "pytorch_model.bin"])
+def test_a_target_named_like_a_file_of_a_saved_model_is_refused(saved, name):
+    """Item 9: save_quantized(q, folder / "config.json") turned that file into a folder."""
+    folder, model, data = saved
+    with pytest.raises(FairQuantError, match=rf"save_quantized writes a folder, but {folder / name} is (an existing file|named like a file)"):
+        save_quantized(model, folder / name)
+    assert torch.equal(_logits(load_quantized(folder), data), _logits(model, data))  # the model there still loads

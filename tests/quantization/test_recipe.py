@@ -102,3 +102,36 @@ def test_mixed_precision_quantizes_per_pattern():
     bits = layer_bits(model)
     assert bits["classifier.1"] == LayerQuant(8, 8)
     assert bits["resnet.embedder.embedder.convolution"] == LayerQuant(2, 8)
+
+
+# ---------------------------------------------------------------- issue 26 item 13: YAML shapes users write
+def test_empty_overrides_and_exclude_mean_none():
+    import yaml
+
+    for text in ("preset: w4\noverrides:\nexclude:\n", "preset: w4\noverrides: {}\nexclude: []\n"):
+        recipe = QuantRecipe.parse(yaml.safe_load(text))  # was: "'NoneType' object is not iterable"
+        assert (recipe.overrides, recipe.exclude) == ((), ())
+    listed = QuantRecipe.parse(yaml.safe_load("preset: w4\noverrides:\n  - classifier: w8a8\n  - 'vit.*': w8\n"))
+    assert listed.overrides == (("classifier", LayerQuant(8, 8)), ("vit.*", LayerQuant(8)))  # YAML's list of one-key mappings
+
+
+@pytest.mark.parametrize("overrides", [["classifier"], "classifier", [["classifier"]], 3])
+def test_a_list_of_override_names_is_refused_with_the_mapping_form(overrides):
+    with pytest.raises(ValueError, match=r"overrides map module-name patterns to bits, e\.g\. in YAML `overrides: \{classifier: w8a8\}`"):
+        QuantRecipe.parse({"preset": "w4", "overrides": overrides})  # was: "too many values to unpack"
+
+
+def test_exclude_must_be_names():
+    with pytest.raises(ValueError, match=r"recipe exclude must be a module-name pattern or a list of them.*got dict"):
+        QuantRecipe.parse({"preset": "w4", "exclude": {"classifier": True}})
+    with pytest.raises(ValueError, match=r"got list \[1\]"):
+        QuantRecipe(4, exclude=[1])
+
+
+@pytest.mark.parametrize("recipe, make_model", [("w8", tiny_resnet), ("w8@torchao", tiny_distilbert)])
+def test_quantizing_a_quantized_model_says_so(recipe, make_model):
+    """Issue 26, item 14: was "has no Conv2d or Linear module to quantize"."""
+    model = quantize(make_model(), recipe)
+    backend = recipe.partition("@")[2] or "quanto"
+    with pytest.raises(ValueError, match=f"quantize needs a full-precision model, but this .* is already quantized by {backend}"):
+        quantize(model, "w4")

@@ -93,3 +93,18 @@ def test_damaged_saved_reports_name_the_file_and_the_field(tmp_path, text, messa
     (tmp_path / "report.json").write_text(text)
     with pytest.raises(FairQuantError, match=message):
         AuditReport.load(tmp_path / "report.json")
+
+
+def test_a_string_sampling_power_is_named_a_string_and_yaml_converts_it(tmp_path):
+    """Issue 26, item 19: "must be in [0, 1], got '0.5'" read as a range error."""
+    from transformers import HfArgumentParser
+
+    from hf_fairquant._coerce import coerce_fields
+
+    with pytest.raises(FairQuantError, match=r"sampling_power must be a number in \[0, 1\], got str '0\.5' \(YAML recipes"):
+        _args(tmp_path, sampling_power="0.5")
+    with pytest.raises(FairQuantError, match=r"sampling_power must be in \[0, 1\], got 1\.5"):
+        _args(tmp_path, sampling_power=1.5)
+    values = coerce_fields("mitigation", FairQuantTrainingArguments, {"output_dir": str(tmp_path), "sampling_power": "0.5"})
+    (parsed,) = HfArgumentParser(FairQuantTrainingArguments).parse_dict(values)  # what a YAML recipe goes through
+    assert parsed.sampling_power == 0.5

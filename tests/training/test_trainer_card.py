@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard
@@ -70,3 +71,24 @@ def test_push_to_hub_uploads_the_fairness_card(hub, tmp_path, monkeypatch):
     log = trainer.state.log_history[-1]
     assert names["accuracy, group a (w4a8)"] == log["eval_group_accuracy/a"]
     assert {r["dataset"]["type"] for r in results} == {"user/grouped-digits"}
+
+
+def test_before_train_save_model_is_refused_and_the_card_says_full_precision(tmp_path):
+    """Issue 26, item 5: save_model() before train() wrote "W4 (4.00 mean weight bits)" over float weights."""
+    from hf_fairquant.errors import FairQuantError
+
+    args = make_args(tmp_path / "run", quantization="w4")
+    trainer = FairQuantTrainer(model=tiny_resnet(), args=args, train_dataset=image_dataset(n=16))
+    assert trainer.qat_converted is False
+    with pytest.raises(FairQuantError, match=r"prepared for QAT with w4 .* but not converted: train\(\) converts it"):
+        trainer.save_model(str(tmp_path / "early"))
+    assert not (tmp_path / "early").exists()
+    trainer.create_model_card()  # what push_to_hub writes after its internal save
+    text = (tmp_path / "run" / "README.md").read_text()
+    assert "4.00 mean weight bits" not in text and "W4 (" not in text
+    assert "full precision, not yet trained or converted (QAT recipe W4 prepared) (32.00 mean weight bits)" in text
+    assert "Not quantized yet" in text
+    plain = FairQuantTrainer(model=tiny_resnet(), args=make_args(tmp_path / "fp"), train_dataset=image_dataset(n=16))
+    assert plain.qat_converted is None
+    plain.save_model(str(tmp_path / "fp_saved"))  # no QAT recipe: a float model is what it is
+    assert "Full precision (the trainer had no `quantization` recipe)" in (tmp_path / "fp_saved" / "README.md").read_text()

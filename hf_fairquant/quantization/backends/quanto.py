@@ -159,6 +159,13 @@ class QuantoArtifact(ArtifactFormat):
         from optimum.quanto import quantization_map
         from safetensors.torch import save_file
 
+        unfrozen = [n for n, m in model.named_modules() if isinstance(m, QModuleMixin) and not m.frozen]
+        if unfrozen:  # its state dict holds float weights, which load_quantized's frozen layout refuses
+            raise FairQuantError(
+                f"this optimum-quanto model is not frozen: {len(unfrozen)} module(s) still fake-quantize float weights "
+                f"(QAT), e.g. {', '.join(unfrozen[:3])}; freeze it first (hf_fairquant.quantization.freeze(model); "
+                "FairQuantTrainer.train() converts at its end)"
+            )
         config = model.config
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         config.architectures = [type(model).__name__]

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from ...errors import ArtifactError, FairQuantError, UnsupportedByBackendError
+from .. import artifact_checks
 from ..recipe import DEFAULT_GROUP_SIZE, LayerQuant, QuantRecipe
 from . import ArtifactFormat, Plan, Publishing, Quantizer, register_backend
 
@@ -236,6 +237,8 @@ class TorchAoArtifact(ArtifactFormat):
                     owner.__dict__.pop(key, None)
                 else:
                     setattr(owner, key, saved[key])
+        for weights in sorted(folder.glob("*.safetensors")):  # self-checking without hf_fairquant.json
+            artifact_checks.seal_weights(weights)
 
     def can_load(self, folder: Path) -> bool:
         try:
@@ -253,6 +256,8 @@ class TorchAoArtifact(ArtifactFormat):
         model_cls = getattr(transformers, arch, None) if arch else None
         if model_cls is None:
             raise FairQuantError(f"config.architectures of {folder} names {arch!r}, not a transformers model class")
+        for weights in sorted(Path(folder).glob("*.safetensors")):
+            artifact_checks.check_sealed(weights)
         model, info = model_cls.from_pretrained(folder, output_loading_info=True)
         problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
         if problems:  # transformers only warns; a truncated or mismatched folder must not load
