@@ -59,10 +59,25 @@ def check_positive_number(name: str, value: Any) -> None:
 
 
 def split_commas(values: Any) -> list:
-    """``["a,b", "c"]`` or ``"a,b"`` → ``["a", "b", "c"]`` (the CLI's comma lists); other items kept."""
+    """``["a,b", "c"]`` or ``"a,b"`` → ``["a", "b", "c"]`` (the CLI's comma lists); other items kept.
+    A comma inside brackets does not split (``Config:skip=[a,b]`` stays one item)."""
     if isinstance(values, str):
         values = [values]
     out: list = []
     for v in values or []:
-        out.extend(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else out.append(v)
+        out.extend(p.strip() for p in _top_level_split(v) if p.strip()) if isinstance(v, str) else out.append(v)
     return out
+
+
+def _top_level_split(text: str) -> list[str]:
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -26,15 +27,24 @@ from .groups import INTERSECTION_SEPARATOR, GroupSpec, as_group_spec
 from .inputs import GroupedInputs
 from .metrics import load_group_disparity
 from .quantization import (
-    QuantRecipe,
+    FLOAT_SHARE_WARNING,
     RecipeLike,
+    check_pre_quantized,
+    check_quantized,
     check_unique_names,
+    describe_quantization,
     effective_bits,
-    is_quantized,
+    float_kinds,
+    float_weights,
+    get_artifact,
+    load_quantized_checkpoint,
     model_size_bytes,
+    parse_recipe,
     parse_recipes,
     quantize,
+    recipe_quantizer,
 )
+from .quantization.serialization import META_NAME
 from .tasks import TaskOutputs
 
 DEFAULT_RECIPES = ("w8a8", "w4a8", "w4", "w2a8")
@@ -64,15 +74,21 @@ class AuditConfig:
         metadata={"help": "quantization backend of the preset recipes: quanto (the default: Conv2d and Linear, static "
                           "a8) or torchao (Linear only, dynamic a8); a preset may name its own, e.g. w4a8@torchao"},
     )
+    quantized_models: list[str] = field(
+        default_factory=list,
+        metadata={"help": "pre-quantized checkpoints (local folders or Hub ids: torchao, bitsandbytes, or a folder "
+                          "written by save_quantized) to audit against the model, each a row named after it"},
+    )
 
     def __post_init__(self) -> None:
         self.recipes = split_commas(self.recipes)
+        self.quantized_models = split_commas(self.quantized_models or [])
         if self.backend is not None:  # every preset string on that backend ("w4a8" → "w4a8@torchao")
-            from .quantization import available_backends
+            from .quantization import is_preset, recipe_backends
 
-            if self.backend not in available_backends():
-                raise FairQuantError(f"audit backend {self.backend!r} is not one of {available_backends()}")
-            self.recipes = [f"{r}@{self.backend}" if isinstance(r, str) and "@" not in r else r for r in self.recipes]
+            if self.backend not in recipe_backends():
+                raise FairQuantError(f"audit backend {self.backend!r} is not one of {recipe_backends()}")
+            self.recipes = [f"{r}@{self.backend}" if is_preset(r) and "@" not in r else r for r in self.recipes]
         check_positive_int("audit calibration_size", self.calibration_size)
         check_positive_int("audit batch_size", self.batch_size)
         check_positive_int("audit n_boot", self.n_boot, allow_zero=True)
@@ -84,13 +100,24 @@ class AuditConfig:
 
 @dataclass
 class ModelResult:
-    """One model's audit row: the group_disparity metric's output plus size facts."""
+    """One model's audit row: the group_disparity metric's output plus size facts.
+
+    ``effective_bits``: nominal weight bits, parameter-weighted over the counted layers;
+    ``storage_bits``: the same with each layer's quantization state counted (scales, zero points,
+    bitsandbytes' absmax and code table); ``size_bytes``: the saved artifact's files when the audit
+    saved one (a transformers config's row), else the model's tensors; ``float_share``: the share
+    of the counted weights left float, with the largest such layers in ``float_layers``
+    (``{name: class}``); ``quantization``: the library (and config) that quantized the model."""
 
     name: str
     effective_bits: float
     size_bytes: int
     metrics: dict[str, Any]
     recipe: dict[str, Any] | None = None
+    storage_bits: float | None = None
+    float_share: float | None = None
+    float_layers: dict[str, str] | None = None
+    quantization: str | None = None
 
 
 @dataclass
@@ -107,6 +134,9 @@ class AuditReport(JsonRoundTrip):
     deployment: dict[str, Any] = field(default_factory=dict)
     #: the task the rows were measured under (its metric names label the tables)
     task: str = "classification"
+    #: ``{row name: comparison}`` of a model with what its saved artifact reloads as (save →
+    #: reload): identical outputs, or the reloaded row's name and the flip rate between the two
+    round_trips: dict[str, Any] = field(default_factory=dict)
     #: the FP model's per-example outputs in this process (never serialised): a later
     #: ``audit(..., reference=report)`` over the same data reuses them instead of a pass
     fp_outputs: TaskOutputs | None = field(default=None, repr=False, compare=False)
@@ -143,6 +173,7 @@ class AuditReport(JsonRoundTrip):
             settings=data.get("settings", {}),
             deployment=data.get("deployment", {}),
             task=data.get("task", "classification"),
+            round_trips=data.get("round_trips", {}),
         )
 
     def extended(self, other: "AuditReport") -> "AuditReport":
@@ -153,7 +184,32 @@ class AuditReport(JsonRoundTrip):
         timings = {**self.settings.get("timings_s", {}),
                    **{k: v for k, v in other.settings.get("timings_s", {}).items() if k != "FP"}}
         return replace(self, quantized=[*self.quantized, *other.quantized], settings={**self.settings, "timings_s": timings},
-                       deployment={**self.deployment, **other.deployment})
+                       deployment={**self.deployment, **other.deployment}, round_trips={**self.round_trips, **other.round_trips})
+
+    def float_warnings(self) -> list[str]:
+        """One line per quantized row that leaves more than 5 % of its counted weights float."""
+        lines = []
+        for r in self.quantized:
+            if r.float_share is not None and r.float_share > FLOAT_SHARE_WARNING:
+                layers = ", ".join(f"{n} ({k})" for n, k in list((r.float_layers or {}).items())[:4])
+                more = len(r.float_layers or {}) > 4
+                lines.append(f"{r.name} leaves {100 * r.float_share:.1f} % of its weights float ({layers}{' …' if more else ''}): "
+                             f"its effective {r.effective_bits:.2f} bits count them at full precision")
+        return lines
+
+    def round_trip_lines(self) -> list[str]:
+        """One line per model the audit saved and reloaded: identical, or how the reloaded one differs."""
+        lines = []
+        for name, rt in self.round_trips.items():
+            if rt.get("error"):
+                lines.append(f"{name}: not saved — {rt['error']} (its size is the model's tensors in memory)")
+            elif rt.get("identical"):
+                lines.append(f"{name}: saved ({rt['artifact_bytes']:,} bytes) and reloaded: identical outputs")
+            else:
+                lines.append(f"{name}: the reloaded artifact differs from the model evaluated in memory — flip rate "
+                             f"{pct(rt['flip_rate'])} % between them, largest per-example loss change "
+                             f"{rt['max_loss_change']:.3g}; audited as row '{rt['reloaded_row']}'")
+        return lines
 
     @classmethod
     def from_loaded(cls, data: dict[str, Any]) -> "AuditReport":
@@ -204,6 +260,18 @@ class AuditReport(JsonRoundTrip):
                 f" Brackets: {self.settings['confidence_level']:.0%} bootstrap intervals "
                 f"({self.settings['n_boot']} resamples, stratified by group)."
             )
+        stored = [r for r in self.quantized if r.storage_bits is not None and abs(r.storage_bits - r.effective_bits) >= 0.005]
+        if stored:
+            note += (" bits = nominal weight bits over the Linear/Conv/Conv1D weights; stored (state counted: scales, zero "
+                     "points, absmax): " + ", ".join(f"{r.name} {r.storage_bits:.2f}" for r in stored) + ".")
+        described = [r for r in self.quantized  # rows not made from a preset: a config, a checkpoint, a given model
+                     if r.quantization and not (r.recipe and "weight_bits" in r.recipe)]
+        if described:
+            note += " Quantized by: " + "; ".join(f"{r.name} = {r.quantization}" for r in described) + "."
+        for line in self.float_warnings():
+            note += f"\n\n**Float weights:** {line}."
+        for line in self.round_trip_lines():
+            note += f"\n\n**Save → reload:** {line}."
         per_group = "" if groups else "\nPer group (one row each, too many groups for columns above):\n\n" + self.group_markdown()
         table = markdown_table(head, rows) + "\n" + note + "\n" + per_group
         if self.deployment:
@@ -241,8 +309,10 @@ def predict(
 
 @dataclass(frozen=True)
 class QuantizedModel:
-    """A model quantized elsewhere (e.g. by QAT) with the recipe it was quantized with, for
-    ``audit(..., quantized_models={name: QuantizedModel(model, recipe)})`` (a bare model works too)."""
+    """A model quantized elsewhere (e.g. by QAT, or by any library) with the recipe it was quantized
+    with, for ``audit(..., quantized_models={name: QuantizedModel(model, recipe)})`` (a bare model
+    works too; ``model`` may also be a checkpoint: a local folder or Hub id, loaded after its format
+    is checked)."""
 
     model: torch.nn.Module
     recipe: Any = None
@@ -278,6 +348,14 @@ def audit(
     quantizes a copy). ``recipes`` (default: ``config.recipes``) may be empty to audit only
     ``quantized_models`` ({name: model or :class:`QuantizedModel`}): models quantized elsewhere
     (e.g. by QAT with :class:`~hf_fairquant.FairQuantTrainer`), compared with the same FP reference.
+    A value of ``quantized_models`` may also be a checkpoint (a local folder or Hub id:
+    pre-quantized torchao or bitsandbytes, or a folder written by ``save_quantized``), as may each
+    entry of ``config.quantized_models`` (named after its path); their formats are checked before
+    any work (GPTQ, AWQ, compressed-tensors need packages and a GPU here: refused, naming what).
+    A recipe may be a transformers quantization config (``BitsAndBytesConfig(load_in_4bit=True)``,
+    ``TorchAoConfig(...)``, an alias such as ``"bnb-nf4"``): the model is built as transformers builds
+    it, audited, then saved and reloaded, and the reloaded artifact is audited too when its outputs
+    differ (``report.round_trips``).
     ``deployed_models`` ({simulated name: model}, e.g. ``{"W8A8": load_onnx(dir)}``) adds the
     artifacts that ship (ONNX Runtime models), each as a row ``"<name> ONNX"`` and compared with
     the simulated row of that name in ``report.deployment``. Options come
@@ -293,18 +371,22 @@ def audit(
     spec = as_group_spec(group_spec)
     recipes = parse_recipes(recipes) if recipes else []
     given = {name: q if isinstance(q, QuantizedModel) else QuantizedModel(q) for name, q in (quantized_models or {}).items()}
-    check_unique_names([str(r).upper() for r in recipes] + list(given), "audited models")
+    for path in cfg.quantized_models:
+        given[checkpoint_name(path)] = QuantizedModel(path)
+    check_unique_names([r.row_name for r in recipes] + list(given), "audited models")
     deployed_models = dict(deployed_models or {})
-    known = {str(r).upper() for r in recipes} | set(given)
+    known = {r.row_name for r in recipes} | set(given)
     for name, qmodel in deployed_models.items():
         if name not in known:
             raise FairQuantError(f"deployed_models[{name!r}] names no audited model; allowed: {sorted(known)}")
         given[deployment.deployed_name(name)] = QuantizedModel(qmodel)
     for name, q in given.items():
-        if not is_quantized(q.model):
-            raise FairQuantError(f"quantized_models[{name!r}] holds no quantized module: quantize or train it with QAT first")
+        if isinstance(q.model, (str, Path)):  # a checkpoint: its format must load on this machine
+            check_loadable(q.model, f"quantized_models[{name!r}]")
+        else:
+            check_quantized(q.model, f"quantized_models[{name!r}]")
     for recipe in recipes:
-        recipe.plan(model)  # a pattern matching nothing fails here, before any work
+        recipe.plan(model)  # a pattern matching nothing, or a config this machine cannot run, fails here
         if recipe.uses_activations and calibration_dataset is None:
             raise FairQuantError(f"recipe {recipe} quantizes activations: pass a calibration_dataset")
     batching = dict(data_collator=data_collator, processing_class=processing_class)
@@ -348,22 +430,72 @@ def audit(
 
     outputs_of: dict[str, TaskOutputs] = {}
 
-    def evaluate(name: str, qmodel: torch.nn.Module, recipe: dict[str, Any] | None) -> ModelResult:
+    def evaluate(name: str, qmodel: torch.nn.Module, recipe: dict[str, Any] | None, how: str | None = None) -> ModelResult:
         started = time.perf_counter()
         outputs_of[name] = evaluation.outputs(qmodel, batch_size, desc=name if progress else None)
         timings.setdefault(name, {})["evaluate_s"] = time.perf_counter() - started
-        return ModelResult(name, effective_bits(qmodel), model_size_bytes(qmodel), metrics_of(outputs_of[name], fp_outputs), recipe)
+        share, floats = float_weights(qmodel)
+        return ModelResult(
+            name, effective_bits(qmodel), model_size_bytes(qmodel), metrics_of(outputs_of[name], fp_outputs), recipe,
+            storage_bits=effective_bits(qmodel, count_state=True), float_share=share,
+            float_layers=float_kinds(qmodel, list(floats)[:8]) if floats else {},
+            quantization=how or describe_quantization(qmodel),
+        )
+
+    round_trips: dict[str, Any] = {}
+
+    def round_trip(name: str, row: ModelResult, qmodel: torch.nn.Module, artifact: Any, recipe: dict[str, Any]) -> None:
+        """Save and reload what was built (what ships); audit the reloaded model if it differs."""
+        started = time.perf_counter()
+        reloaded, size, error = artifact.save_and_reload(qmodel)
+        if reloaded is None:
+            round_trips[name] = {"identical": None, "error": error}
+            return
+        row.size_bytes = size  # the saved artifact's bytes
+        outputs = evaluation.outputs(reloaded, batch_size, desc=f"{name} reloaded" if progress else None)
+        timings.setdefault(name, {})["round_trip_s"] = time.perf_counter() - started
+        mine = outputs_of[name]
+        identical = bool(np.array_equal(mine.predictions, outputs.predictions) and np.array_equal(mine.losses, outputs.losses))
+        entry = {"identical": identical, "artifact_bytes": size, "error": None}
+        if not identical:
+            reloaded_name = f"{name} reloaded"
+            outputs_of[reloaded_name] = outputs
+            share, floats = float_weights(reloaded)
+            results.append(ModelResult(
+                reloaded_name, effective_bits(reloaded), size, metrics_of(outputs, fp_outputs), recipe,
+                storage_bits=effective_bits(reloaded, count_state=True), float_share=share,
+                float_layers=float_kinds(reloaded, list(floats)[:8]) if floats else {},
+                quantization=row.quantization,
+            ))
+            entry.update(
+                reloaded_row=reloaded_name,
+                flip_rate=float(1.0 - mine.agreement(outputs).mean()) if len(mine) else 0.0,
+                max_loss_change=float(np.max(np.abs(mine.losses - outputs.losses))) if len(mine) else 0.0,
+            )
+        round_trips[name] = entry
 
     results = []
     for recipe in tqdm(recipes, desc="recipes", disable=not progress or not recipes):
         started = time.perf_counter()
-        qmodel = quantize(copy.deepcopy(model), recipe, calibration, group_spec=spec, calibration_size=calibration_size, seed=seed)
-        timings[str(recipe).upper()] = {"quantize_s": time.perf_counter() - started}
-        results.append(evaluate(str(recipe).upper(), qmodel, recipe.to_dict()))
-        del qmodel  # one quantized copy alive at a time
+        quantizer = recipe_quantizer(recipe)
+        source = model if quantizer.builds_new_model else copy.deepcopy(model)  # a builder leaves the model as it was
+        qmodel = quantize(source, recipe, calibration, group_spec=spec, calibration_size=calibration_size, seed=seed)
+        timings[recipe.row_name] = {"quantize_s": time.perf_counter() - started}
+        row = evaluate(recipe.row_name, qmodel, recipe.to_dict(), recipe.describe() if quantizer.builds_new_model else None)
+        results.append(row)
+        if quantizer.audits_round_trip:
+            round_trip(recipe.row_name, row, qmodel, get_artifact(quantizer.name), recipe.to_dict())
+        del qmodel, source  # one quantized copy alive at a time
     for name, q in given.items():
-        recipe = QuantRecipe.parse(q.recipe).to_dict() if q.recipe is not None else None
-        results.append(evaluate(name, q.model, recipe))
+        recipe = parse_recipe(q.recipe).to_dict() if q.recipe is not None else None
+        if isinstance(q.model, (str, Path)):
+            started = time.perf_counter()
+            loaded = load_quantized_checkpoint(q.model, model_class=type(model))
+            timings[name] = {"load_s": time.perf_counter() - started}
+            results.append(evaluate(name, loaded, recipe or {"checkpoint": str(q.model)}))
+            del loaded
+        else:
+            results.append(evaluate(name, q.model, recipe))
     settings = {
         "n_boot": n_boot, "confidence_level": confidence_level, "seed": seed,
         "calibration_size": calibration_size if calibration is not None else 0,
@@ -380,4 +512,26 @@ def audit(
         )
         for name in deployed_models
     }
-    return AuditReport(list(spec.columns), spec.names, fp, results, settings, compared, task=task.name, fp_outputs=fp_outputs)
+    return AuditReport(list(spec.columns), spec.names, fp, results, settings, compared, task=task.name,
+                       round_trips=round_trips, fp_outputs=fp_outputs)
+
+
+def checkpoint_name(path: str | Path) -> str:
+    """The row name of a checkpoint: a Hub id as given, a local folder by its name."""
+    text = str(path).rstrip("/")
+    return Path(text).name if Path(text).expanduser().exists() else text
+
+
+def check_loadable(path: str | Path, what: str) -> None:
+    """Before any work: a checkpoint given as a quantized model is one this machine can load —
+    a folder written by ``save_quantized``, or a pre-quantized transformers checkpoint whose format
+    has its package (and GPU) here."""
+    from ._paths import local_folder_or_hub_id
+
+    where = local_folder_or_hub_id(path, what)
+    if isinstance(where, Path) and (where / META_NAME).is_file():
+        return
+    try:
+        check_pre_quantized(where)
+    except FairQuantError as err:
+        raise type(err)(f"{what}: {err}") from None

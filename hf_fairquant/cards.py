@@ -153,7 +153,7 @@ def _template_values(result: RunResult) -> dict[str, Any]:
         "fp_gap_ci": ci_text(fp.get("accuracy_gap_ci")),
         "confidence": f"{confidence:.0%}",
         "group_description": card.get("group_description") or f"Groups from the column(s) {', '.join(data.group_columns)} of the dataset.",
-        "quantization": publishing.quantization_text(p.effective_bits, p.layer_bits),
+        "quantization": publishing.quantization_text(p.effective_bits, p.layer_bits) + _kept_float_text(p),
         "mitigation": _mitigation_text(result.mitigation),
         "explanation": _explanation_text(result),
         "limitations": _limitations(result, publishing),
@@ -172,6 +172,15 @@ def _template_values(result: RunResult) -> dict[str, Any]:
         "footer": "Full report: `report.md`. Every number: `results.json`.",
         **_deployment_values(result),
     }
+
+
+def _kept_float_text(published: Any) -> str:
+    """What ``publish_backend: auto`` kept float to publish a folder plain transformers loads."""
+    if not published.kept_float:
+        return ""
+    kept = "; ".join(f"`{n}` ({why})" for n, why in published.kept_float.items())
+    return (f"\n\nKept in float32 so that plain transformers loads this folder: {kept}. The mean weight bits "
+            f"({published.effective_bits:.2f}) count them at 32 bits.")
 
 
 def _group_table(audit: Any) -> str:

@@ -91,9 +91,18 @@ def _stage_recipe(args: argparse.Namespace) -> object:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
+    """Audit PTQ recipes (presets, transformers quantization configs) and/or pre-quantized
+    checkpoints (``--quantized-model``, repeatable) against the model; with checkpoints and no
+    ``--recipes``, only the checkpoints."""
+    from .audit import DEFAULT_RECIPES
     from .run import run
 
-    run(_stage_recipe(args), stages=("audit", "publish"), overwrite=args.overwrite, command=_command_line())
+    checkpoints = list(args.quantized_model_paths or [])
+    if args.recipes is None:  # --quantized-model (or --quantized-models) alone audits only the checkpoints
+        args.recipes = [] if checkpoints or getattr(args, "quantized_models", None) else list(DEFAULT_RECIPES)
+    recipe = _stage_recipe(args)
+    recipe.audit.quantized_models = [*recipe.audit.quantized_models, *checkpoints]
+    run(recipe, stages=("audit", "publish"), overwrite=args.overwrite, command=_command_line())
     return 0
 
 
@@ -206,8 +215,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         return tuple(known[n] for n in names[1:])
 
     audit_configs = configs("audit", "data", "audit")
-    p_audit = _add_stage_parser(sub, "audit", "audit how PTQ recipes change per-group accuracy",
-                                audit_configs, bool(audit_configs))
+    p_audit = _add_stage_parser(sub, "audit", "audit how PTQ recipes (presets or transformers quantization configs) and "
+                                "pre-quantized checkpoints change per-group accuracy", audit_configs, bool(audit_configs))
+    p_audit.add_argument(
+        "--recipes", nargs="+", default=None,
+        help="PTQ recipes: presets (w8a8, w4a8, w4, w2a8, w4a8@torchao), transformers quantization configs by alias "
+             "(bnb-int8, bnb-nf4, bnb-fp4, torchao-int8, torchao-int8-dynamic, torchao-int4, torchao-int2, quanto-int8) "
+             "or as ConfigClass:key=value:… (BitsAndBytesConfig:load_in_4bit=true); default w8a8 w4a8 w4 w2a8, none "
+             "when --quantized-model is given")
+    p_audit.add_argument(
+        "--quantized-model", action="append", default=[], dest="quantized_model_paths", metavar="ID_OR_FOLDER",
+        help="a pre-quantized checkpoint (local folder or Hub id: torchao, bitsandbytes, or a folder written by "
+             "save_quantized) to audit against --model; repeat for more")
     p_audit.set_defaults(func=_cmd_audit)
 
     export_configs = configs("export", "data", "audit", "export")

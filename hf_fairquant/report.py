@@ -9,7 +9,6 @@ import json
 import shutil
 from pathlib import Path
 
-
 from ._atomic import atomic_directory
 from ._format import markdown_table
 from .results import RunResult
@@ -25,6 +24,8 @@ def summary_screen(result: RunResult) -> str:
     from .quantization import get_artifact
 
     lines = ["Accuracy per group (%), test split " + result.data.eval_split, summary_table(result.audit), ""]
+    lines += [f"float weights: {line}" for line in result.audit.float_warnings()]
+    lines += [f"save → reload: {line}" for line in result.audit.round_trip_lines()]
     published = result.published
     if published:
         lines.append(

@@ -67,7 +67,8 @@ class Mitigation:
 
 @dataclass
 class Published:
-    """The model the run published (the mitigated one): backend, bits, size, bits per layer."""
+    """The model the run published (the mitigated one): backend, bits, size, bits per layer, and
+    the modules kept float so that plain transformers loads it (``{name: why}``)."""
 
     name: str
     backend: str
@@ -75,6 +76,7 @@ class Published:
     size_bytes: int
     fp_size_bytes: int
     layer_bits: dict[str, str]
+    kept_float: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -178,4 +180,4 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in values.items() if k in known})
 
 
-__all__ = ["DataInfo", "Deployment", "Mitigation", "ModelInfo", "Published", "RESULTS_FORMAT", "RESULTS_NAME", "RunResult"]
+__all__ = ["RESULTS_FORMAT", "RESULTS_NAME", "DataInfo", "Deployment", "Mitigation", "ModelInfo", "Published", "RunResult"]

@@ -92,6 +92,11 @@ def test_bad_output_folder_and_model_path_fail_before_any_work(tmp_path, monkeyp
 
 
 # ---------------------------------------------------------------------------- a real run
+#: The digits recipe's mitigated model: publish_backend auto keeps the patch-embedding Conv2d float
+#: and publishes torchao (a folder plain transformers loads), so its recipe names the backend.
+MITIGATED = "FAIR-QAT W2A8-MIXED@TORCHAO"
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     """The digits recipe end to end: train → audit → explain → fair QAT → outputs."""
@@ -105,14 +110,14 @@ def digits_run(tmp_path_factory):
 def test_run_writes_the_whole_folder(digits_run):
     out, result, screen = digits_run
     for name in ["README.md", "report.md", "results.json", "config.json", "model.safetensors",
-                 "quantization_map.json", "fp_model/config.json", "plots/group_accuracy.png", "plots/groups.png",
+                 "preprocessor_config.json", "fp_model/config.json", "plots/group_accuracy.png", "plots/groups.png",
                  "plots/gradients_curvature.png", "plots/activation_drift.png"]:
         assert (out / name).is_file(), name
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp leftovers
     assert not (out / "checkpoints").exists()  # save_strategy "no": no empty folder either
     results = json.loads((out / "results.json").read_text())
     names = [r["name"] for r in results["audit"]["quantized"]]
-    assert names == ["W8A8", "W4A8", "W4", "W2A8", "W8A8 ONNX", "FAIR-QAT W2A8-MIXED"]
+    assert names == ["W8A8", "W4A8", "W4", "W2A8", "W8A8 ONNX", MITIGATED]
     assert results["audit"]["fp"]["metrics"]["accuracy"] > 0.7  # the tiny ViT really learned digits
     fp_worst = results["audit"]["fp"]["metrics"]["worst_group_accuracy"]
     assert results["explained_recipe"] == max(  # the largest fall of the worst group's accuracy
@@ -120,10 +125,66 @@ def test_run_writes_the_whole_folder(digits_run):
         key=lambda r: (fp_worst - r["metrics"]["worst_group_accuracy"], -r["effective_bits"]))["name"]
     assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "model_quantized.onnx").is_file()
     assert results["published"]["effective_bits"] < 2.5
-    for line in ["FP", "W2A8", "FAIR-QAT W2A8-MIXED", "published model", "outputs in", "load_quantized(",
+    for line in ["FP", "W2A8", MITIGATED, "published model", "outputs in", "load_quantized(",
                  "deployed (ONNX Runtime): onnx/model_quantized.onnx (W8A8)",
-                 "not exported: FAIR-QAT W2A8-MIXED — ONNX Runtime has no CPU kernel for 2-bit weights"]:
+                 f"not exported: {MITIGATED} — ONNX Runtime has no CPU kernel for 2-bit weights"]:
         assert line in screen
+
+
+_CARD_SNIPPET = """
+import json, sys
+import numpy as np
+snippet, images = sys.argv[1], np.load(sys.argv[2])
+exec(snippet)  # the card's "use it" code, as written: builds `model` and `pipe` with plain transformers
+with torch.no_grad():
+    logits = model(pixel_values=torch.tensor(np.load(sys.argv[3]))).logits
+labels = [r[0]["label"] for r in pipe([im[..., None] for im in images], top_k=1)]
+print(json.dumps({"argmax": logits.argmax(-1).tolist(), "pipeline": labels,
+                  "imported": sorted(m for m in ("hf_fairquant", "optimum.quanto") if sys.modules.get(m) is not None)}))
+"""
+
+
+def test_the_digits_vit_publishes_a_folder_plain_transformers_loads(digits_run, tmp_path):
+    """Issue #22 item 5: the only obstacle to a transformers-native artifact was the patch-embedding
+    Conv2d; publish_backend auto keeps it float, publishes torchao, and the card says so with the true
+    effective bits. The card's snippet runs in a fresh interpreter without hf_fairquant, and
+    pipeline("image-classification") predicts what the audited model predicts."""
+    import re
+
+    import torch
+
+    from hf_fairquant.data import load_grouped_dataset, load_source
+    from hf_fairquant.quantization import effective_bits, layer_bits
+    from tests.plain_transformers import run_plain
+
+    out, _, _ = digits_run
+    results = json.loads((out / "results.json").read_text())
+    published = results["published"]
+    patch = "vit.embeddings.patch_embeddings.projection"
+    assert published["backend"] == "torchao" and list(published["kept_float"]) == [patch]
+    assert published["layer_bits"][patch] == "float"
+    audited = load_quantized(out)
+    assert layer_bits(audited)[patch] is None and published["effective_bits"] == pytest.approx(effective_bits(audited))
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "image-classification"
+    assert f"Kept in float32 so that plain transformers loads this folder: `{patch}` (Conv2d: torchao quantizes nn.Linear only)" \
+           in card.text and f"({published['effective_bits']:.2f}) count them at 32 bits" in card.text
+    snippet = re.search(r"```python\n(from transformers import .*?)```", card.text, re.S).group(1)
+
+    recipe = load_recipe(ROOT / "recipes" / "digits_vit.yaml", output_dir=str(out))
+    splits, _ = load_grouped_dataset(recipe.data)
+    pixels = np.asarray(splits["test"].with_format("numpy")["pixel_values"][:60], dtype=np.float32)
+    images = np.stack([np.asarray(im) for im in load_source("digits")["test"]["image"][:60]])
+    np.save(tmp_path / "pixels.npy", pixels)
+    np.save(tmp_path / "images.npy", images)
+    done = run_plain(_CARD_SNIPPET, tmp_path, (snippet, str(tmp_path / "images.npy"), str(tmp_path / "pixels.npy")))
+    assert done.returncode == 0, done.stderr[-3000:]
+    shown = json.loads(done.stdout.strip().splitlines()[-1])
+    assert shown["imported"] == []
+    with torch.no_grad():
+        expected = audited(pixel_values=torch.tensor(pixels)).logits.argmax(-1).tolist()
+    assert shown["argmax"] == expected
+    assert shown["pipeline"] == [audited.config.id2label[i] for i in expected]
 
 
 def test_published_model_loads_and_scores_as_reported(digits_run):
@@ -149,19 +210,19 @@ def test_card_numbers_are_the_results_numbers(digits_run):
     fp = results["audit"]["fp"]["metrics"]
     q = results["audit"]["quantized"][-1]["metrics"]
     assert values["accuracy (FP)"] == fp["accuracy"]
-    assert values["accuracy (FAIR-QAT W2A8-MIXED)"] == q["accuracy"]
-    assert values["group accuracy gap (FAIR-QAT W2A8-MIXED)"] == q["accuracy_gap"]
+    assert values[f"accuracy ({MITIGATED})"] == q["accuracy"]
+    assert values[f"group accuracy gap ({MITIGATED})"] == q["accuracy_gap"]
     for g in results["audit"]["group_names"]:
         assert values[f"accuracy, group {g} (FP)"] == fp["group_accuracy"][g]
-        assert values[f"accuracy, group {g} (FAIR-QAT W2A8-MIXED)"] == q["group_accuracy"][g]
-        assert values[f"accuracy drop, group {g} (FAIR-QAT W2A8-MIXED vs FP)"] == q["group_accuracy_drop"][g]
+        assert values[f"accuracy, group {g} ({MITIGATED})"] == q["group_accuracy"][g]
+        assert values[f"accuracy drop, group {g} ({MITIGATED} vs FP)"] == q["group_accuracy_drop"][g]
     deployed = results["deployment"]["files"]  # the ONNX Runtime file: overall, per group, size, speed-up
     assert len(values) == 4 + 3 * len(results["audit"]["group_names"]) + len(deployed) * (3 + len(results["audit"]["group_names"]))
     d = next(r for r in results["audit"]["quantized"] if r["name"] == "W8A8 ONNX")["metrics"]
     assert values["accuracy (W8A8 ONNX, deployed onnx/model_quantized.onnx)"] == d["accuracy"]
     assert values["file size in bytes (W8A8 ONNX, deployed onnx/model_quantized.onnx)"] == deployed[0]["size_bytes"]
     body = card.text
-    assert f"| FAIR-QAT W2A8-MIXED | {results['published']['effective_bits']:.2f} | {100 * q['accuracy']:.1f} |" in body
+    assert f"| {MITIGATED} | {results['published']['effective_bits']:.2f} | {100 * q['accuracy']:.1f} |" in body
     assert f"{100 * q['accuracy_gap']:.1f} points" in body
     assert "derived, not demographic" in body and "hf-fairquant run recipes/digits_vit.yaml" in body
     assert card.data.to_dict()["license"] == "apache-2.0"
@@ -174,7 +235,7 @@ def test_card_numbers_are_the_results_numbers(digits_run):
 def test_report_has_audit_explain_mitigation_and_its_plots(digits_run):
     out, _, _ = digits_run
     report = (out / "report.md").read_text()
-    for heading in ["## Audit", "## Why: explaining", "## Mitigation: FAIR-QAT W2A8-MIXED"]:
+    for heading in ["## Audit", "## Why: explaining", "## Mitigation: " + MITIGATED]:
         assert heading in report
     import json
     import re
@@ -185,7 +246,7 @@ def test_report_has_audit_explain_mitigation_and_its_plots(digits_run):
     assert stages, "the stage-time line in FP passes"
     shown = dict(item.rsplit(" ", 1) for item in stages.group(1).split(", "))
     assert float(shown["explain"]) == pytest.approx(results["wall_time_s"]["explain"] / fp_s, abs=0.051)
-    assert results["audit"]["settings"]["timings_s"]["FAIR-QAT W2A8-MIXED"]["evaluate_s"] > 0
+    assert results["audit"]["settings"]["timings_s"][MITIGATED]["evaluate_s"] > 0
 
     for link in re.findall(r"\]\((plots/[^)]+)\)", report):
         assert (out / link).is_file(), link
@@ -199,11 +260,11 @@ def test_train_command_mitigates_a_saved_model(digits_run, tmp_path, capsys):
     (target / "old.txt").write_text("replaced")
     assert main(["train", str(recipe), "--output-dir", str(target), "--overwrite"]) == 0
     results = json.loads((target / "results.json").read_text())
-    assert [r["name"] for r in results["audit"]["quantized"]] == ["FAIR-QAT W2A8-MIXED"]
+    assert [r["name"] for r in results["audit"]["quantized"]] == [MITIGATED]
     assert results["explain"] is None and not (target / "old.txt").exists()
     assert not (target / "fp_model").exists()  # a loaded FP model is not copied
     assert load_quantized(target) is not None
-    assert "FAIR-QAT W2A8-MIXED" in capsys.readouterr().out
+    assert MITIGATED in capsys.readouterr().out
 
 
 def test_cli_audit_of_a_saved_model(digits_run, tmp_path, capsys):
@@ -238,7 +299,7 @@ def test_deployed_onnx_model_is_audited_and_carded(digits_run):
     assert files[0]["size_bytes"] < 0.6 * files[0]["fp32_size_bytes"]
     assert files[0]["fp32_max_abs_logit_difference"] < 1e-4
     assert files[0]["speedup"]["vs_torch_fp32"] > 0
-    assert "FAIR-QAT W2A8-MIXED" in results["deployment"]["not_exported"]
+    assert MITIGATED in results["deployment"]["not_exported"]
     comparison = results["audit"]["deployment"]["W8A8"]
     deployed = next(r for r in results["audit"]["quantized"] if r["name"] == "W8A8 ONNX")["metrics"]
     simulated = next(r for r in results["audit"]["quantized"] if r["name"] == "W8A8")["metrics"]
@@ -324,12 +385,14 @@ def test_pushed_onnx_loads_with_onnxruntime_alone(digits_run, hub, tmp_path):
 
 
 # ---------------------------------------------------------------------------- the Hub (loopback server)
-def _saved_model_recipe(out: Path, tmp_path: Path) -> Path:
+def _saved_model_recipe(out: Path, tmp_path: Path, publish_backend: str | None = None) -> Path:
     """The digits recipe on the run's saved FP model, one epoch of fair QAT: a fast `train`."""
     raw = yaml.safe_load((ROOT / "recipes" / "digits_vit.yaml").read_text())
     raw["model"] = {"name_or_path": str(out / "fp_model")}
     del raw["training"]
     raw["mitigation"]["num_train_epochs"] = 1
+    if publish_backend is not None:
+        raw["card"]["publish_backend"] = publish_backend
     path = tmp_path / "saved.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -338,7 +401,7 @@ def _saved_model_recipe(out: Path, tmp_path: Path) -> Path:
 def test_train_push_and_load_back_from_the_hub(digits_run, hub, tmp_path, capsys):
     out, _, _ = digits_run
     target = tmp_path / "pushed"
-    assert main(["train", str(_saved_model_recipe(out, tmp_path)), "--output-dir", str(target),
+    assert main(["train", str(_saved_model_recipe(out, tmp_path, publish_backend="quanto")), "--output-dir", str(target),
                  "--push-to-hub", "me/digits-fair-w2a8"]) == 0
     commits = hub.repo("me/digits-fair-w2a8").commits
     assert len(commits) == 2  # the repo's initial commit, then ours: one commit for the whole folder

@@ -1,4 +1,4 @@
-"""QuantRecipe: which bits each Conv2d/Linear gets — a small frozen dataclass, one per workflow.
+"""QuantRecipe: which bits each Conv2d/Linear/Conv1D gets — a small frozen dataclass, one per workflow.
 
 A recipe has default weight/activation bits, per-module overrides by glob pattern (mixed
 precision; the first matching pattern wins) and excluded modules (kept in float). Presets
@@ -11,14 +11,16 @@ names the library it compiles to (see :mod:`.backends`; default optimum-quanto).
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Iterable, Mapping, Union
 
 import torch
 
+from .._config import split_commas
 from ..errors import FairQuantError
-from .backends import DEFAULT_BACKEND, available_backends
+from .backends import DEFAULT_BACKEND, parse_foreign_recipe, recipe_backends
 
 SUPPORTED_WEIGHT_BITS = (2, 4, 8)
 SUPPORTED_ACTIVATION_BITS = (None, 8)
@@ -32,12 +34,28 @@ _PRESET_RE = re.compile(r"^w(\d+)(?:a(\d+))?$")
 
 @dataclass(frozen=True)
 class LayerQuant:
-    """Bits for one module: weights (2, 4, 8) and activations (None or 8)."""
+    """Bits for one module: weights (2, 4, 8) and activations (None or 8).
+
+    A module read back from a model quantized elsewhere may hold other widths (bitsandbytes
+    NF4 = 4, HQQ 3-bit, torch.ao float16 = 16): :meth:`observed` builds such a value, which no
+    recipe accepts."""
 
     weight_bits: int
     activation_bits: int | None = None
+    #: read off a model, not asked for: any positive widths
+    observed: bool = field(default=False, repr=False, compare=False)
+
+    @classmethod
+    def observed_as(cls, weight_bits: float, activation_bits: int | None = None) -> "LayerQuant":
+        """What a quantized module holds, whatever library made it (not checked against recipes)."""
+        bits = int(weight_bits) if float(weight_bits).is_integer() else float(weight_bits)
+        return cls(bits, activation_bits, observed=True)
 
     def __post_init__(self) -> None:
+        if self.observed:
+            if not (isinstance(self.weight_bits, (int, float)) and self.weight_bits > 0):
+                raise FairQuantError(f"observed weight bits must be positive, got {self.weight_bits!r}")
+            return
         if self.weight_bits not in SUPPORTED_WEIGHT_BITS:
             raise FairQuantError(f"unsupported weight bits {self.weight_bits!r}; allowed: {list(SUPPORTED_WEIGHT_BITS)}")
         if self.activation_bits not in SUPPORTED_ACTIVATION_BITS:
@@ -95,8 +113,13 @@ class QuantRecipe:
 
     def __post_init__(self) -> None:
         LayerQuant(self.weight_bits, self.activation_bits)  # validates the defaults
-        if self.backend not in available_backends():
-            raise FairQuantError(f"unknown quantization backend {self.backend!r}; allowed: {available_backends()}")
+        if self.backend not in recipe_backends():
+            raise FairQuantError(
+                f"unknown quantization backend {self.backend!r}; allowed: {recipe_backends()}"
+                + (" (it reads models quantized elsewhere: give its transformers quantization config as the recipe, "
+                   "e.g. BitsAndBytesConfig(load_in_4bit=True) or 'bnb-nf4')" if isinstance(self.backend, str)
+                   and self.backend in _reader_names() else "")
+            )
         if not isinstance(self.group_size, int) or isinstance(self.group_size, bool) or self.group_size <= 0:
             raise FairQuantError(f"group_size must be a positive integer, got {self.group_size!r}")
         object.__setattr__(self, "overrides", tuple((p, LayerQuant.parse(q)) for p, q in _override_pairs(self.overrides)))
@@ -104,11 +127,33 @@ class QuantRecipe:
         _check_name(self)
 
     # ------------------------------------------------------------ parsing
+    #: a recipe of presets and overrides can be trained (QAT) and explained
+    trainable = True
+
+    @property
+    def row_name(self) -> str:
+        """The name of the audit row of this recipe (``W4A8``, ``W4A8@TORCHAO``)."""
+        return str(self).upper()
+
+    def describe(self) -> str:
+        return f"{self}: {self.default} by default" + (f", overrides {dict((p, str(q)) for p, q in self.overrides)}"
+                                                       if self.overrides else "")
+
     @classmethod
     def parse(cls, value: RecipeLike) -> "QuantRecipe":
-        """A preset string (``"w4a8"``), a mapping (YAML/JSON) or a recipe."""
+        """A preset string (``"w4a8"``), a mapping (YAML/JSON) or a recipe. A transformers
+        quantization config is a recipe of the audit (:func:`parse_recipe`), not of QAT, explain
+        or export: here it is refused with that said."""
         if isinstance(value, QuantRecipe):
             return value
+        foreign = parse_foreign_recipe(value) if not isinstance(value, str) or not _PRESET_RE.match(
+            value.partition("@")[0].strip().lower()) else None
+        if foreign is not None:
+            raise FairQuantError(
+                f"{foreign} is a transformers quantization config: it is audited as transformers builds it (audit "
+                "recipes, hf-fairquant audit --recipes), but quantization-aware training, explain and ONNX export "
+                "take a preset recipe (w8a8, w4a8, w4, w2a8, with overrides)"
+            )
         if isinstance(value, Mapping):
             allowed = {"weight_bits", "activation_bits", "overrides", "exclude", "name", "preset", "backend", "group_size"}
             unknown = set(value) - allowed
@@ -165,7 +210,7 @@ class QuantRecipe:
         return self.default
 
     def plan(self, model: torch.nn.Module) -> dict[str, LayerQuant | None]:
-        """``{module name: LayerQuant or None (excluded)}`` for every Conv2d/Linear of ``model``.
+        """``{module name: LayerQuant or None (excluded)}`` for every Conv2d/Linear/Conv1D of ``model``.
 
         Raises if the model has nothing to quantize or a pattern matches no module.
         """
@@ -264,15 +309,38 @@ def _exclude_patterns(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
-def parse_recipes(values: RecipeLike | Iterable[RecipeLike]) -> list[QuantRecipe]:
-    """Parse ``"w8a8,w4a8"``, a list of presets/mappings, or recipes."""
+def is_preset(text: Any) -> bool:
+    """Whether ``text`` is a preset string (``w4a8``, ``w8@torchao``)."""
+    return isinstance(text, str) and bool(_PRESET_RE.match(text.partition("@")[0].strip().lower()))
+
+
+def _reader_names() -> set[str]:
+    from .backends import available_backends
+
+    return set(available_backends()) - set(recipe_backends())
+
+
+def parse_recipe(value: Any) -> Any:
+    """An audit recipe: a :class:`QuantRecipe` (preset string, mapping, recipe) or a recipe a
+    backend reads in its own form — a transformers quantization config (``BitsAndBytesConfig(
+    load_in_4bit=True)``, YAML ``{transformers: BitsAndBytesConfig, load_in_4bit: true}``, an
+    alias such as ``bnb-nf4``)."""
+    if isinstance(value, QuantRecipe):
+        return value
+    if isinstance(value, str) and _PRESET_RE.match(value.partition("@")[0].strip().lower()):
+        return QuantRecipe.parse(value)
+    foreign = parse_foreign_recipe(value)
+    return foreign if foreign is not None else QuantRecipe.parse(value)
+
+
+def parse_recipes(values: Any) -> list[Any]:
+    """Parse ``"w8a8,w4a8"``, a list of presets/mappings/transformers configs, or recipes."""
     if isinstance(values, str):
-        values = [v for v in values.split(",") if v.strip()]
-    elif isinstance(values, (QuantRecipe, Mapping)):
-        values = [values]
-    if not isinstance(values, Iterable):
-        raise FairQuantError(f"quantization recipes must be a preset string, a mapping or a list of them, got {values!r}")
-    recipes = [QuantRecipe.parse(v) for v in values]
+        values = split_commas(values)
+    elif (isinstance(values, (QuantRecipe, Mapping)) or not isinstance(values, Iterable)
+          or (not isinstance(values, (list, tuple)) and parse_foreign_recipe(values) is not None)):
+        values = [values]  # one recipe (a transformers config iterates over its attributes)
+    recipes = [parse_recipe(v) for v in values]
     if not recipes:
         raise FairQuantError(f"no quantization recipe given; allowed presets: {list(PRESETS)}")
     check_unique_names([str(r) for r in recipes])
@@ -314,11 +382,26 @@ def _check_name(recipe: "QuantRecipe") -> None:
         )
 
 
+def quantizable_types() -> tuple[type, ...]:
+    """The module classes a recipe plans (exact classes, not subclasses): ``Conv2d``, ``Linear``
+    and transformers' ``Conv1D`` (GPT-2's attention and MLP: a Linear with a transposed weight,
+    quantized as one by the backends)."""
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)  # loaded if a model holds one
+    return QUANTIZABLE_TYPES + ((conv1d,) if conv1d is not None else ())
+
+
+def is_conv1d(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is transformers' ``Conv1D`` (weight ``[in, out]``)."""
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return conv1d is not None and type(module) is conv1d
+
+
 def quantizable_modules(model: torch.nn.Module) -> list[str]:
-    """Names of the Conv2d/Linear modules (what optimum-quanto quantizes here)."""
-    names = [n for n, m in model.named_modules() if type(m) in QUANTIZABLE_TYPES]
+    """Names of the Conv2d/Linear/Conv1D modules (what a recipe plans)."""
+    types = quantizable_types()
+    names = [n for n, m in model.named_modules() if type(m) in types]
     if not names:
-        raise FairQuantError(f"{type(model).__name__} has no Conv2d or Linear module to quantize")
+        raise FairQuantError(f"{type(model).__name__} has no Conv2d or Linear module to quantize (nor a transformers Conv1D)")
     return names
 
 

@@ -32,7 +32,14 @@ from .._paths import local_folder_or_hub_id
 from ..errors import ArtifactError, FairQuantError, MissingFileError
 from .api import effective_bits
 from .artifact_checks import file_hashes, verify_files
-from .backends import artifact_for_folder, available_backends, get_artifact, get_backend, quantizer_of
+from .backends import (
+    artifact_for_folder,
+    available_backends,
+    get_artifact,
+    get_backend,
+    quantizer_of,
+)
+from .backends import artifact_for_folder as get_artifact_of_folder
 from .recipe import QuantRecipe
 
 META_NAME = "hf_fairquant.json"
@@ -51,8 +58,12 @@ def _artifact_files(folder: Path, saving: str) -> set[str]:
         if previous in available_backends():
             names.add(previous)
     files = {f for n in names if (a := get_backend(n).artifact) is not None for f in a.artifact_files()}
-    return files | {"config.json", "generation_config.json", META_NAME, "model.safetensors",
-                    "model.safetensors.index.json", "pytorch_model.bin"}
+    return files | _MODEL_FILES
+
+
+#: Files of any saved transformers model folder (replaced on a re-save, never carried over).
+_MODEL_FILES = {"config.json", "generation_config.json", META_NAME, "model.safetensors", "model.safetensors.index.json",
+                "pytorch_model.bin"}
 
 
 def _is_artifact_file(name: str, artifact_files: set[str]) -> bool:
@@ -73,7 +84,8 @@ def check_save_target(directory: Path) -> None:
             f"save_quantized writes a folder, but {directory} is an existing file; give a folder "
             f"(e.g. {directory.parent / 'quantized'})"
         )
-    if _is_artifact_file(directory.name) and _is_model_folder(directory.parent):
+    known = {f for n in available_backends() if (a := get_backend(n).artifact) is not None for f in a.artifact_files()}
+    if _is_artifact_file(directory.name, known | _MODEL_FILES) and _is_model_folder(directory.parent):
         raise FairQuantError(
             f"save_quantized writes a folder, but {directory} is named like a file of the saved model in "
             f"{directory.parent}; give the folder itself ({directory.parent}) or a new one beside it"
@@ -162,6 +174,28 @@ def load_quantized(path_or_repo: str | Path, revision: str | None = None, token:
         named = meta.get("backend")
     artifact = get_artifact(named) if named else artifact_for_folder(folder)
     return artifact.load(folder)
+
+
+def load_quantized_checkpoint(path_or_repo: str | Path, model_class: type | None = None) -> torch.nn.Module:
+    """Any quantized checkpoint: a folder written by :func:`save_quantized` (through its backend),
+    else a pre-quantized transformers checkpoint (``config.json`` declaring a
+    ``quantization_config``: torchao, bitsandbytes, …) loaded with ``from_pretrained`` as
+    ``model_class`` — after checking, before any weight loads, that this machine can load its
+    format (GPTQ, AWQ, compressed-tensors need packages and a GPU: refused with what they need)."""
+    from .backends import load_pre_quantized
+
+    where = local_folder_or_hub_id(path_or_repo, "quantized model")
+    if isinstance(where, Path) and ((where / META_NAME).is_file() or _any_artifact(where)):
+        return load_quantized(where)
+    return load_pre_quantized(where, model_class)
+
+
+def _any_artifact(folder: Path) -> bool:
+    """A folder one of this package's own formats wrote (e.g. quanto's quantization map)."""
+    try:
+        return not get_artifact_of_folder(folder).publishing.loads_with_transformers
+    except MissingFileError:
+        return False
 
 
 def load_metadata(path: str | Path) -> dict[str, Any]:

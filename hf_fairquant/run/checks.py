@@ -20,7 +20,13 @@ from ..data import WORDLEVEL, DataConfig, check_subset
 from ..errors import FairQuantError
 from ..groups import GroupSpec
 from ..tasks import Task
-from .models import build_model, local_architecture, modality, publish_backend, resolve_task
+from .models import (
+    build_model,
+    local_architecture,
+    modality,
+    publish_backend,
+    resolve_task,
+)
 from .recipe import ModelSection, RunRecipe
 
 
@@ -126,11 +132,14 @@ def _plan_recipes(recipe: RunRecipe, audited: list[Any], task: Task) -> Any:
     mitigation = recipe.mitigation
     if mitigation is not None and mitigation.quantization_recipe is not None:
         quant = mitigation.quantization_recipe
-        plan = quant.plan(model)
-        from ..quantization import get_quantizer
+        quant.plan(model)
+        from ..quantization import get_artifact, get_quantizer
 
-        backend = publish_backend(recipe.card.publish_backend, quant, model)
-        get_quantizer(backend).configure(quant).check(model, plan)
+        choice = publish_backend(recipe.card.publish_backend, quant, model)
+        compiled = choice.recipe(quant)
+        plan = compiled.plan(model)
+        get_quantizer(choice.backend).configure(compiled).check(model, plan)
+        get_artifact(choice.backend).check(model, plan)  # e.g. a torchao folder cannot hold Conv1D
     if recipe.export is not None:
         from ..deployment import check_exportable
 
@@ -177,6 +186,14 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
         raise FairQuantError(
             f"explain.recipe {explained!r} is not among audit.recipes {[str(r) for r in audited]}"
         )
+    if recipe.explain.enabled and explained and not audited_recipe(audited, explained).trainable:
+        raise FairQuantError(
+            f"explain.recipe {explained!r} is a transformers quantization config: explain measures gradients through "
+            "straight-through quantized modules, which only the preset recipes have; name one of "
+            f"{[str(r) for r in audited if r.trainable]}"
+        )
+    for path in recipe.audit.quantized_models:
+        _check_quantized_checkpoint(path)
     for section in ("training", "mitigation"):
         if getattr(recipe, section) is not None:
             _check_training_arguments(section, getattr(recipe, section))
@@ -198,6 +215,17 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
         raise FairQuantError("recipe section 'mitigation' needs `quantization` (a preset, a recipe or 'auto:<budget>')")
     _plan_recipes(recipe, audited, task)
     return audited
+
+
+def _check_quantized_checkpoint(path: str) -> None:
+    """A local pre-quantized checkpoint (``audit.quantized_models``, ``--quantized-model``) is one
+    this machine can load (its format's package, a GPU): checked here, before anything loads. A
+    Hub id is checked by the audit, before the full-precision pass (its config.json is fetched then)."""
+    from .._paths import local_folder_or_hub_id
+    from ..audit import check_loadable
+
+    if isinstance(local_folder_or_hub_id(path, "audit.quantized_models entry"), Path):
+        check_loadable(path, f"quantized model {path}")
 
 
 def _check_training_arguments(section: str, args: Any) -> None:

@@ -14,8 +14,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..data import WORDLEVEL, DataConfig, load_grouped_dataset, load_raw_grouped_dataset, preprocess_grouped_dataset
-from ..data import text_length_limit, train_wordlevel_tokenizer
+from ..data import (
+    WORDLEVEL,
+    DataConfig,
+    load_grouped_dataset,
+    load_raw_grouped_dataset,
+    preprocess_grouped_dataset,
+    text_length_limit,
+    train_wordlevel_tokenizer,
+)
 from ..errors import FairQuantError
 from ..groups import GroupSpec
 from ..quantization import DEFAULT_BACKEND, get_backend, publishable_with_transformers
@@ -177,20 +184,42 @@ def load_pretrained(name_or_path: str, data: DataConfig, task: str | None = None
     return model.eval(), splits, spec, tokenizer
 
 
-def publish_backend(choice: str, quant: Any, model: Any) -> str:
+@dataclasses.dataclass(frozen=True)
+class PublishChoice:
+    """The backend the mitigated model is trained and published with, and the modules kept float
+    so that its artifact loads with plain transformers (``{name: why}``; empty: none)."""
+
+    backend: str
+    kept_float: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def recipe(self, quant: Any) -> Any:
+        """``quant`` compiled to this backend, the kept-float modules excluded."""
+        exclude = tuple(quant.exclude) + tuple(n for n in self.kept_float if n not in quant.exclude)
+        if quant.backend == self.backend and exclude == tuple(quant.exclude):
+            return quant
+        return dataclasses.replace(quant, backend=self.backend, exclude=exclude)
+
+
+def publish_backend(choice: str, quant: Any, model: Any) -> PublishChoice:
     """The backend the mitigated model is trained and published with (``card.publish_backend``):
-    ``auto`` picks a backend whose artifact plain transformers loads, when it can quantize every
-    planned module and the recipe names no other backend; else the recipe's."""
+    ``auto`` picks a backend whose artifact plain transformers loads when it can quantize every
+    planned module — or every one but small non-Linear modules (a ViT's patch embedding), which
+    it then keeps float — and the recipe names no other backend; else the recipe's."""
     if choice != "auto":
-        return choice
+        return PublishChoice(choice)
     if quant.backend != DEFAULT_BACKEND:
-        return quant.backend
-    return publishable_with_transformers(model, quant.plan(model), quant) or quant.backend
+        return PublishChoice(quant.backend)
+    found = publishable_with_transformers(model, quant.plan(model), quant)
+    return PublishChoice(*found) if found is not None else PublishChoice(quant.backend)
 
 
-def with_backend(args: Any, backend: str) -> None:
-    """Compile the mitigation recipe (``args.quantization``) to ``backend``."""
+def with_backend(args: Any, choice: PublishChoice) -> None:
+    """Compile the mitigation recipe (``args.quantization``) to the chosen backend (the
+    kept-float modules excluded)."""
     quant = args.quantization_recipe
-    if quant is not None and quant.backend != backend:
-        get_backend(backend)  # a known one
-        args.quantization = dataclasses.replace(quant, backend=backend).to_dict()
+    if quant is None:
+        return
+    compiled = choice.recipe(quant)
+    if compiled is not quant:
+        get_backend(choice.backend)  # a known one
+        args.quantization = compiled.to_dict()

@@ -22,7 +22,13 @@ from .._format import to_plain
 from ..errors import FairQuantError
 from ..inputs import GroupedInputs
 from ..results import DataInfo, Deployment, Mitigation, ModelInfo, Published, RunResult
-from .checks import audited_recipe, is_inside, check_data, check_recipe, check_max_length
+from .checks import (
+    audited_recipe,
+    check_data,
+    check_max_length,
+    check_recipe,
+    is_inside,
+)
 from .models import (
     build_model,
     class_names,
@@ -73,6 +79,7 @@ class _Run:
     deployed: dict[str, Any] = field(default_factory=dict)
     deployment: Deployment | None = None
     staging: Path | None = None
+    kept_float: dict[str, str] = field(default_factory=dict)
 
     @property
     def train(self) -> Any:
@@ -139,6 +146,11 @@ def run(
     first; an earlier interrupted run's temporaries of the same output folder are removed."""
     chosen = selected_stages(recipe, stages)
     audited = check_recipe(recipe, overwrite)  # before any folder is touched
+    if "audit" in chosen:  # a Hub checkpoint's format too (its config.json only), before any data loads
+        from ..audit import check_loadable
+
+        for path in recipe.audit.quantized_models:
+            check_loadable(path, f"quantized model {path}")
     if push_to_hub is not None:
         from ..hub import check_push_arguments
 
@@ -190,7 +202,9 @@ def _data_and_fp(state: _Run) -> None:
     if "mitigate" in state.stages and recipe.mitigation.quantization_recipe is not None:
         quant = recipe.mitigation.quantization_recipe
         quant.plan(model)  # a pattern matching no module fails here
-        with_backend(recipe.mitigation, publish_backend(recipe.card.publish_backend, quant, model))
+        choice = publish_backend(recipe.card.publish_backend, quant, model)
+        with_backend(recipe.mitigation, choice)
+        state.kept_float = dict(choice.kept_float)
     if "export" in state.stages:
         deployment.check_exportable(model, recipe.export.recipes)  # no ONNX Runtime kernel: fails here
     counts = state.spec.counts(state.splits)
@@ -235,7 +249,7 @@ def _explain(state: _Run) -> None:
     from ..diagnostics import ExplainConfig, explain
 
     recipe = state.recipe
-    state.explained = recipe.explain.recipe or worst_recipe(state.report)
+    state.explained = recipe.explain.recipe or worst_recipe(state.report, state.audited)
     if state.explained is None:
         return
     state.say("explain", f"explain {state.explained}")
@@ -258,8 +272,11 @@ def _mitigate(state: _Run) -> None:
     )
     state.lap("mitigation")
     name = f"FAIR-QAT {str(state.trainer.quant_recipe).upper()}"
-    mitigated = audit(
-        state.model, state.eval_inputs, [], state.spec, calibration_dataset=state.train_inputs, config=recipe.audit,
+    import dataclasses
+
+    mitigated = audit(  # the checkpoints of audit.quantized_models are rows of the first audit already
+        state.model, state.eval_inputs, [], state.spec, calibration_dataset=state.train_inputs,
+        config=dataclasses.replace(recipe.audit, quantized_models=[]),
         quantized_models={name: QuantizedModel(state.quantized, state.trainer.quant_recipe)},
         reference=state.report,  # the FP pass of the first audit, not a second one
     )
@@ -309,6 +326,7 @@ def _result(state: _Run, out: Path) -> RunResult:
             name=row.name, backend=quantizer_of(state.quantized).name, effective_bits=row.effective_bits,
             size_bytes=row.size_bytes, fp_size_bytes=report.fp.size_bytes,
             layer_bits={n: (str(q) if q is not None else "float") for n, q in layer_bits(state.quantized).items()},
+            kept_float=dict(state.kept_float),
         )
     card = asdict(recipe.card)
     card["model_name"] = card["model_name"] or out.name
@@ -345,14 +363,19 @@ def _result(state: _Run, out: Path) -> RunResult:
     return result
 
 
-def worst_recipe(report: Any) -> str | None:
+def worst_recipe(report: Any, audited: list[Any] | None = None) -> str | None:
     """The audited PTQ recipe that costs the worst-off group most: the largest fall of the
     minimum group accuracy (ties: the fewest bits). Not the gap change — a recipe that wrecks
-    every group can shrink the gap while it hurts the worst group most."""
-    if not report.quantized:
+    every group can shrink the gap while it hurts the worst group most. With ``audited``, only
+    recipes explain can take (presets, not transformers quantization configs) are candidates."""
+    rows = report.quantized
+    if audited is not None:
+        names = {r.row_name for r in audited if r.trainable}
+        rows = [r for r in rows if r.name in names]
+    if not rows:
         return None
     fp_worst = report.fp.metrics["worst_group_accuracy"]
-    worst = max(report.quantized, key=lambda r: (fp_worst - r.metrics["worst_group_accuracy"], -r.effective_bits))
+    worst = max(rows, key=lambda r: (fp_worst - r.metrics["worst_group_accuracy"], -r.effective_bits))
     return worst.name
 
 
@@ -408,21 +431,21 @@ def dry_run(recipe: RunRecipe, *, stages: Iterable[str] | None = None, overwrite
     if "mitigate" in chosen:
         mitigation = recipe.mitigation
         quant = mitigation.quantization_recipe
+        kept = ""
         if quant is not None:
             from .checks import structure_model
 
             built = structure_model(recipe, task)
             if built is not None:
-                quant = _with_publish_backend(quant, publish_backend(recipe.card.publish_backend, quant, built))
-        what = str(quant) if quant is not None else f"bits allocated under a {mitigation.quantization_budget:g}-bit budget"
+                choice = publish_backend(recipe.card.publish_backend, quant, built)
+                quant = choice.recipe(quant)
+                if choice.kept_float:
+                    kept = f" (kept float so that plain transformers loads the folder: {', '.join(choice.kept_float)})"
+        what = (f"{quant}{kept}" if quant is not None
+                else f"bits allocated under a {mitigation.quantization_budget:g}-bit budget")
         steps.append(f"mitigate: FairQuantTrainer, {what}, sampling {mitigation.group_sampling} "
                      f"(power {mitigation.sampling_power:g}), weighting {mitigation.group_weighting}")
     if "publish" in chosen:
         steps.append(f"write: {recipe.output_dir}/")
     return "\n".join(f"{i}. {step}" for i, step in enumerate(steps, 1))
 
-
-def _with_publish_backend(quant: Any, backend: str) -> Any:
-    import dataclasses
-
-    return quant if quant.backend == backend else dataclasses.replace(quant, backend=backend)

@@ -79,7 +79,15 @@ def trainer_card(
     evaluation data has a Hub id (``dataset_tags``, else the eval dataset's ``info.dataset_name``).
     Keyword names follow ``Trainer.create_model_card`` (others are ignored).
     """
-    from ..quantization import effective_bits, get_artifact, is_quantized, layer_bits, model_size_bytes, quantizer_of
+    from ..quantization import (
+        PLAIN_LIBRARY_NAME,
+        effective_bits,
+        get_artifact,
+        is_quantized,
+        layer_bits,
+        model_size_bytes,
+        quantizer_of,
+    )
 
     model, args, spec = trainer.model, trainer.args, trainer.group_spec
     model_name = model_name or Path(args.output_dir).name
@@ -155,7 +163,7 @@ def trainer_card(
     data = ModelCardData(
         model_name=model_name,
         license=license,
-        library_name=publishing.library_name if publishing is not None else "transformers",
+        library_name=publishing.library_name if publishing is not None else PLAIN_LIBRARY_NAME,
         pipeline_tag=trainer.task.pipeline_tag(modality),
         base_model=hub_id(finetuned_from) or hub_id(getattr(getattr(model, "config", None), "_name_or_path", None)),
         datasets=dataset_ids or None,

@@ -16,6 +16,13 @@ Callers never branch on a backend's name: they ask :func:`get_backend` (by name)
 :func:`quantizer_of` (for a quantized model) or :func:`artifact_for_folder` (for a saved folder).
 Built-in backends are imported on first use, so ``import hf_fairquant`` loads no quantization
 library. A backend written elsewhere registers with :func:`register_backend`.
+
+Models quantized elsewhere are recognised without set-up: :func:`quantizer_of` reads the model's
+layers with :mod:`.recognise` (which imports no library), then imports the backend that reads that
+library (bitsandbytes, hqq, torch.ao, or transformers for a model that carries a
+``quantization_config``) — so a fresh process needs no ``import`` of the right backend first. A
+backend may also take recipes of its own form (a transformers quantization config): recipe parsing
+asks :func:`parse_foreign_recipe`.
 """
 
 from __future__ import annotations
@@ -36,7 +43,18 @@ if TYPE_CHECKING:  # the recipe module validates backend names against this regi
 Plan = Mapping[str, "LayerQuant | None"]
 
 #: Built-in backends and the module that registers each (imported lazily).
-_BUILTIN = {"quanto": f"{__name__}.quanto", "torchao": f"{__name__}.torchao", "onnxruntime": f"{__name__}.onnxruntime"}
+_BUILTIN = {
+    "quanto": f"{__name__}.quanto", "torchao": f"{__name__}.torchao", "onnxruntime": f"{__name__}.onnxruntime",
+    "transformers": f"{__name__}.transformers", "bitsandbytes": f"{__name__}.bitsandbytes", "hqq": f"{__name__}.hqq",
+    "torch.ao": f"{__name__}.torch_ao",
+}
+#: The backend that reads the layers of each library :mod:`.recognise` names.
+_LIBRARY_BACKEND = {"optimum-quanto": "quanto", "torchao": "torchao", "bitsandbytes": "bitsandbytes", "hqq": "hqq",
+                    "torch.ao": "torch.ao"}
+#: The backend that reads a model carrying a transformers quantization config (``hf_quantizer``).
+_DECLARED_BACKEND = "transformers"
+#: Backends whose recipes have a form of their own (asked by :func:`parse_foreign_recipe`).
+_FOREIGN_RECIPE_BACKENDS = ("transformers",)
 #: The backend a recipe compiles to when it names none: the research path (2-bit, Conv2d, static a8).
 DEFAULT_BACKEND = "quanto"
 _REGISTRY: dict[str, "Backend"] = {}
@@ -45,13 +63,30 @@ _REGISTRY: dict[str, "Backend"] = {}
 _NOISY_LOGGERS = {"torchao": logging.ERROR}
 
 
+#: Log lines a library repeats on every call on a CPU, saying how it works there (dropped).
+_REPEATED_LINES = {"bitsandbytes.autograd._functions": "MatMul8bitLt: inputs will be cast"}
+
+
+class _DropLine(logging.Filter):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
 def quiet_library_loggers() -> None:
-    """Raise the level of :data:`_NOISY_LOGGERS` (left alone when the user has configured them);
-    ``import hf_fairquant`` calls it, before any library is imported."""
+    """Raise the level of :data:`_NOISY_LOGGERS` (left alone when the user has configured them)
+    and drop :data:`_REPEATED_LINES`; ``import hf_fairquant`` calls it, before any library is imported."""
     for name, level in _NOISY_LOGGERS.items():
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(level)
+    for name, prefix in _REPEATED_LINES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLine) for f in logger.filters):
+            logger.addFilter(_DropLine(prefix))
 
 
 class Quantizer:
@@ -59,6 +94,16 @@ class Quantizer:
 
     #: the backend's name (recipes, YAML and the CLI use it: ``backend: quanto``)
     name: str = ""
+    #: True for a backend that reads models quantized elsewhere (bitsandbytes, hqq, torch.ao, a
+    #: transformers ``quantization_config``): their every weight-bearing layer must be readable
+    #: (:func:`~.recognise.describe_layers`, strict), and recipes do not compile to it
+    reads_foreign_models: bool = False
+    #: True when :meth:`apply` builds a new model from the full-precision one (the caller's model
+    #: is left as it was, so no copy is needed first; use the model ``apply`` returns)
+    builds_new_model: bool = False
+    #: True when an audit saves and reloads what :meth:`apply` built and audits the reloaded model
+    #: too if it differs (the artifact that ships is not always the model that was evaluated)
+    audits_round_trip: bool = False
 
     def configure(self, recipe: "QuantRecipe") -> "Quantizer":
         """This quantizer with the recipe's backend options (e.g. ``group_size``); default: itself."""
@@ -69,7 +114,9 @@ class Quantizer:
         do (naming the modules and the backend that can) — before any work."""
 
     def apply(self, model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
-        """Swap each planned module for this backend's (weights not frozen: fake-quantized)."""
+        """Swap each planned module for this backend's (weights not frozen: fake-quantized) and
+        return the quantized model — ``model`` itself, or a new model when :attr:`builds_new_model`
+        (callers always use the returned one)."""
         raise NotImplementedError
 
     def quantize_module(self, module: torch.nn.Module, quant: "LayerQuant") -> torch.nn.Module:
@@ -126,6 +173,58 @@ class Quantizer:
         """The float values a quantized module computes with (integer weights dequantized)."""
         raise NotImplementedError
 
+    def size_bytes(self, model: torch.nn.Module) -> int | None:
+        """Bytes of the model's tensors when the generic count (the state dict) is wrong or harmful
+        for this backend's models (e.g. bitsandbytes' ``state_dict`` repacks 4-bit weights); None:
+        use the generic count."""
+        return None
+
+    def describe(self, model: torch.nn.Module) -> str:
+        """A short description of how ``model`` was quantized (library and config), for reports."""
+        return self.name
+
+
+#: The card ``library_name`` of a folder plain transformers loads (a full-precision model's too).
+PLAIN_LIBRARY_NAME = "transformers"
+#: Set on an ``nn.Linear`` made from transformers' ``Conv1D`` (and on its quantized successor).
+FROM_CONV1D = "hf_fairquant_from_conv1d"
+
+
+def linear_from_conv1d(module: torch.nn.Module) -> torch.nn.Module:
+    """transformers' ``Conv1D`` (``y = x @ W + b``, ``W`` of shape ``[in, out]``) as the same
+    ``nn.Linear`` (weight ``W.T``): numerically the same layer, which backends quantize as a Linear.
+    Marked with :data:`FROM_CONV1D`. Any other module is returned as it is."""
+    import torch
+
+    if not _is_conv1d(module):
+        return module
+    in_features, out_features = module.weight.shape
+    weight = module.weight
+    linear = torch.nn.Linear(in_features, out_features, bias=module.bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(weight.detach().t())
+        if module.bias is not None:
+            linear.bias.copy_(module.bias.detach())
+    linear.weight.requires_grad_(weight.requires_grad)
+    linear.train(module.training)
+    setattr(linear, FROM_CONV1D, True)
+    return linear
+
+
+def conv1d_as_linear(model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
+    """Every planned ``Conv1D`` of ``model`` replaced by its :func:`linear_from_conv1d` (in place)."""
+    for name, quant in plan.items():
+        if quant is not None and _is_conv1d(model.get_submodule(name)):
+            model.set_submodule(name, linear_from_conv1d(model.get_submodule(name)))
+    return model
+
+
+def _is_conv1d(module: Any) -> bool:
+    import sys
+
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    return conv1d is not None and type(module) is conv1d
+
 
 @dataclass(frozen=True)
 class Publishing:
@@ -149,7 +248,7 @@ class Publishing:
     def library_name(self) -> str:
         """The card's ``library_name``: transformers when it loads the folder (the Hub then shows
         the transformers snippet), else this package."""
-        return "transformers" if self.loads_with_transformers else "hf-fairquant"
+        return PLAIN_LIBRARY_NAME if self.loads_with_transformers else "hf-fairquant"
 
     def load_line(self, repo_id: str, auto_class: str, pipeline_tag: str) -> str:
         if self.loads_with_transformers:
@@ -198,6 +297,29 @@ class ArtifactFormat:
         """File names :meth:`save` writes (replaced whole on a re-save; a push needs them)."""
         return ()
 
+    def check(self, model: torch.nn.Module, plan: Plan) -> None:
+        """Raise :class:`~hf_fairquant.errors.UnsupportedByBackendError` when a model quantized
+        under ``plan`` could not be saved in this format (before any work); default: it can."""
+
+    def save_and_reload(self, model: torch.nn.Module) -> "tuple[torch.nn.Module | None, int | None, str | None]":
+        """What ships: ``model`` saved into a scratch folder and loaded back — (the reloaded model
+        or None, the folder's bytes or None, why it could not be saved or loaded, or None). The
+        folder lives as long as the reloaded model (its weights may be memory-mapped)."""
+        import shutil
+        import tempfile
+        import weakref
+
+        folder = Path(tempfile.mkdtemp(prefix="hf_fairquant_artifact_"))
+        try:
+            self.save(model, folder)
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            reloaded = self.load(folder)
+        except Exception as err:  # noqa: BLE001 - a library that cannot serialise says why
+            shutil.rmtree(folder, ignore_errors=True)
+            return None, None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        weakref.finalize(reloaded, shutil.rmtree, str(folder), True)
+        return reloaded, size, None
+
     # A loaded artifact that is not a tree of torch modules (an ONNX Runtime session) describes
     # itself to the generic verbs (is_quantized, layer_bits, effective_bits, model_size_bytes).
     def owns(self, model: torch.nn.Module) -> bool:
@@ -245,6 +367,18 @@ def available_backends() -> list[str]:
     return sorted(set(_BUILTIN) | set(_REGISTRY))
 
 
+#: Built-in backends that read models quantized elsewhere (recipes of presets do not compile to them).
+_READERS = ("transformers", "bitsandbytes", "hqq", "torch.ao")
+
+
+def recipe_backends() -> list[str]:
+    """Backends a preset recipe may name (``w4a8@torchao``): not the readers of models quantized
+    elsewhere (a transformers quantization config is its own recipe)."""
+    return [n for n in available_backends()
+            if n not in _READERS and not (n in _REGISTRY and _REGISTRY[n].quantizer is not None
+                                          and _REGISTRY[n].quantizer.reads_foreign_models)]
+
+
 def get_backend(name: str) -> Backend:
     """The registered backend called ``name`` (a built-in one is imported on first use)."""
     if name not in _REGISTRY and name in _BUILTIN:
@@ -256,13 +390,15 @@ def get_backend(name: str) -> Backend:
 
 
 def quantizing_backends() -> list[str]:
-    """Backends that quantize torch modules (a recipe may compile to them)."""
+    """Backends that quantize torch modules (a recipe may compile to them; the readers of models
+    quantized elsewhere refuse recipes with a message)."""
     return [n for n in available_backends() if get_backend(n).quantizer is not None]
 
 
 def publishable_backends() -> list[str]:
-    """Backends that both quantize torch modules and save them (a run can publish with them)."""
-    return [n for n in available_backends() if get_backend(n).quantizer is not None and get_backend(n).artifact is not None]
+    """Backends that both quantize torch modules from a plan and save them (a run can publish with them)."""
+    return [n for n in available_backends() if get_backend(n).quantizer is not None and get_backend(n).artifact is not None
+            and not get_backend(n).quantizer.reads_foreign_models]
 
 
 def get_quantizer(name: str) -> Quantizer:
@@ -284,12 +420,65 @@ def get_artifact(name: str) -> ArtifactFormat:
     return backend.artifact
 
 
-def quantizer_of(model: torch.nn.Module) -> Quantizer | None:
-    """The quantizer whose modules ``model`` holds (None for a float model). Only backends already
-    imported are asked: a model cannot hold modules of a library that was never loaded."""
+def quantizer_of(model: torch.nn.Module, *, strict: bool = False) -> Quantizer | None:
+    """The quantizer whose modules ``model`` holds (None for a float model), in a fresh process too.
+
+    The layers are read first with :func:`~.recognise.quantized_by` (which imports no library) and
+    the backend of each library found is imported. Then asked, in order: the backends that
+    quantize models themselves (quanto, torchao, one registered elsewhere), so a model they can
+    read stays theirs; for a model carrying a transformers quantization config, the transformers
+    backend; then the readers of bitsandbytes, hqq and torch.ao layers. ``strict``: a
+    weight-bearing layer the recogniser cannot read raises (naming it) instead of counting as not
+    quantized."""
+    from .recognise import declared_quantization, quantized_by
+
+    try:
+        libraries = quantized_by(model)
+    except FairQuantError:
+        if strict:
+            raise
+        libraries = []
+    readers = [get_backend(_LIBRARY_BACKEND[lib]).quantizer for lib in libraries if lib in _LIBRARY_BACKEND]
     for backend in list(_REGISTRY.values()):
-        if backend.quantizer is not None and backend.quantizer.owns(model):
-            return backend.quantizer
+        quantizer = backend.quantizer
+        if quantizer is not None and not quantizer.reads_foreign_models and _owns(quantizer, model):
+            return quantizer
+    if libraries and declared_quantization(model) is not None:
+        quantizer = get_backend(_DECLARED_BACKEND).quantizer
+        if _owns(quantizer, model):
+            return quantizer
+    for quantizer in readers:
+        if quantizer is not None and _owns(quantizer, model):
+            return quantizer
+    return None
+
+
+def _owns(quantizer: Quantizer, model: torch.nn.Module) -> bool:
+    try:
+        return quantizer.owns(model)
+    except FairQuantError:  # holds this library's layers, but ones the backend does not write
+        return False
+
+
+def load_pre_quantized(path_or_id: Any, model_class: type | None = None) -> torch.nn.Module:
+    """A pre-quantized transformers checkpoint (local folder or Hub id), checked then loaded by the
+    backend that reads transformers quantization configs (see :func:`~.transformers.load_pre_quantized`)."""
+    return get_backend(_DECLARED_BACKEND).artifact.load_checkpoint(path_or_id, model_class)
+
+
+def check_pre_quantized(path_or_id: Any) -> Any:
+    """Before any work: this machine can load the checkpoint's quantization format (raises naming
+    what it needs); returns its quantization config."""
+    return get_backend(_DECLARED_BACKEND).artifact.check_checkpoint(path_or_id)
+
+
+def parse_foreign_recipe(value: Any) -> Any:
+    """A recipe in a backend's own form (a transformers quantization config object, a mapping
+    naming one, or an alias such as ``bnb-nf4``), or None when no backend takes ``value``."""
+    for name in _FOREIGN_RECIPE_BACKENDS:
+        recipe = get_backend(name).quantizer.parse_recipe(value)
+        if recipe is not None:
+            return recipe
     return None
 
 
@@ -321,23 +510,71 @@ def transformers_native(name: str) -> bool:
     return artifact is not None and artifact.publishing.loads_with_transformers
 
 
-def publishable_with_transformers(model: torch.nn.Module, plan: Plan, recipe: "QuantRecipe") -> str | None:
-    """The first backend whose artifact plain transformers loads and whose quantizer can take
-    ``plan`` on ``model`` (None if none can) — what ``publish_backend: auto`` picks."""
+#: The most of a plan's weights ``publish_backend: auto`` keeps float to publish transformers-native.
+KEEP_FLOAT_LIMIT = 0.05
+
+
+def publishable_with_transformers(
+    model: torch.nn.Module, plan: Plan, recipe: "QuantRecipe"
+) -> "tuple[str, dict[str, str]] | None":
+    """What ``publish_backend: auto`` picks: (the first backend whose artifact plain transformers
+    loads and which can take ``plan`` on ``model``, the modules it must keep float to do so —
+    ``{name: why}``), or None if none can.
+
+    Where the only obstacle is small non-Linear modules (a ViT's patch-embedding Conv2d: 0.7 % of
+    ViT-B's weights), they are kept float when together they hold at most
+    :data:`KEEP_FLOAT_LIMIT` of the planned weights."""
+    import torch
+
+    planned = {n: q for n, q in plan.items() if q is not None}
+    others = [n for n in planned if not isinstance(model.get_submodule(n), torch.nn.Linear) and not _is_conv1d(model.get_submodule(n))]
+    total = sum(model.get_submodule(n).weight.numel() for n in planned) or 1
+    small = sum(model.get_submodule(n).weight.numel() for n in others) / total <= KEEP_FLOAT_LIMIT
     for name in available_backends():
         backend = get_backend(name)
-        if backend.quantizer is None or not transformers_native(name):
+        if backend.quantizer is None or backend.quantizer.reads_foreign_models or not transformers_native(name):
             continue
-        try:
-            backend.quantizer.configure(recipe).check(model, plan)
-        except UnsupportedByBackendError:
-            continue
-        return name
+        quantizer = backend.quantizer.configure(recipe)
+        for kept in ([], others if small and others and len(others) < len(planned) else None):
+            if kept is None:
+                continue
+            trial = {n: (None if n in kept else q) for n, q in plan.items()}
+            try:
+                quantizer.check(model, trial)
+                backend.artifact.check(model, trial)
+            except UnsupportedByBackendError:
+                continue
+            why = f"{backend.artifact.publishing.library} quantizes nn.Linear only"
+            return name, {n: f"{type(model.get_submodule(n)).__name__}: {why}" for n in kept}
     return None
 
 
 __all__ = [
-    "ArtifactFormat", "Backend", "DEFAULT_BACKEND", "Plan", "Publishing", "Quantizer", "artifact_for_folder",
-    "available_backends", "get_artifact", "get_backend", "get_quantizer", "loaded_artifact_of",
-    "publishable_backends", "publishable_with_transformers", "quantizer_of", "quantizing_backends", "register_backend", "transformers_native",
+    "DEFAULT_BACKEND",
+    "FROM_CONV1D",
+    "KEEP_FLOAT_LIMIT",
+    "PLAIN_LIBRARY_NAME",
+    "ArtifactFormat",
+    "Backend",
+    "Plan",
+    "Publishing",
+    "Quantizer",
+    "artifact_for_folder",
+    "available_backends",
+    "check_pre_quantized",
+    "conv1d_as_linear",
+    "get_artifact",
+    "get_backend",
+    "get_quantizer",
+    "linear_from_conv1d",
+    "load_pre_quantized",
+    "loaded_artifact_of",
+    "parse_foreign_recipe",
+    "publishable_backends",
+    "publishable_with_transformers",
+    "quantizer_of",
+    "quantizing_backends",
+    "recipe_backends",
+    "register_backend",
+    "transformers_native",
 ]

@@ -23,7 +23,15 @@ from optimum.quanto.nn import quantize_module
 from ...errors import ArtifactError, FairQuantError, MissingFileError
 from .. import _quanto_fixes, artifact_checks
 from ..recipe import LayerQuant
-from . import ArtifactFormat, Plan, Publishing, Quantizer, register_backend
+from . import (
+    FROM_CONV1D,
+    ArtifactFormat,
+    Plan,
+    Publishing,
+    Quantizer,
+    linear_from_conv1d,
+    register_backend,
+)
 
 QTYPES = {2: qint2, 4: qint4, 8: qint8}
 WEIGHTS_NAME = "model.safetensors"
@@ -59,18 +67,23 @@ class QuantoQuantizer(Quantizer):
     has_straight_through = True
 
     def quantize_module(self, module: torch.nn.Module, quant: LayerQuant) -> torch.nn.Module:
+        """A quantized copy of ``module`` (transformers' ``Conv1D`` as the same ``nn.Linear``,
+        weight transposed: quanto has no Conv1D module)."""
         _quanto_fixes.apply()  # QAT backward on non-contiguous gradients (version-checked)
+        converted = linear_from_conv1d(module)
         if quant.weight_bits in (2, 4):  # packed weights need quanto's C++ extension: built once, under a lock
             from ..warmup import ensure_extension
 
             ensure_extension()
         qmodule = quantize_module(
-            module,
+            converted,
             weights=QTYPES[quant.weight_bits],
             activations=QTYPES[quant.activation_bits] if quant.activation_bits else None,
         )
-        if qmodule is None:  # pragma: no cover - plans only hold Conv2d/Linear
+        if qmodule is None:  # pragma: no cover - plans only hold Conv2d/Linear/Conv1D
             raise FairQuantError(f"optimum-quanto cannot quantize a {type(module).__name__}")
+        if converted is not module:
+            setattr(qmodule, FROM_CONV1D, True)
         return qmodule
 
     def apply(self, model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
@@ -134,9 +147,11 @@ class QuantoQuantizer(Quantizer):
         return self.apply(model, plan)
 
     def quantized_weight(self, module: torch.nn.Module) -> torch.Tensor:
-        """Integer weights dequantized (frozen) or the fake-quantized weights (unfrozen)."""
+        """Integer weights dequantized (frozen) or the fake-quantized weights (unfrozen), in the
+        layout of the float module (a Conv1D's ``[in, out]``)."""
         weight = module.weight if isinstance(module.weight, QTensor) else module.qweight
-        return (weight.dequantize() if isinstance(weight, QTensor) else weight).detach()
+        weight = (weight.dequantize() if isinstance(weight, QTensor) else weight).detach()
+        return weight.t() if getattr(module, FROM_CONV1D, False) else weight
 
 
 class QuantoArtifact(ArtifactFormat):

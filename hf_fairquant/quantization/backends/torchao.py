@@ -30,8 +30,17 @@ import torch
 
 from ...errors import ArtifactError, FairQuantError, UnsupportedByBackendError
 from .. import artifact_checks
-from ..recipe import DEFAULT_GROUP_SIZE, LayerQuant, QuantRecipe
-from . import ArtifactFormat, Plan, Publishing, Quantizer, register_backend
+from ..recipe import DEFAULT_GROUP_SIZE, LayerQuant, QuantRecipe, is_conv1d
+from . import (
+    FROM_CONV1D,
+    ArtifactFormat,
+    Plan,
+    Publishing,
+    Quantizer,
+    conv1d_as_linear,
+    linear_from_conv1d,
+    register_backend,
+)
 
 _INT_DTYPES = {2: torch.int2, 4: torch.int4, 8: torch.int8}
 _BITS_BY_DTYPE = {v: k for k, v in _INT_DTYPES.items()}
@@ -57,7 +66,8 @@ class TorchAoQuantizer(Quantizer):
     # ------------------------------------------------------------------ what it cannot do
     def check(self, model: torch.nn.Module, plan: Plan) -> None:
         planned = {n: q for n, q in plan.items() if q is not None}
-        convs = [n for n in planned if not isinstance(model.get_submodule(n), torch.nn.Linear)]
+        convs = [n for n in planned if not isinstance(model.get_submodule(n), torch.nn.Linear)
+                 and not is_conv1d(model.get_submodule(n))]  # Conv1D: quantized as the same Linear
         if convs:
             raise UnsupportedByBackendError(
                 f"backend torchao quantizes nn.Linear only; the recipe quantizes {len(convs)} other module(s): "
@@ -66,13 +76,13 @@ class TorchAoQuantizer(Quantizer):
             )
         grouped = [
             n for n, q in planned.items()
-            if q.weight_bits < 8 and model.get_submodule(n).in_features % self.group_size
+            if q.weight_bits < 8 and _in_features(model.get_submodule(n)) % self.group_size
         ]
         if grouped:
             raise UnsupportedByBackendError(
                 f"backend torchao groups int{planned[grouped[0]].weight_bits} weights by group_size={self.group_size}, "
                 f"which does not divide the input features of {', '.join(grouped[:8])} "
-                f"({model.get_submodule(grouped[0]).in_features}); choose a group_size that divides them, give "
+                f"({_in_features(model.get_submodule(grouped[0]))}); choose a group_size that divides them, give "
                 f"them 8 bits, or use `backend: quanto`"
             )
 
@@ -110,13 +120,17 @@ class TorchAoQuantizer(Quantizer):
         return FqnToConfig(configs)
 
     def apply(self, model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
-        """Quantize now (torchao has no separate freeze: the weights become integer tensors)."""
+        """Quantize now (torchao has no separate freeze: the weights become integer tensors);
+        a planned ``Conv1D`` becomes the same ``nn.Linear`` first (torchao's int8 tensors have no
+        ``addmm``, which ``Conv1D`` calls)."""
         from torchao.quantization import quantize_
 
+        conv1d_as_linear(model, plan)
         quantize_(model, self.fqn_config(plan), filter_fn=None)
         return model
 
     def quantize_module(self, module: torch.nn.Module, quant: LayerQuant) -> torch.nn.Module:
+        module = linear_from_conv1d(module)
         if not isinstance(module, torch.nn.Linear):
             raise UnsupportedByBackendError(f"backend torchao quantizes nn.Linear only, not {type(module).__name__}; use `backend: quanto`")
         from torchao.quantization import quantize_
@@ -137,7 +151,10 @@ class TorchAoQuantizer(Quantizer):
     # ------------------------------------------------------------------ QAT
     def qat_base_config(self, quant: LayerQuant) -> Any:
         """The PTQ config a QAT module converts to (intx configs: the ones torchao QAT can fake-quantize)."""
-        from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig
+        from torchao.quantization import (
+            Int8DynamicActivationIntxWeightConfig,
+            IntxWeightOnlyConfig,
+        )
         from torchao.quantization.granularity import PerAxis, PerGroup
 
         dtype = _INT_DTYPES[quant.weight_bits]
@@ -152,6 +169,7 @@ class TorchAoQuantizer(Quantizer):
         from torchao.quantization import quantize_
 
         self.check(model, plan)
+        conv1d_as_linear(model, plan)
         quantize_(model, self.fqn_config(plan, "prepare"), filter_fn=None)
         return None  # no activation ranges to track: they are dynamic
 
@@ -178,6 +196,17 @@ class TorchAoQuantizer(Quantizer):
 
     def is_frozen(self, model: torch.nn.Module) -> bool:
         return not any(getattr(m, "weight_fake_quantizer", None) is not None for m in model.modules())
+
+    def quantized_weight(self, module: torch.nn.Module) -> torch.Tensor:
+        """The integer weight dequantized, in the float module's layout (a Conv1D's ``[in, out]``)."""
+        weight = module.weight
+        weight = (weight.dequantize() if _is_quantized_weight(weight) else weight).detach()
+        return weight.t() if getattr(module, FROM_CONV1D, False) else weight
+
+
+def _in_features(module: torch.nn.Module) -> int:
+    return module.weight.shape[0] if is_conv1d(module) else module.in_features
+
 
 def _module_quant(module: torch.nn.Module) -> LayerQuant | None:
     """What a torchao module holds: an integer weight tensor subclass, or a QAT fake quantizer."""
@@ -215,11 +244,22 @@ class TorchAoArtifact(ArtifactFormat):
     def artifact_files(self) -> tuple[str, ...]:
         return (CONFIG_NAME, "model.safetensors")
 
+    def check(self, model: torch.nn.Module, plan: Plan) -> None:
+        """A torchao folder loads with plain transformers, which builds ``Conv1D`` where the model
+        class has one and cannot put integer weights into it: a plan that quantizes ``Conv1D`` is
+        published through optimum-quanto instead (``hf_fairquant.load_quantized``)."""
+        conv1d = [n for n, q in plan.items() if q is not None and is_conv1d(model.get_submodule(n))]
+        if conv1d:
+            raise UnsupportedByBackendError(_conv1d_refusal(conv1d))
+
     def save(self, model: torch.nn.Module, folder: Path, recipe: QuantRecipe | None = None) -> None:
         """``save_pretrained`` with a ``TorchAoConfig`` of the model's own modules in ``config.json``."""
         from transformers import TorchAoConfig
         from transformers.quantizers.auto import AutoHfQuantizer
 
+        converted = [n for n, m in model.named_modules() if getattr(m, FROM_CONV1D, False)]
+        if converted:
+            raise UnsupportedByBackendError(_conv1d_refusal(converted))
         if not TORCHAO.is_converted(model):
             raise FairQuantError("this torchao model is still fake-quantized (QAT): convert it first (convert_qat)")
         plan = TORCHAO.layer_bits(model)
@@ -263,6 +303,12 @@ class TorchAoArtifact(ArtifactFormat):
         if problems:  # transformers only warns; a truncated or mismatched folder must not load
             raise ArtifactError(f"the weights in {folder} do not match {arch}: {problems}")
         return model.eval()
+
+
+def _conv1d_refusal(names: list[str]) -> str:
+    return (f"a torchao folder loads with plain transformers, which builds transformers' Conv1D at "
+            f"{', '.join(names[:4])}{' …' if len(names) > 4 else ''} ({len(names)} layer(s)) and cannot load int weights "
+            "into it; publish with `card.publish_backend: quanto` (loads with hf_fairquant.load_quantized) or exclude them")
 
 
 TORCHAO = TorchAoQuantizer()

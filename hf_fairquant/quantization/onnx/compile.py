@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ...errors import UnsupportedByBackendError
-from ..recipe import LayerQuant
+from ..recipe import LayerQuant, is_conv1d
 
 #: ONNX op types a Conv2d / Linear exports to (Linear with a bias on a 2-d input: Gemm).
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
@@ -56,6 +56,9 @@ def onnx_plan(model: torch.nn.Module, plan: Mapping[str, LayerQuant | None]) -> 
     refused: dict[str, list[str]] = {}
     for name, quant in plan.items():
         module = model.get_submodule(name)
+        if quant is not None and is_conv1d(module):
+            refused.setdefault("transformers Conv1D (exported as Gemm/addmm, not mapped to a layer here)", []).append(name)
+            continue
         if quant is None:
             kernels[name] = None
         elif quant.weight_bits == 8:
@@ -151,7 +154,13 @@ def compile_plan(
     Returns ``{module name: node name}`` of the nodes compiled (modules absent from the graph,
     e.g. unused heads, stay out)."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     fp32 = onnx.load(str(fp32_path))
     nodes = weight_nodes(fp32, plan.kernels)
