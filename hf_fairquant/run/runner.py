@@ -28,6 +28,7 @@ from .models import (
     class_names,
     load_recipe_data,
     modality,
+    model_config,
     publish_backend,
     resolve_task,
     train_fair_qat,
@@ -176,9 +177,13 @@ def _data_and_fp(state: _Run) -> None:
 
     recipe = state.recipe
     state.say("data", "data and full-precision model")
+    architecture = None
+    if recipe.model.name_or_path is not None:  # a Hub model's config (small) before any data: its head, its reach
+        config = model_config(recipe.model)
+        architecture = (getattr(config, "architectures", None) or [None])[0]
+    state.task = resolve_task(recipe.model, recipe.data, architecture)
     state.splits, state.spec, state.tokenizer, state.processor = load_recipe_data(recipe.model, recipe.data)
     check_data(recipe, state.splits, state.spec, state.audited)  # before the model is built or trained
-    state.task = resolve_task(recipe.model, recipe.data)
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)
     model = build_model(recipe.model, class_names(state.train), modality(recipe.data), state.task, tokenizer=state.tokenizer)
@@ -210,9 +215,10 @@ def _export(state: _Run) -> None:
     state.staging.mkdir()
     state.deployed, files = deployment.export_deployed(
         state.model, recipe.export, state.train, state.spec, state.staging,
-        calibration_size=recipe.audit.calibration_size, seed=recipe.audit.seed,
+        calibration_size=recipe.audit.calibration_size, seed=recipe.audit.seed, processing_class=state.tokenizer,
     )
-    deployment.measure_speedups(state.model, state.deployed, files, state.evaluation, state.staging, recipe.export)
+    deployment.measure_speedups(state.model, state.deployed, files, state.evaluation, state.staging, recipe.export,
+                                processing_class=state.tokenizer)
     state.deployment = Deployment(files=files)
     state.lap("export")
 
