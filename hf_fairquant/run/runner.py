@@ -10,10 +10,11 @@ mitigate, publish). Trainer checkpoints and ONNX staging live in a scratch folde
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .. import deployment
 from .._atomic import output_lock, scratch_directory, sweep_stale
@@ -150,7 +151,7 @@ def run(
     saved = {s: getattr(recipe, s).output_dir for s in ("training", "mitigation") if getattr(recipe, s) is not None}
     command = command or _default_command()
     try:
-        with output_lock(out, command), scratch_directory(out, "checkpoints") as scratch:  # one run per folder
+        with output_lock(out, command), scratch_directory(out, "checkpoints") as scratch, torch_threads(recipe.threads):
             _checkpoints_outside(recipe, scratch)
             state = _Run(recipe, chosen, audited, scratch, echo, command)
             _data_and_fp(state)
@@ -343,6 +344,7 @@ def _result(state: _Run, out: Path) -> RunResult:
         published=published,
         deployment=state.deployment,
         wall_time_s=dict(state.timings),
+        environment=_environment(),
         output_dir=out,
         fp_model=model,
         quantized_model=state.quantized,
@@ -372,6 +374,29 @@ def _training_summary(args: Any) -> dict[str, Any] | None:
 def _final_train_loss(trainer: Any) -> float | None:
     losses = [h["train_loss"] for h in trainer.state.log_history if "train_loss" in h]
     return losses[-1] if losses else None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` for the block (None: left as they are)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _environment() -> dict[str, Any]:
+    """What a run's numbers depend on beyond the recipe: library versions and torch's threads."""
+    from importlib.metadata import version
+
+    import torch
+
+    return {"torch": torch.__version__, "transformers": version("transformers"), "threads": torch.get_num_threads()}
 
 
 def _checkpoints_outside(recipe: RunRecipe, scratch: Path) -> None:
