@@ -33,14 +33,13 @@ def compare(
     *,
     references: np.ndarray,
     groups: Any,
-    n_boot: int = 0,
-    confidence_level: float = 0.95,
-    seed: int = 0,
+    **options: Any,
 ) -> dict[str, Any]:
-    """The simulated-vs-deployed comparison of one recipe (plain JSON types)."""
+    """The simulated-vs-deployed comparison of one recipe (plain JSON types); ``options``: the
+    metric's n_boot, confidence_level, seed, min_group_size, p_adjust."""
     paired = metric.compute(
         predictions=deployed_predictions, reference_predictions=simulated_predictions,
-        references=references, groups=groups, n_boot=n_boot, confidence_level=confidence_level, seed=seed,
+        references=references, groups=groups, **options,
     )
     names = list(paired["group_accuracy"])
     difference = {g: -paired["group_accuracy_drop"][g] for g in names}
