@@ -26,7 +26,10 @@ def signed_pct(value: float | None) -> str:
 
 
 def ci_text(interval: Sequence[float] | None, missing: str = "not bootstrapped") -> str:
-    """``[lo, hi]`` in percent, or ``missing``."""
+    """``[lo, hi]`` in percent, or ``missing``; a text in place of an interval (why there is none)
+    is shown in brackets."""
+    if isinstance(interval, str):
+        return f"[{interval}]"
     return f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else missing
 
 

@@ -20,6 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ._format import ci_text, pct
 from ._paths import hub_id
 from .errors import FairQuantError
+from .metrics import metric_load_snippet
 from .quantization import Publishing, get_artifact
 from .results import RunResult
 from .summary import SUMMARY_GROUP_COLUMNS, summary_table
@@ -128,6 +129,15 @@ def _template_values(result: RunResult) -> dict[str, Any]:
     confidence = audit.settings.get("confidence_level", 0.95)
     repo_id = card.get("repo_id") or card["model_name"]
     eval_counts = _counts(data.group_counts[data.eval_split])
+
+    def gap_ci(metrics: dict) -> str:
+        """The gap's interval, or why it has none."""
+        small = metrics.get("groups_too_small_for_interval") or []
+        if metrics.get("accuracy_gap_ci") is None and small:
+            return (f"no interval: group(s) {', '.join(small)} have fewer than "
+                    f"{audit.settings.get('min_group_size', 30)} test examples")
+        return ci_text(metrics.get("accuracy_gap_ci"))
+
     return {
         "load_line": publishing.load_line(repo_id, result.model.auto_class, result.model.pipeline_tag),
         "load_snippet": publishing.load_snippet(repo_id, result.model.auto_class, result.model.pipeline_tag),
@@ -148,9 +158,9 @@ def _template_values(result: RunResult) -> dict[str, Any]:
         "published_name": p.name,
         "effective_bits": f"{p.effective_bits:.2f}",
         "gap": pct(q["accuracy_gap"]),
-        "gap_ci": ci_text(q.get("accuracy_gap_ci")),
+        "gap_ci": gap_ci(q),
         "fp_gap": pct(fp["accuracy_gap"]),
-        "fp_gap_ci": ci_text(fp.get("accuracy_gap_ci")),
+        "fp_gap_ci": gap_ci(fp),
         "confidence": f"{confidence:.0%}",
         "group_description": card.get("group_description") or f"Groups from the column(s) {', '.join(data.group_columns)} of the dataset.",
         "quantization": publishing.quantization_text(p.effective_bits, p.layer_bits),
@@ -165,10 +175,11 @@ def _template_values(result: RunResult) -> dict[str, Any]:
         ),
         "published_text": (
             f"The published model is **{p.name}**: {p.effective_bits:.2f} mean weight bits. Its accuracy gap between\n"
-            f"groups is {pct(q['accuracy_gap'])} points ({confidence:.0%} bootstrap interval {ci_text(q.get('accuracy_gap_ci'))}), "
-            f"against {pct(fp['accuracy_gap'])} ({ci_text(fp.get('accuracy_gap_ci'))})\nfor the full-precision model.\n\n"
+            f"groups is {pct(q['accuracy_gap'])} points ({confidence:.0%} bootstrap interval {gap_ci(q)}), "
+            f"against {pct(fp['accuracy_gap'])} ({gap_ci(fp)})\nfor the full-precision model.\n\n"
             "![accuracy per group](plots/group_accuracy.png)"
         ),
+        "metric_snippet": metric_load_snippet(),
         "footer": "Full report: `report.md`. Every number: `results.json`.",
         **_deployment_values(result),
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "api": ["apply_plan", "calibrate", "effective_bits", "freeze", "is_quantized", "layer_bits",
+    "api": ["apply_plan", "calibrate", "check_not_quantized", "effective_bits", "freeze", "is_quantized", "layer_bits",
             "model_size_bytes", "quantize", "recipe_quantizer"],
     "backends": ["ArtifactFormat", "Backend", "DEFAULT_BACKEND", "Publishing", "Quantizer", "artifact_for_folder",
                  "available_backends", "get_artifact", "get_backend", "get_quantizer", "loaded_artifact_of",

@@ -11,6 +11,8 @@ memory — so a pattern that matches nothing fails here, not after FP training.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,10 @@ from ..groups import GroupSpec
 from ..tasks import Task
 from .models import build_model, local_architecture, modality, publish_backend, resolve_task
 from .recipe import ModelSection, RunRecipe
+
+#: Free disk space a run needs beside its output folder, checked before any work (a full disk
+#: would otherwise fail after every stage had run).
+MIN_FREE_BYTES = 64 * 2**20
 
 
 def check_output_dir(out: str | Path, overwrite: bool, option: str = "--output-dir") -> None:
@@ -38,6 +44,18 @@ def check_output_dir(out: str | Path, overwrite: bool, option: str = "--output-d
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FairQuantError(
             f"output folder {out} exists and is not empty; pass --overwrite to replace it, or choose another --output-dir"
+        )
+    parent = next((p for p in [out.expanduser().absolute().parent, *out.expanduser().absolute().parents] if p.exists()))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FairQuantError(
+            f"output folder {out} cannot be written: {parent} is not writable (the folder is written beside it under a "
+            f"temporary name, then renamed); choose another {option}"
+        )
+    free = shutil.disk_usage(parent).free
+    if free < MIN_FREE_BYTES:
+        raise FairQuantError(
+            f"only {free / 2**20:.0f} MiB free on the disk of {parent}: a run writes models, plots and reports there "
+            f"(at least {MIN_FREE_BYTES // 2**20} MiB needed); free some space or choose another {option}"
         )
 
 

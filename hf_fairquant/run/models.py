@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def build_model(
     task = get_task(task)
     auto = getattr(transformers, task.auto_class(modality))
     if section.name_or_path is not None:
-        config = AutoConfig.from_pretrained(section.name_or_path)  # the head is checked before any weight loads
+        config = from_hub_or_folder(AutoConfig.from_pretrained, section.name_or_path, "model")  # head checked before weights
         architecture = (getattr(config, "architectures", None) or [None])[0]
         if architecture is not None:
             task.check_architecture(architecture, modality)
@@ -87,16 +88,31 @@ def build_model(
     return auto.from_config(config)
 
 
+def from_hub_or_folder(load: Any, name: str, what: str, **kwargs: Any) -> Any:
+    """``load(name, **kwargs)`` (a ``from_pretrained``), with a failure to reach a Hub id — offline,
+    no such repo, gated — turned into a FairQuantError that names the id and what to do."""
+    try:
+        return load(name, **kwargs)
+    except OSError as err:
+        if Path(str(name)).expanduser().exists():
+            raise  # a local folder that does not load is not a network problem
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0") else ""
+        raise FairQuantError(
+            f"{what} {name!r} is not a local folder, and loading it from the Hub failed{offline}: {err}. Give a local "
+            "folder, or check the id, your network and your token (`hf auth login`)"
+        ) from None
+
+
 def processors(section: ModelSection, data: DataConfig) -> tuple[Any, Any]:
     """(image_processor, tokenizer) from the model's folder/Hub repo; None when it has none."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
     if section.tokenizer not in (None, WORDLEVEL) and data.text_column:
-        return None, AutoTokenizer.from_pretrained(section.tokenizer)
+        return None, from_hub_or_folder(AutoTokenizer.from_pretrained, section.tokenizer, "tokenizer")
     if section.name_or_path is None:
         return None, None  # a WordLevel tokenizer is trained once the data is loaded (load_recipe_data)
     if data.text_column:
-        return None, AutoTokenizer.from_pretrained(section.name_or_path)
+        return None, from_hub_or_folder(AutoTokenizer.from_pretrained, section.name_or_path, "model")
     try:
         return AutoImageProcessor.from_pretrained(section.name_or_path), None
     except (OSError, ValueError):
@@ -108,7 +124,7 @@ def model_config(section: ModelSection) -> Any:
     from transformers import AutoConfig
 
     if section.name_or_path is not None:
-        return AutoConfig.from_pretrained(section.name_or_path)
+        return from_hub_or_folder(AutoConfig.from_pretrained, section.name_or_path, "model")
     cfg = dict(section.config or {})
     model_type = cfg.pop("model_type", None)
     return AutoConfig.for_model(model_type, **cfg) if model_type else None
@@ -138,6 +154,8 @@ def class_names(train: Any) -> list[str]:
         return []
     if hasattr(feature, "names"):
         return list(feature.names)
+    if getattr(feature, "dtype", None) == "string":  # class names: the model's labels, in sorted order
+        return sorted(set(train["labels"][:]))
     labels = train.with_format("numpy")["labels"][:]
     return [str(i) for i in range(int(labels.max()) + 1)]
 

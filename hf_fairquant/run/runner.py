@@ -10,10 +10,11 @@ mitigate, publish). Trainer checkpoints and ONNX staging live in a scratch folde
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .. import deployment
 from .._atomic import output_lock, scratch_directory, sweep_stale
@@ -28,6 +29,7 @@ from .models import (
     class_names,
     load_recipe_data,
     modality,
+    model_config,
     publish_backend,
     resolve_task,
     train_fair_qat,
@@ -149,7 +151,7 @@ def run(
     saved = {s: getattr(recipe, s).output_dir for s in ("training", "mitigation") if getattr(recipe, s) is not None}
     command = command or _default_command()
     try:
-        with output_lock(out, command), scratch_directory(out, "checkpoints") as scratch:  # one run per folder
+        with output_lock(out, command), scratch_directory(out, "checkpoints") as scratch, torch_threads(recipe.threads):
             _checkpoints_outside(recipe, scratch)
             state = _Run(recipe, chosen, audited, scratch, echo, command)
             _data_and_fp(state)
@@ -176,9 +178,13 @@ def _data_and_fp(state: _Run) -> None:
 
     recipe = state.recipe
     state.say("data", "data and full-precision model")
+    architecture = None
+    if recipe.model.name_or_path is not None:  # a Hub model's config (small) before any data: its head, its reach
+        config = model_config(recipe.model)
+        architecture = (getattr(config, "architectures", None) or [None])[0]
+    state.task = resolve_task(recipe.model, recipe.data, architecture)
     state.splits, state.spec, state.tokenizer, state.processor = load_recipe_data(recipe.model, recipe.data)
     check_data(recipe, state.splits, state.spec, state.audited)  # before the model is built or trained
-    state.task = resolve_task(recipe.model, recipe.data)
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)
     model = build_model(recipe.model, class_names(state.train), modality(recipe.data), state.task, tokenizer=state.tokenizer)
@@ -210,9 +216,10 @@ def _export(state: _Run) -> None:
     state.staging.mkdir()
     state.deployed, files = deployment.export_deployed(
         state.model, recipe.export, state.train, state.spec, state.staging,
-        calibration_size=recipe.audit.calibration_size, seed=recipe.audit.seed,
+        calibration_size=recipe.audit.calibration_size, seed=recipe.audit.seed, processing_class=state.tokenizer,
     )
-    deployment.measure_speedups(state.model, state.deployed, files, state.evaluation, state.staging, recipe.export)
+    deployment.measure_speedups(state.model, state.deployed, files, state.evaluation, state.staging, recipe.export,
+                                processing_class=state.tokenizer)
     state.deployment = Deployment(files=files)
     state.lap("export")
 
@@ -337,6 +344,7 @@ def _result(state: _Run, out: Path) -> RunResult:
         published=published,
         deployment=state.deployment,
         wall_time_s=dict(state.timings),
+        environment=_environment(),
         output_dir=out,
         fp_model=model,
         quantized_model=state.quantized,
@@ -366,6 +374,29 @@ def _training_summary(args: Any) -> dict[str, Any] | None:
 def _final_train_loss(trainer: Any) -> float | None:
     losses = [h["train_loss"] for h in trainer.state.log_history if "train_loss" in h]
     return losses[-1] if losses else None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` for the block (None: left as they are)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _environment() -> dict[str, Any]:
+    """What a run's numbers depend on beyond the recipe: library versions and torch's threads."""
+    from importlib.metadata import version
+
+    import torch
+
+    return {"torch": torch.__version__, "transformers": version("transformers"), "threads": torch.get_num_threads()}
 
 
 def _checkpoints_outside(recipe: RunRecipe, scratch: Path) -> None:

@@ -17,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .._format import pct, to_plain
 from .._paths import hub_id
+from ..metrics import metric_load_snippet
 from ..tasks import modality_of
 
 TEMPLATE = "model_card.md"
@@ -200,6 +201,7 @@ def trainer_card(
             + (f" ({publishing.speed_note})" if publishing is not None and publishing.speed_note else "") + ".",
         ],
         "command": "FairQuantTrainer(model, FairQuantTrainingArguments(**" + json.dumps(arguments) + "), ...).train()",
+        "metric_snippet": metric_load_snippet(),
         "footer": "Every logged number: `trainer.state.log_history` (`trainer_state.json` in checkpoints).",
     }
     return ModelCard.from_template(data, template_path=_template_path(), **values)
