@@ -177,8 +177,8 @@ def _data_and_fp(state: _Run) -> None:
     recipe = state.recipe
     state.say("data", "data and full-precision model")
     state.splits, state.spec, state.tokenizer, state.processor = load_recipe_data(recipe.model, recipe.data)
-    check_data(recipe, state.splits, state.spec, state.audited)  # before the model is built or trained
     state.task = resolve_task(recipe.model, recipe.data)
+    check_data(recipe, state.splits, state.spec, state.audited, state.task)  # before the model is built or trained
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)
     model = build_model(recipe.model, class_names(state.train), modality(recipe.data), state.task, tokenizer=state.tokenizer)
@@ -197,7 +197,7 @@ def _data_and_fp(state: _Run) -> None:
     state.echo(f"groups by {state.spec.name}: " + "; ".join(f"{s}: {c}" for s, c in counts.items()))
     state.lap("data")
     if recipe.training is not None:
-        model = train_fp_model(model, recipe.training, state.train, processing_class=state.tokenizer)
+        model = train_fp_model(model, recipe.training, state.train, processing_class=state.tokenizer, task=state.task)
         state.lap("fp_training")
     state.model = model.eval()
 
@@ -299,6 +299,8 @@ def _result(state: _Run, out: Path) -> RunResult:
     if state.trainer is not None:
         args = state.trainer.args
         arguments = {k: getattr(args, k) for k in _MITIGATION_FIELDS if not (k == "max_steps" and args.max_steps <= 0)}
+        if args.loss_unit != "example":  # reported only when it is not the default (classifier results unchanged)
+            arguments["loss_unit"] = args.loss_unit
         allocation = getattr(state.trainer, "allocation", None)
         row = report.quantized[-1]
         mitigation = Mitigation(
@@ -347,10 +349,15 @@ def _result(state: _Run, out: Path) -> RunResult:
 
 def worst_recipe(report: Any) -> str | None:
     """The audited PTQ recipe that costs the worst-off group most: the largest fall of the
-    minimum group accuracy (ties: the fewest bits). Not the gap change — a recipe that wrecks
+    minimum group accuracy — for a language model the largest rise of the highest group mean NLL
+    (the worst language's) — ties: the fewest bits. Not the gap change — a recipe that wrecks
     every group can shrink the gap while it hurts the worst group most."""
     if not report.quantized:
         return None
+    if not report.metric_names.higher_is_better:
+        fp_loss = report.fp.metrics["worst_group_loss"]
+        worst = max(report.quantized, key=lambda r: (r.metrics["worst_group_loss"] - fp_loss, -r.effective_bits))
+        return worst.name
     fp_worst = report.fp.metrics["worst_group_accuracy"]
     worst = max(report.quantized, key=lambda r: (fp_worst - r.metrics["worst_group_accuracy"], -r.effective_bits))
     return worst.name
@@ -404,7 +411,9 @@ def dry_run(recipe: RunRecipe, *, stages: Iterable[str] | None = None, overwrite
     shown = audited if "audit" in chosen else []
     steps.append(f"audit: FP + {', '.join(str(r) for r in shown) or 'nothing'}")
     if "explain" in chosen:
-        steps.append(f"explain: {recipe.explain.recipe or 'the recipe that lowers the worst group most'}")
+        worst = "the recipe that lowers the worst group most" if task.uses_class_labels else \
+            "the recipe that raises the worst language's NLL most"
+        steps.append(f"explain: {recipe.explain.recipe or worst}")
     if "mitigate" in chosen:
         mitigation = recipe.mitigation
         quant = mitigation.quantization_recipe
