@@ -405,7 +405,8 @@ def dry_run(recipe: RunRecipe, *, stages: Iterable[str] | None = None, overwrite
     steps.append(f"data: {source}, groups by {', '.join(recipe.data.group_columns)}"
                  + (f", derived long tail {recipe.data.long_tail_classes}" if recipe.data.long_tail_classes else ""))
     steps.append(f"model: {model} ({task.name}, {task.auto_class(modality(recipe.data))})"
-                 + (f", fine-tuned for {recipe.training.num_train_epochs:g} epoch(s)" if recipe.training else ""))
+                 + (("" if not recipe.training else f", trained for {recipe.training.max_steps} steps"
+                     if recipe.training.max_steps > 0 else f", fine-tuned for {recipe.training.num_train_epochs:g} epoch(s)")))
     if "export" in chosen:
         steps.append(f"export: ONNX Runtime {', '.join(recipe.export.recipes)} of the FP model → onnx/, audited as deployed")
     shown = audited if "audit" in chosen else []
