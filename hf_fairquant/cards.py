@@ -146,7 +146,6 @@ def _counts(counts: dict[str, int]) -> str:
 
 def _template_values(result: RunResult) -> dict[str, Any]:
     audit, data, card, p = result.audit, result.data, result.card, result.published
-    q, fp = result.published_row.metrics, audit.fp.metrics
     publishing = _publishing(result)
     name_or_path = result.model.name_or_path
     base = _display_name(name_or_path) if name_or_path else f"a {result.model.model_type} trained from scratch by this run"
@@ -170,13 +169,8 @@ def _template_values(result: RunResult) -> dict[str, Any]:
         "eval_counts": eval_counts,
         "train_counts": _counts(data.group_counts[data.train_split]),
         "summary_table": summary_table(audit, markdown=True) + _group_table(audit),
-        "metric_heading": "Accuracy per group",
         "published_name": p.name,
         "effective_bits": f"{p.effective_bits:.2f}",
-        "gap": pct(q["accuracy_gap"]),
-        "gap_ci": ci_text(q.get("accuracy_gap_ci")),
-        "fp_gap": pct(fp["accuracy_gap"]),
-        "fp_gap_ci": ci_text(fp.get("accuracy_gap_ci")),
         "confidence": f"{confidence:.0%}",
         "group_description": card.get("group_description") or f"Groups from the column(s) {', '.join(data.group_columns)} of the dataset.",
         "quantization": publishing.quantization_text(p.effective_bits, p.layer_bits),
@@ -185,6 +179,24 @@ def _template_values(result: RunResult) -> dict[str, Any]:
         "limitations": _limitations(result, publishing),
         "command": result.command,
         "provenance": "This card was written by hf-fairquant from the run's `results.json`; every number below is in that file.",
+        "footer": "Full report: `report.md`. Every number: `results.json`.",
+        **_deployment_values(result),
+        **(_accuracy_values(result) if audit.metric_names.higher_is_better else _loss_values(result)),
+    }
+
+
+def _accuracy_values(result: RunResult) -> dict[str, Any]:
+    """The template values of an accuracy headline (a classifier)."""
+    audit, data, p = result.audit, result.data, result.published
+    q, fp = result.published_row.metrics, audit.fp.metrics
+    confidence = audit.settings.get("confidence_level", 0.95)
+    eval_counts = _counts(data.group_counts[data.eval_split])
+    return {
+        "metric_heading": "Accuracy per group",
+        "gap": pct(q["accuracy_gap"]),
+        "gap_ci": ci_text(q.get("accuracy_gap_ci")),
+        "fp_gap": pct(fp["accuracy_gap"]),
+        "fp_gap_ci": ci_text(fp.get("accuracy_gap_ci")),
         "accuracy_intro": (
             f"Test split `{data.eval_split}` ({eval_counts}). Accuracy in %; "
             "gap = best − worst group; Δgap = gap − the\nfull-precision model's gap (points)."
@@ -195,9 +207,6 @@ def _template_values(result: RunResult) -> dict[str, Any]:
             f"against {pct(fp['accuracy_gap'])} ({ci_text(fp.get('accuracy_gap_ci'))})\nfor the full-precision model.\n\n"
             "![accuracy per group](plots/group_accuracy.png)"
         ),
-        "footer": "Full report: `report.md`. Every number: `results.json`.",
-        **_deployment_values(result),
-        **_loss_values(result),
     }
 
 
@@ -212,12 +221,9 @@ def _group_table(audit: Any) -> str:
 
 
 def _loss_values(result: RunResult) -> dict[str, Any]:
-    """The template values a loss-like headline (a causal LM's perplexity) words differently; none
-    for accuracy."""
+    """The template values of a loss-like headline (a causal LM's perplexity)."""
     audit, data = result.audit, result.data
     names = audit.metric_names
-    if names.higher_is_better:
-        return {}
     p = result.published
     q, fp = result.published_row.metrics, audit.fp.metrics
     confidence = audit.settings.get("confidence_level", 0.95)

@@ -54,8 +54,7 @@ class GroupedInputs:
         self.split = split
         self.dataset = dataset
         self.references = self.task.references(dataset, model, where)
-        token_column = self.task.batch_label_column
-        token_columns = [token_column] if token_column and token_column in getattr(dataset, "column_names", []) else []
+        token_columns = [self.task.batch_label_column] if self.task.has_batch_labels(dataset) else []
         self.model_inputs = ModelInputs(model, dataset, data_collator, processing_class, token_columns=token_columns)
         config = getattr(model, "config", None)
         if config is not None:

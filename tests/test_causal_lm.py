@@ -4,7 +4,6 @@ at equal token counts; the trainer's LM paths."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

@@ -165,6 +165,10 @@ class Task:
             raise FairQuantError(f"task {self.name!r} needs references for every row")
         return references
 
+    def has_batch_labels(self, dataset: Any) -> bool:
+        """Whether ``dataset`` holds this task's per-token :attr:`batch_label_column`."""
+        return False
+
     def units(self, targets: torch.Tensor) -> torch.Tensor:
         """Scored units per example of a batch's targets (one each unless a task scores several)."""
         return torch.ones(targets.shape[0], dtype=torch.long, device=targets.device)

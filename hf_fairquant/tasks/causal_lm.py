@@ -35,6 +35,15 @@ LABELS_COLUMN = "labels"
 _HEADS = ("ForCausalLM", "LMHeadModel")
 
 
+def has_token_labels(dataset: Any) -> bool:
+    """Whether ``dataset`` has a ``labels`` column of per-token lists (a column of strings or class
+    ids named ``labels`` — e.g. a language-identification dataset's language — is not one)."""
+    if LABELS_COLUMN not in getattr(dataset, "column_names", []):
+        return False
+    feature = (getattr(dataset, "features", None) or {}).get(LABELS_COLUMN)
+    return feature is None or isinstance(feature, list) or type(feature).__name__ in ("Sequence", "List", "LargeList")
+
+
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     """The target of every position: the label of the next one (``-100`` after the last)."""
     return torch.cat([labels[:, 1:], labels.new_full((labels.shape[0], 1), IGNORE_INDEX)], dim=1)
@@ -75,7 +84,8 @@ class LanguageModelingCollator:
         self.inner = inner
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        labels = [f.get(LABELS_COLUMN) for f in features]
+        labels = [f.get(LABELS_COLUMN) for f in features]  # a non-list "labels" (e.g. a language name) is not per-token
+        labels = [v if v is None or torch.is_tensor(v) or isinstance(v, (list, tuple, np.ndarray)) else None for v in labels]
         rest = [{k: v for k, v in f.items() if k != LABELS_COLUMN} for f in features]
         if self.inner is None:
             from transformers import default_data_collator
@@ -110,6 +120,9 @@ class CausalLMTask(Task):
     unit_name = "token"
     #: the data has no class label column (the targets are the text's tokens)
     uses_class_labels = False
+
+    def has_batch_labels(self, dataset: Any) -> bool:
+        return has_token_labels(dataset)
 
     def collator(self, inner: Any = None) -> LanguageModelingCollator:
         return LanguageModelingCollator(inner)
@@ -150,7 +163,8 @@ class CausalLMTask(Task):
             return None  # a lazily transformed dataset: checked per batch (an example without a target fails there)
         import pyarrow.compute as pc
 
-        table = dataset.with_format("arrow", columns=[c for c in ("input_ids", LABELS_COLUMN) if c in columns])[:]
+        token_labels = has_token_labels(dataset)
+        table = dataset.with_format("arrow", columns=["input_ids"] + ([LABELS_COLUMN] if token_labels else []))[:]
         ids = table["input_ids"]
         if not hasattr(ids.type, "value_type"):
             raise FairQuantError(f"input_ids of {where} must be a list of token ids per row, got {ids.type}")
@@ -162,13 +176,8 @@ class CausalLMTask(Task):
                 "causal LM scores the tokens after the first, so every row needs at least 2 (drop empty texts, or "
                 "let the tokenizer add a beginning-of-text token)"
             )
-        if LABELS_COLUMN in columns:
+        if token_labels:
             labels = table[LABELS_COLUMN]
-            if not hasattr(labels.type, "value_type"):
-                raise FairQuantError(
-                    f"column '{LABELS_COLUMN}' of {where} holds {labels.type}; the task {self.name!r} needs a list of "
-                    "token labels per row (-100 where a token is not scored), or no labels column (every token is scored)"
-                )
             label_lengths = pc.list_value_length(labels).to_numpy(zero_copy_only=False)
             bad = np.flatnonzero(label_lengths != lengths)
             if bad.size:
