@@ -174,12 +174,11 @@ def train_fp_model(model: Any, args: Any, train_dataset: Any, processing_class: 
 
     from ..batching import default_collator
 
-    collator = default_collator(processing_class)  # a tokenizer: DataCollatorWithPadding, batches padded dynamically
-    if task is not None:
-        collator = task.collator(collator)
-    trainer = Trainer(
+    inner = default_collator(processing_class)  # a tokenizer: DataCollatorWithPadding, batches padded dynamically
+    collator = task.collator(inner) if task is not None else inner
+    trainer = Trainer(  # the Trainer's own default collator unless the task adds one
         model=model, args=args, train_dataset=train_dataset.with_format("torch"), processing_class=processing_class,
-        data_collator=collator,
+        **({"data_collator": collator} if collator is not inner else {}),
     )
     trainer.train()
     return trainer.model

@@ -124,8 +124,9 @@ class FairQuantTrainer(Trainer):
         if compute_metrics is None:
             compute_metrics = group_compute_metrics(group_names=self.group_spec.names, task=self.task)
         # the task's collator adds what a batch learns from (a causal LM's labels: its own tokens)
-        collator = self.task.collator(kwargs.get("data_collator") or default_collator(processing_class))
-        if collator is not None:
+        inner = kwargs.get("data_collator") or default_collator(processing_class)
+        collator = self.task.collator(inner)
+        if collator is not inner:
             kwargs["data_collator"] = collator
         if kwargs.get("preprocess_logits_for_metrics") is None and self.task.preprocess_logits_for_metrics() is not None:
             kwargs["preprocess_logits_for_metrics"] = self.task.preprocess_logits_for_metrics()
