@@ -232,3 +232,10 @@ def test_token_budget_sampling_is_exact():
     units = np.array([5, 9, 7, 3, 4, 8])
     rows, keep = sample_rows_by_units(codes, 0, units, 12, seed=0)
     assert (np.diff(rows) > 0).all() and keep.sum() == 12 and (keep <= units[rows]).all() and (keep > 0).all()
+
+
+def test_a_labels_column_that_is_not_per_token_is_not_taken_for_token_labels(lm, data):
+    named = data.add_column("labels", data["language"][:])  # e.g. a language-identification dataset's label
+    out = GroupedInputs(lm, named, "language", processing_class=lm_tokenizer()).outputs(lm, 16)
+    plain = GroupedInputs(lm, data, "language", processing_class=lm_tokenizer()).outputs(lm, 16)
+    np.testing.assert_array_equal(out.losses, plain.losses)

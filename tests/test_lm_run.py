@@ -189,8 +189,8 @@ def test_the_hub_recipe_dry_runs(tmp_path):
     recipe = load_recipe(REPO / "recipes" / "hub_qwen_multilingual.yaml", output_dir=str(tmp_path / "out"))
     plan = dry_run(recipe)
     assert "Qwen/Qwen2.5-0.5B (causal-lm, AutoModelForCausalLM)" in plan
-    assert "groups by labels" in plan and "w4@torchao" in plan
-    assert recipe.data.label_column is None
+    assert "groups by language" in plan and "int4@torchao" in plan and "mitigate: FairQuantTrainer, w4a8-mixed@torchao" in plan
+    assert recipe.data.label_column is None and recipe.data.text_column == "targets"
 
 
 def test_the_manpages_recipe_dry_runs(tmp_path):

@@ -354,7 +354,8 @@ def worst_recipe(report: Any) -> str | None:
     every group can shrink the gap while it hurts the worst group most."""
     if not report.quantized:
         return None
-    if not report.metric_names.higher_is_better:
+    names = getattr(report, "metric_names", None)
+    if names is not None and not names.higher_is_better:
         fp_loss = report.fp.metrics["worst_group_loss"]
         worst = max(report.quantized, key=lambda r: (r.metrics["worst_group_loss"] - fp_loss, -r.effective_bits))
         return worst.name

@@ -46,7 +46,7 @@ def test_examples_weigh_once_unless_token_weighting_is_asked(tmp_path):
     trainer = _trainer(tmp_path, group_weighting={"en": 1.0, "ja": 1.0, "ru": 1.0})
     batch = next(iter(trainer.get_train_dataloader()))
     model = trainer.model.eval()
-    per_example = trainer.compute_loss(model.train(), batch)
+    per_example = trainer.compute_loss(model.train(), batch).detach()
     targets = trainer.task.targets(batch, batch["labels"])
     with torch.no_grad():
         model.eval()
@@ -82,3 +82,18 @@ def test_embedding_quantization_is_refused_where_it_cannot_work():
     plan = QuantRecipe.parse({"preset": "w4", "backend": "torchao", "overrides": {"model.embed_tokens": "w8a8"}}).plan(model)
     with pytest.raises(UnsupportedByBackendError, match="look token ids up in a table: there are no input activations"):
         get_quantizer("torchao").check(model, plan)
+
+
+def test_evaluation_and_the_trainer_card_report_perplexity_per_language(tmp_path):
+    from hf_fairquant.training.card import trainer_card
+
+    args = make_args(tmp_path, group_column="language", max_steps=1, per_device_train_batch_size=8)
+    trainer = FairQuantTrainer(model=tiny_llama_lm().train(), args=args, train_dataset=lm_dataset(16),
+                               eval_dataset=lm_dataset(12, seed=3), processing_class=lm_tokenizer())
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert {f"eval_group_perplexity/{g}" for g in ("en", "ja", "ru")} <= set(metrics)
+    assert metrics["eval_perplexity"] > 1 and "eval_accuracy" not in metrics
+    card = str(trainer_card(trainer))
+    assert "## Perplexity per group" in card and "| group | training examples | eval examples | perplexity | mean loss |" in card
+    assert "overall perplexity" in card
