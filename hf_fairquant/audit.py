@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from . import deployment
 from ._atomic import atomic_write_text
 from ._config import check_n_boot, check_positive_int, resolve_config, split_commas
-from ._format import JsonRoundTrip, markdown_table, pct, signed_pct, to_plain
+from ._format import JsonRoundTrip, markdown_table, num, pct, signed, signed_pct, to_plain
 from .errors import FairQuantError
 from .groups import INTERSECTION_SEPARATOR, GroupSpec, as_group_spec
 from .inputs import GroupedInputs
@@ -36,7 +36,7 @@ from .quantization import (
     parse_recipes,
     quantize,
 )
-from .tasks import TaskOutputs
+from .tasks import MetricNames, TaskOutputs, get_task
 
 DEFAULT_RECIPES = ("w8a8", "w4a8", "w4", "w2a8")
 
@@ -132,6 +132,11 @@ class AuditReport(JsonRoundTrip):
     def group_accuracy(self, name: str) -> dict[str, float]:
         return self.result(name).metrics["group_accuracy"]
 
+    @property
+    def metric_names(self) -> MetricNames:
+        """What the rows' metrics are called (the task's :class:`~hf_fairquant.tasks.MetricNames`)."""
+        return get_task(self.task).metric_names
+
     # ------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -174,7 +179,10 @@ class AuditReport(JsonRoundTrip):
     # ------------------------------------------------------------ rendering
     def to_markdown(self, max_group_columns: int = 6) -> str:
         """A table: one row per model; accuracies in %, CIs in brackets when bootstrapped; then,
-        per quantized model and group, the paired test of its drop (see :meth:`paired_markdown`)."""
+        per quantized model and group, the paired test of its drop (see :meth:`paired_markdown`) — a
+        language model's table: :func:`perplexity_markdown`."""
+        if not self.metric_names.higher_is_better:
+            return perplexity_markdown(self, max_group_columns)
         groups = self.group_names if len(self.group_names) <= max_group_columns else []
         counts = self.fp.metrics["group_count"]
         head = ["model", "bits", "overall", *groups]
@@ -273,6 +281,8 @@ class AuditReport(JsonRoundTrip):
     def group_markdown(self) -> str:
         """One row per group (its test count, then each model's accuracy with its bootstrap
         interval): every group's CI stays visible when there are too many groups for columns."""
+        if not self.metric_names.higher_is_better:
+            return perplexity_group_markdown(self)
         models = [self.fp, *self.quantized]
         counts = self.fp.metrics["group_count"]
         rows = [[g, str(counts.get(g, 0))] + [pct(r.metrics["group_accuracy"].get(g), _ci(r.metrics, "group_accuracy_ci", g))
@@ -290,6 +300,62 @@ def _bracket(interval: Any) -> str:
     if isinstance(interval, NoInterval):
         return f" [{interval}]"
     return f" [{signed_pct(interval[0])}, {signed_pct(interval[1])}]"
+
+
+# ---------------------------------------------------------------- a language model's tables
+def perplexity_markdown(report: AuditReport, max_group_columns: int = 6) -> str:
+    """A causal LM's table: per-group perplexity (token-weighted), the paired NLL increase per
+    group against FP and its spread, token agreement with FP; intervals in brackets."""
+    names = report.metric_names
+    groups = report.group_names if len(report.group_names) <= max_group_columns else []
+    head = ["model", "bits", "perplexity", *groups, "worst group", "perplexity gap", "ΔNLL per group",
+            "disparate ΔNLL", "token agreement"]
+    rows = []
+    for r in [report.fp, *report.quantized]:
+        m = r.metrics
+        row = [r.name, f"{r.effective_bits:.2f}", num(m[names.overall], _ci(m, f"{names.overall}_ci"))]
+        row += [num(m[names.group].get(g), _ci(m, f"{names.group}_ci", g)) for g in groups]
+        row += [f"{m[names.worst_group]} {num(m[names.worst_value])}", num(m[names.gap], _ci(m, f"{names.gap}_ci"))]
+        if r is report.fp:
+            row += ["—"] * 3
+        else:
+            increases = m[names.drop]
+            shown = groups or [m.get("most_increased_group", m[names.worst_group])]
+            row += [
+                ", ".join(f"{g} {signed(increases.get(g))}" for g in shown),
+                signed(m[names.disparate], ci=_ci(m, f"{names.disparate}_ci")),
+                pct(m.get("agreement")),
+            ]
+        rows.append(row)
+    counts, tokens = report.fp.metrics["group_count"], report.fp.metrics.get("group_tokens", {})
+    note = (
+        f"\nGroups by {INTERSECTION_SEPARATOR.join(report.group_columns)}; test texts (scored tokens) per group: "
+        + ", ".join(f"{g} {counts.get(g, 0)} ({int(tokens.get(g, 0)):,})" for g in report.group_names)
+        + ". Perplexity = exp(mean next-token NLL per token of the group); lower is better. gap = max − min group "
+        "perplexity. ΔNLL = the model's − FP's mean NLL per token on the same texts (nats; positive: worse); "
+        "disparate ΔNLL = max − min of the per-group ΔNLL; token agreement = share of scored tokens whose top-1 "
+        "next-token prediction equals the FP model's (in %)."
+    )
+    if report.settings.get("eval_only_groups"):
+        note += f" Eval-only group(s), with no calibration/training text: {', '.join(report.settings['eval_only_groups'])}."
+    if report.settings.get("n_boot"):
+        note += (
+            f" Brackets: {report.settings['confidence_level']:.0%} bootstrap intervals "
+            f"({report.settings['n_boot']} resamples of texts, stratified by group and paired)."
+        )
+    per_group = "" if groups else "\nPer group (one row each, too many groups for columns above):\n\n" + report.group_markdown()
+    return markdown_table(head, rows) + "\n" + note + "\n" + per_group
+
+
+def perplexity_group_markdown(report: AuditReport) -> str:
+    """A causal LM's per-group rows: texts, scored tokens, each model's perplexity with its interval."""
+    names = report.metric_names
+    models = [report.fp, *report.quantized]
+    counts, tokens = report.fp.metrics["group_count"], report.fp.metrics.get("group_tokens", {})
+    rows = [[g, str(counts.get(g, 0)), f"{int(tokens.get(g, 0)):,}"]
+            + [num(r.metrics[names.group].get(g), _ci(r.metrics, f"{names.group}_ci", g)) for r in models]
+            for g in report.group_names]
+    return markdown_table(["group", "texts", "tokens"] + [r.name for r in models], rows) + "\n"
 
 
 def _ci(metrics: dict, key: str, group: str | None = None) -> list[float] | None:

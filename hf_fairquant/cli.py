@@ -153,7 +153,7 @@ def _add_stage_parser(sub, name: str, help_text: str, configs: tuple, build: boo
     parents = _options(*configs) if build else []
     parser = sub.add_parser(name, help=help_text, parents=parents, conflict_handler="resolve")
     parser.add_argument("--model", required=build, help="Hub model id or local folder (from_pretrained)")
-    parser.add_argument("--task", default=None, help="the model's task (classification, …); default: its head's")
+    parser.add_argument("--task", default=None, help="the model's task (classification, causal-lm); default: its head's")
     parser.add_argument("--output-dir", required=build)
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     return parser

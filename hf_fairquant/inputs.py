@@ -54,7 +54,8 @@ class GroupedInputs:
         self.split = split
         self.dataset = dataset
         self.references = self.task.references(dataset, model, where)
-        self.model_inputs = ModelInputs(model, dataset, data_collator, processing_class)
+        token_columns = [self.task.batch_label_column] if self.task.has_batch_labels(dataset) else []
+        self.model_inputs = ModelInputs(model, dataset, data_collator, processing_class, token_columns=token_columns)
         config = getattr(model, "config", None)
         if config is not None:
             check_image_size(config, dataset)
@@ -140,13 +141,19 @@ class GroupedInputs:
     def batches(self, batch_size: int = 256) -> Iterator[Batch]:
         """``(inputs, targets)`` batches in row order, on the model's device."""
         device = self.model_inputs.device
+        token_columns = self.model_inputs.token_columns
         for start, stop, inputs in self.model_inputs.batches(batch_size):
-            refs = None if self.references is None else torch.from_numpy(self.references[start:stop]).to(device)
+            if token_columns:  # per-token references collated with the inputs (a causal LM's labels)
+                refs = inputs.pop(token_columns[0])
+            else:
+                refs = None if self.references is None else torch.from_numpy(self.references[start:stop]).to(device)
             yield inputs, self.task.targets(inputs, refs)
 
     def input_batches(self, batch_size: int = 256) -> Iterator[dict[str, torch.Tensor]]:
         """Model-input batches only (calibration, speed measurements)."""
         for _, _, inputs in self.model_inputs.batches(batch_size):
+            for column in self.model_inputs.token_columns:
+                inputs.pop(column, None)
             yield inputs
 
     def outputs(self, model: torch.nn.Module, batch_size: int = 256, desc: str | None = None) -> TaskOutputs:

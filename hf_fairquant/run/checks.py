@@ -18,11 +18,11 @@ from typing import Any
 
 from .._atomic import contains_cwd
 from .._paths import local_folder_or_hub_id
-from ..data import WORDLEVEL, DataConfig, check_subset
+from ..data import BPE, WORDLEVEL, DataConfig, check_subset
 from ..errors import FairQuantError
 from ..groups import GroupSpec
 from ..tasks import Task
-from .models import build_model, local_architecture, modality, publish_backend, resolve_task
+from .models import build_model, data_for_task, local_architecture, modality, publish_backend, resolve_task
 from .recipe import ModelSection, RunRecipe
 
 #: Free disk space a run needs beside its output folder, checked before any work (a full disk
@@ -185,9 +185,15 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
     if recipe.model.tokenizer is not None and not recipe.data.text_column:
         raise FairQuantError("model.tokenizer applies to text data: set data.text_column (or drop model.tokenizer)")
     if recipe.data.text_column and recipe.model.name_or_path is None and recipe.model.tokenizer is None:
-        raise FairQuantError(f"a text model from `config` needs a tokenizer: model.tokenizer: {WORDLEVEL} (trained on the "
-                             "training split) or a tokenizer folder / Hub id")
+        raise FairQuantError(f"a text model from `config` needs a tokenizer: model.tokenizer: {WORDLEVEL} or {BPE} (trained "
+                             "on the training split) or a tokenizer folder / Hub id")
     task = resolve_task(recipe.model, recipe.data)  # a local checkpoint's head against model.task
+    recipe.data = data_for_task(recipe.data, task)  # a causal LM reads no label column
+    if recipe.export is not None and not task.uses_class_labels:
+        raise FairQuantError(
+            f"export (ONNX Runtime artifacts audited as deployed) covers classifiers; the task {task.name!r} has no "
+            "exported form here: drop the export section (torchao artifacts load with plain transformers)"
+        )
     _check_model_config(recipe.model, recipe.data, task)
     _check_data_config(recipe.data)
     explained = recipe.explain.recipe
@@ -290,10 +296,11 @@ def _similar(a: str, b: str) -> bool:
     return difflib.SequenceMatcher(None, a.lower().replace("-", "_"), b.lower().replace("-", "_")).ratio() >= 0.75
 
 
-def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any]) -> None:
+def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any], task: Task | None = None) -> None:
     """The checks that need the loaded splits (no model yet, no forward pass): the mitigation's
-    group columns, calibration sizes against the number of groups, the explain sample against
-    the smallest test group, group weights against the training groups."""
+    group columns and sampling, calibration sizes against the number of groups, the explain sample
+    against the smallest test group (in examples; a task scoring tokens is checked by explain, in
+    tokens), group weights against the training groups."""
     from ..groups import check_enough_for_groups
 
     train = data[recipe.data.train_split]
@@ -324,8 +331,14 @@ def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any]
                     f"{sorted(named - set(train_groups))}, missing {sorted(set(train_groups) - named)}; "
                     f"the groups are {train_groups}"
                 )
+    if m is not None and task is not None and not task.uses_class_labels and m.group_sampling in CLASS_SAMPLING:
+        raise FairQuantError(
+            f"mitigation.group_sampling={m.group_sampling!r} balances class labels, and the task {task.name!r} has none "
+            "(its targets are the text's tokens): use group_balanced (or none)"
+        )
     e = recipe.explain
-    if e.enabled and audited and isinstance(e.examples_per_group, int) and not isinstance(e.examples_per_group, bool):
+    per_example = task is None or task.unit_name == "example"
+    if per_example and e.enabled and audited and isinstance(e.examples_per_group, int) and not isinstance(e.examples_per_group, bool):
         test_counts = {g: c for g, c in counts[recipe.data.eval_split].items() if c > 0}
         small = {g: c for g, c in test_counts.items() if c < e.examples_per_group}
         if small:
@@ -335,6 +348,10 @@ def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any]
                 f"'{recipe.data.eval_split}', {g!r}, has {c} example(s); use at most {c}, 'all' or null "
                 "(every example up to 512)"
             )
+
+
+#: Sampling modes that need class labels.
+CLASS_SAMPLING = ("class_balanced", "group_class_balanced")
 
 
 def check_max_length(data: DataConfig, model: Any) -> None:

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..data import WORDLEVEL, DataConfig, load_grouped_dataset, load_raw_grouped_dataset, preprocess_grouped_dataset
-from ..data import text_length_limit, train_wordlevel_tokenizer
+from ..data import BPE, WORDLEVEL, DataConfig, load_grouped_dataset, load_raw_grouped_dataset, preprocess_grouped_dataset
+from ..data import text_length_limit, train_bpe_tokenizer, train_wordlevel_tokenizer
 from ..errors import FairQuantError
 from ..groups import GroupSpec
 from ..quantization import DEFAULT_BACKEND, get_backend, publishable_with_transformers
@@ -43,9 +43,15 @@ def local_architecture(section: ModelSection) -> str | None:
     return architectures[0] if architectures else None
 
 
+#: ``model.tokenizer`` values that train a tokenizer on the training split's text.
+TRAINED_TOKENIZERS = (WORDLEVEL, BPE)
+#: The byte-level BPE's vocabulary when ``model.config`` sets no ``vocab_size``.
+BPE_VOCAB_SIZE = 8_000
+
+
 def resolve_task(section: ModelSection, data: DataConfig, architecture: str | None = None) -> Task:
     """The run's task: ``model.task``, checked against the checkpoint's head; else the head's task;
-    else (a model from ``config``) classification."""
+    else (a model from ``config``) causal-lm for text without a label column, classification otherwise."""
     architecture = architecture or local_architecture(section)
     if section.task is not None:
         task = get_task(section.task)
@@ -54,7 +60,17 @@ def resolve_task(section: ModelSection, data: DataConfig, architecture: str | No
         return task
     if architecture is not None:
         return task_for_architecture(architecture)
+    if data.text_column and data.label_column is None:
+        return get_task("causal-lm")
     return get_task("classification")
+
+
+def data_for_task(data: DataConfig, task: Task) -> DataConfig:
+    """The data section as ``task`` reads it: a task without class labels (a causal LM, whose
+    targets are its tokens) takes no label column, whatever the source's default was."""
+    if task.uses_class_labels or data.label_column is None:
+        return data
+    return dataclasses.replace(data, label_column=None)
 
 
 def build_model(
@@ -84,6 +100,9 @@ def build_model(
             raise FairQuantError(f"model.config vocab_size {cfg['vocab_size']} < the tokenizer's {len(tokenizer)} tokens")
         cfg.setdefault("vocab_size", len(tokenizer))
         cfg.setdefault("pad_token_id", tokenizer.pad_token_id)
+        for special in ("bos_token_id", "eos_token_id"):  # what generate() and pipeline() read from the config
+            if getattr(tokenizer, special, None) is not None:
+                cfg.setdefault(special, getattr(tokenizer, special))
     config = AutoConfig.for_model(model_type, **task.config_kwargs(class_names), **cfg)
     return auto.from_config(config)
 
@@ -107,10 +126,10 @@ def processors(section: ModelSection, data: DataConfig) -> tuple[Any, Any]:
     """(image_processor, tokenizer) from the model's folder/Hub repo; None when it has none."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    if section.tokenizer not in (None, WORDLEVEL) and data.text_column:
+    if section.tokenizer not in (None, *TRAINED_TOKENIZERS) and data.text_column:
         return None, from_hub_or_folder(AutoTokenizer.from_pretrained, section.tokenizer, "tokenizer")
     if section.name_or_path is None:
-        return None, None  # a WordLevel tokenizer is trained once the data is loaded (load_recipe_data)
+        return None, None  # a WordLevel / BPE tokenizer is trained once the data is loaded (load_recipe_data)
     if data.text_column:
         return None, from_hub_or_folder(AutoTokenizer.from_pretrained, section.name_or_path, "model")
     try:
@@ -132,15 +151,21 @@ def model_config(section: ModelSection) -> Any:
 
 def load_recipe_data(section: ModelSection, data: DataConfig) -> tuple[Any, GroupSpec, Any, Any]:
     """The model-ready splits, the fitted GroupSpec, the tokenizer (or None) and the processor to
-    publish beside the model: the model's own image processor or tokenizer, a WordLevel tokenizer
-    trained on the raw training split's text (``model.tokenizer: wordlevel``), or the fitted default
-    image transform as a processor."""
+    publish beside the model: the model's own image processor or tokenizer, a tokenizer trained on
+    the raw training split's text (``model.tokenizer: wordlevel`` for classifiers, ``bpe`` — byte-level
+    BPE with ``model.config.vocab_size`` tokens, default 8,000 — for causal LMs), or the fitted
+    default image transform as a processor."""
     image_processor, tokenizer = processors(section, data)
     raw, spec = load_raw_grouped_dataset(data)
     config = model_config(section) if data.text_column else None
-    if tokenizer is None and section.tokenizer == WORDLEVEL and data.text_column:
+    if tokenizer is None and section.tokenizer in TRAINED_TOKENIZERS and data.text_column:
         length = data.max_length or text_length_limit(None, config) or 128
-        tokenizer = train_wordlevel_tokenizer(raw[data.train_split][data.text_column][:], model_max_length=length)
+        texts = raw[data.train_split][data.text_column][:]
+        if section.tokenizer == BPE:
+            vocab_size = (section.config or {}).get("vocab_size") or BPE_VOCAB_SIZE
+            tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size, model_max_length=length)
+        else:
+            tokenizer = train_wordlevel_tokenizer(texts, model_max_length=length)
     prepared, processor = preprocess_grouped_dataset(
         raw, data, image_processor=image_processor, tokenizer=tokenizer, model_config=config
     )
@@ -160,12 +185,18 @@ def class_names(train: Any) -> list[str]:
     return [str(i) for i in range(int(labels.max()) + 1)]
 
 
-def train_fp_model(model: Any, args: Any, train_dataset: Any, processing_class: Any = None) -> Any:
-    """Plain full-precision fine-tune with ``transformers.Trainer``."""
+def train_fp_model(model: Any, args: Any, train_dataset: Any, processing_class: Any = None, task: Task | None = None) -> Any:
+    """Plain full-precision fine-tune (or pre-training) with ``transformers.Trainer``; the task's
+    collator adds what the model learns from (a causal LM's labels: its own tokens)."""
     from transformers import Trainer
 
-    trainer = Trainer(  # a tokenizer gives DataCollatorWithPadding: batches padded dynamically
-        model=model, args=args, train_dataset=train_dataset.with_format("torch"), processing_class=processing_class
+    from ..batching import default_collator
+
+    inner = default_collator(processing_class)  # a tokenizer: DataCollatorWithPadding, batches padded dynamically
+    collator = task.collator(inner) if task is not None else inner
+    trainer = Trainer(  # the Trainer's own default collator unless the task adds one
+        model=model, args=args, train_dataset=train_dataset.with_format("torch"), processing_class=processing_class,
+        **({"data_collator": collator} if collator is not inner else {}),
     )
     trainer.train()
     return trainer.model
@@ -188,6 +219,7 @@ def load_pretrained(name_or_path: str, data: DataConfig, task: str | None = None
     tokenizer (or None), loaded as a run loads them (with the model's image processor/tokenizer)."""
     section = ModelSection(name_or_path=name_or_path, task=task)
     chosen = resolve_task(section, data)
+    data = data_for_task(data, chosen)
     image_processor, tokenizer = processors(section, data)
     config = model_config(section) if data.text_column else None
     splits, spec = load_grouped_dataset(data, image_processor=image_processor, tokenizer=tokenizer, model_config=config)

@@ -21,7 +21,7 @@ import yaml
 
 from .._coerce import coerce_fields
 from ..audit import AuditConfig
-from ..data import WORDLEVEL, DataConfig
+from ..data import BPE, WORDLEVEL, DataConfig
 from ..diagnostics import ExplainConfig
 from ..errors import FairQuantError, MissingFileError
 from ..quantization.onnx.export import ExportConfig
@@ -35,12 +35,14 @@ class ModelSection:
     name_or_path: str | None = field(default=None, metadata={"help": "Hub model id or local folder"})
     task: str | None = field(
         default=None,
-        metadata={"help": "the model's task (classification, …); default: the checkpoint's head "
-                          "(config.architectures), classification for a model from `config`"},
+        metadata={"help": "the model's task (classification, causal-lm); default: the checkpoint's head "
+                          "(config.architectures); for a model from `config`, causal-lm on text without a label "
+                          "column, else classification"},
     )
     config: dict[str, Any] | None = field(default=None, metadata={"help": "transformers config kwargs incl. model_type"})
     tokenizer: str | None = field(
-        default=None, metadata={"help": f"a text model from `config`: '{WORDLEVEL}' trains a WordLevel tokenizer on the "
+        default=None, metadata={"help": f"a text model from `config`: '{WORDLEVEL}' trains a WordLevel tokenizer (classifiers), "
+                                        f"'{BPE}' a byte-level BPE (causal LMs, model.config.vocab_size tokens) on the "
                                         "training split's text (saved with the model), or a tokenizer folder / Hub id"}
     )
 

@@ -184,7 +184,7 @@ def _data_and_fp(state: _Run) -> None:
         architecture = (getattr(config, "architectures", None) or [None])[0]
     state.task = resolve_task(recipe.model, recipe.data, architecture)
     state.splits, state.spec, state.tokenizer, state.processor = load_recipe_data(recipe.model, recipe.data)
-    check_data(recipe, state.splits, state.spec, state.audited)  # before the model is built or trained
+    check_data(recipe, state.splits, state.spec, state.audited, state.task)  # before the model is built or trained
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)
     model = build_model(recipe.model, class_names(state.train), modality(recipe.data), state.task, tokenizer=state.tokenizer)
@@ -203,7 +203,7 @@ def _data_and_fp(state: _Run) -> None:
     state.echo(f"groups by {state.spec.name}: " + "; ".join(f"{s}: {c}" for s, c in counts.items()))
     state.lap("data")
     if recipe.training is not None:
-        model = train_fp_model(model, recipe.training, state.train, processing_class=state.tokenizer)
+        model = train_fp_model(model, recipe.training, state.train, processing_class=state.tokenizer, task=state.task)
         state.lap("fp_training")
     state.model = model.eval()
 
@@ -306,6 +306,8 @@ def _result(state: _Run, out: Path) -> RunResult:
     if state.trainer is not None:
         args = state.trainer.args
         arguments = {k: getattr(args, k) for k in _MITIGATION_FIELDS if not (k == "max_steps" and args.max_steps <= 0)}
+        if args.loss_unit != "example":  # reported only when it is not the default (classifier results unchanged)
+            arguments["loss_unit"] = args.loss_unit
         allocation = getattr(state.trainer, "allocation", None)
         row = report.quantized[-1]
         mitigation = Mitigation(
@@ -355,10 +357,16 @@ def _result(state: _Run, out: Path) -> RunResult:
 
 def worst_recipe(report: Any) -> str | None:
     """The audited PTQ recipe that costs the worst-off group most: the largest fall of the
-    minimum group accuracy (ties: the fewest bits). Not the gap change — a recipe that wrecks
+    minimum group accuracy — for a language model the largest rise of the highest group mean NLL
+    (the worst language's) — ties: the fewest bits. Not the gap change — a recipe that wrecks
     every group can shrink the gap while it hurts the worst group most."""
     if not report.quantized:
         return None
+    names = getattr(report, "metric_names", None)
+    if names is not None and not names.higher_is_better:
+        fp_loss = report.fp.metrics["worst_group_loss"]
+        worst = max(report.quantized, key=lambda r: (r.metrics["worst_group_loss"] - fp_loss, -r.effective_bits))
+        return worst.name
     fp_worst = report.fp.metrics["worst_group_accuracy"]
     worst = max(report.quantized, key=lambda r: (fp_worst - r.metrics["worst_group_accuracy"], -r.effective_bits))
     return worst.name
@@ -429,13 +437,16 @@ def dry_run(recipe: RunRecipe, *, stages: Iterable[str] | None = None, overwrite
     steps.append(f"data: {source}, groups by {', '.join(recipe.data.group_columns)}"
                  + (f", derived long tail {recipe.data.long_tail_classes}" if recipe.data.long_tail_classes else ""))
     steps.append(f"model: {model} ({task.name}, {task.auto_class(modality(recipe.data))})"
-                 + (f", fine-tuned for {recipe.training.num_train_epochs:g} epoch(s)" if recipe.training else ""))
+                 + (("" if not recipe.training else f", trained for {recipe.training.max_steps} steps"
+                     if recipe.training.max_steps > 0 else f", fine-tuned for {recipe.training.num_train_epochs:g} epoch(s)")))
     if "export" in chosen:
         steps.append(f"export: ONNX Runtime {', '.join(recipe.export.recipes)} of the FP model → onnx/, audited as deployed")
     shown = audited if "audit" in chosen else []
     steps.append(f"audit: FP + {', '.join(str(r) for r in shown) or 'nothing'}")
     if "explain" in chosen:
-        steps.append(f"explain: {recipe.explain.recipe or 'the recipe that lowers the worst group most'}")
+        worst = "the recipe that lowers the worst group most" if task.uses_class_labels else \
+            "the recipe that raises the worst language's NLL most"
+        steps.append(f"explain: {recipe.explain.recipe or worst}")
     if "mitigate" in chosen:
         mitigation = recipe.mitigation
         quant = mitigation.quantization_recipe

@@ -110,6 +110,18 @@ class Task:
     name: ClassVar[str] = ""
     #: the metric names its results carry
     metric_names: ClassVar[MetricNames] = MetricNames()
+    #: a data column whose per-token values are collated with each batch (padded with -100) and
+    #: handed to :meth:`targets` as the batch's references (None: references come per row)
+    batch_label_column: ClassVar[str | None] = None
+    #: what one scored unit is (``"example"``, ``"token"``): explain compares groups at equal counts of them
+    unit_name: ClassVar[str] = "example"
+    #: whether the data carries a class label column (False: the targets come from the inputs)
+    uses_class_labels: ClassVar[bool] = True
+
+    def collator(self, inner: Any = None) -> Any:
+        """The ``Trainer`` data collator of this task around ``inner`` (the user's or the default
+        one): what adds the labels a training batch needs; ``inner`` itself by default."""
+        return inner
 
     # ------------------------------------------------------------ which models
     def handles(self, architecture: str) -> bool:
@@ -153,9 +165,22 @@ class Task:
             raise FairQuantError(f"task {self.name!r} needs references for every row")
         return references
 
+    def has_batch_labels(self, dataset: Any) -> bool:
+        """Whether ``dataset`` holds this task's per-token :attr:`batch_label_column`."""
+        return False
+
+    def units(self, targets: torch.Tensor) -> torch.Tensor:
+        """Scored units per example of a batch's targets (one each unless a task scores several)."""
+        return torch.ones(targets.shape[0], dtype=torch.long, device=targets.device)
+
+    def limit_units(self, targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``targets`` scoring at most ``keep[i]`` units of example i (the first ones); one-unit
+        examples are kept whole."""
+        return targets
+
     # ------------------------------------------------------------ per example
     def loss(self, output: Any, targets: torch.Tensor) -> torch.Tensor:
-        """Per-example loss (shape ``(batch,)``), differentiable."""
+        """Per-example loss (shape ``(batch,)``), differentiable: the mean over the example's scored units."""
         raise NotImplementedError
 
     def batch_outputs(self, output: Any, targets: torch.Tensor) -> TaskOutputs:
@@ -172,6 +197,11 @@ class Task:
     def eval_outputs(self, predictions: np.ndarray, label_ids: np.ndarray) -> TaskOutputs:
         """:class:`TaskOutputs` from a ``Trainer``'s ``EvalPrediction`` arrays (numpy logits, label ids)."""
         raise NotImplementedError
+
+    def preprocess_logits_for_metrics(self) -> Any:
+        """A ``Trainer(preprocess_logits_for_metrics=...)`` that reduces each batch's logits to
+        what :meth:`eval_outputs` reads, or None when the logits are small enough to keep."""
+        return None
 
     def logit_statistics(self, output: Any, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-example statistics of the logits (explain's link 2), keys as :data:`LOGIT_STATISTICS`."""
