@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ._atomic import atomic_directory
 from ._format import markdown_table
+from .audit import AuditReport
 from .results import RunResult
 from .summary import model_rows, summary_table
 
@@ -81,14 +82,19 @@ def write_outputs(result: RunResult, onnx_dir: str | Path | None = None) -> Path
 
 def save_group_accuracy_plot(result: RunResult, path: Path) -> Path:
     """Grouped bars: each group's accuracy under FP, every PTQ recipe and the mitigated model."""
+    return plot_group_accuracy(result.audit, path, "accuracy per group: full precision, PTQ, mitigated")
+
+
+def plot_group_accuracy(audit: AuditReport, path: Path, title: str = "accuracy per group") -> Path:
+    """Grouped bars: each group's accuracy under every model of ``audit`` (FP first)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = model_rows(result.audit)
-    groups = result.audit.group_names
+    rows = model_rows(audit)
+    groups = audit.group_names
     x = np.arange(len(rows))
     width = 0.8 / max(len(groups), 1)
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.4), layout="constrained")
@@ -98,7 +104,7 @@ def save_group_accuracy_plot(result: RunResult, path: Path) -> Path:
     ax.set_xticks(x, [r["name"] for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("accuracy per group: full precision, PTQ, mitigated")
+    ax.set_title(title)
     ax.legend(fontsize=8, ncols=min(len(groups), 4))
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -116,6 +122,17 @@ def _stage_passes(result: RunResult) -> str:
         f" In FP evaluation passes (one over the {settings.get('eval_examples', '?')} eval examples took {fp_s:.2f} s): "
         + ", ".join(f"{k} {v / fp_s:.1f}" for k, v in stages.items()) + "."
     )
+
+
+def task_sections(audit: AuditReport, level: str = "##") -> list[str]:
+    """The task's own sections of an audit (e.g. multiple choice's stereotype preference), as
+    Markdown headings and bodies."""
+    from .tasks import get_task
+
+    parts = []
+    for title, body in get_task(audit.task).markdown_sections(audit):
+        parts += [f"{level} {title}", body]
+    return parts
 
 
 def render_report(result: RunResult) -> str:
@@ -136,6 +153,7 @@ def render_report(result: RunResult) -> str:
         result.audit.to_markdown(),
         f"![accuracy per group]({PLOTS_DIR}/group_accuracy.png)",
     ]
+    parts += task_sections(result.audit)
     if result.deployment:
         from .deployment import files_markdown
 

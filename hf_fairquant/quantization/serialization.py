@@ -73,7 +73,8 @@ def check_save_target(directory: Path) -> None:
             f"save_quantized writes a folder, but {directory} is an existing file; give a folder "
             f"(e.g. {directory.parent / 'quantized'})"
         )
-    if _is_artifact_file(directory.name) and _is_model_folder(directory.parent):
+    known = set().union(*(_artifact_files(directory.parent, name) for name in available_backends()))
+    if _is_artifact_file(directory.name, known) and _is_model_folder(directory.parent):
         raise FairQuantError(
             f"save_quantized writes a folder, but {directory} is named like a file of the saved model in "
             f"{directory.parent}; give the folder itself ({directory.parent}) or a new one beside it"

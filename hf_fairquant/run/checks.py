@@ -170,6 +170,12 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
         raise FairQuantError(f"a text model from `config` needs a tokenizer: model.tokenizer: {WORDLEVEL} (trained on the "
                              "training split) or a tokenizer folder / Hub id")
     task = resolve_task(recipe.model, recipe.data)  # a local checkpoint's head against model.task
+    trained = [s for s in ("training", "mitigation") if getattr(recipe, s) is not None]
+    if trained and not task.trainable:
+        raise FairQuantError(
+            f"recipe section(s) {trained}: the {task.name} task audits a model as it is and trains none; remove "
+            f"{' and '.join(trained)} (audit and explain work)"
+        )
     _check_model_config(recipe.model, recipe.data, task)
     _check_data_config(recipe.data)
     explained = recipe.explain.recipe

@@ -176,9 +176,9 @@ def _data_and_fp(state: _Run) -> None:
 
     recipe = state.recipe
     state.say("data", "data and full-precision model")
-    state.splits, state.spec, state.tokenizer, state.processor = load_recipe_data(recipe.model, recipe.data)
-    check_data(recipe, state.splits, state.spec, state.audited)  # before the model is built or trained
     state.task = resolve_task(recipe.model, recipe.data)
+    state.splits, state.spec, state.tokenizer, state.processor = load_recipe_data(recipe.model, recipe.data, state.task)
+    check_data(recipe, state.splits, state.spec, state.audited)  # before the model is built or trained
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)
     model = build_model(recipe.model, class_names(state.train), modality(recipe.data), state.task, tokenizer=state.tokenizer)

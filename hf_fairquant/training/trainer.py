@@ -76,6 +76,11 @@ class FairQuantTrainer(Trainer):
                 "in a PreTrainedModel or use an AutoModelFor… class"
             )
         self.task: Task = task_of(model, task)
+        if not self.task.trainable:
+            raise FairQuantError(
+                f"FairQuantTrainer cannot train a {self.task.name} model: that task audits and explains a model as it "
+                "is (hf_fairquant.audit, hf_fairquant.explain)"
+            )
 
         # ---- groups and references: validate and encode before any heavy work
         spec = GroupSpec(args.group_columns)
