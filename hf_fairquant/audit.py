@@ -154,8 +154,8 @@ class AuditReport(JsonRoundTrip):
         return cls(
             group_columns=data["group_columns"],
             group_names=data["group_names"],
-            fp=ModelResult(**data["fp"]),
-            quantized=[ModelResult(**r) for r in data["quantized"]],
+            fp=_model_result(data["fp"]),
+            quantized=[_model_result(r) for r in data["quantized"]],
             settings=data.get("settings", {}),
             deployment=data.get("deployment", {}),
             task=data.get("task", "classification"),
@@ -356,6 +356,13 @@ def perplexity_group_markdown(report: AuditReport) -> str:
             + [num(r.metrics[names.group].get(g), _ci(r.metrics, f"{names.group}_ci", g)) for r in models]
             for g in report.group_names]
     return markdown_table(["group", "texts", "tokens"] + [r.name for r in models], rows) + "\n"
+
+
+def _model_result(data: dict[str, Any]) -> ModelResult:
+    """A saved row; bits not known when it was written (JSON null, e.g. a model compared from
+    lm-eval samples) read back as NaN."""
+    bits = data.get("effective_bits")
+    return ModelResult(**{**data, "effective_bits": float("nan") if bits is None else bits})
 
 
 def _ci(metrics: dict, key: str, group: str | None = None) -> list[float] | None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ._atomic import atomic_directory
 from ._format import markdown_table
+from .audit import AuditReport
 from .results import RunResult
 from .summary import model_rows, summary_table, summary_title
 
@@ -82,14 +83,20 @@ def write_outputs(result: RunResult, onnx_dir: str | Path | None = None) -> Path
 def save_group_accuracy_plot(result: RunResult, path: Path) -> Path:
     """Grouped bars: each group's accuracy (a language model: perplexity) under FP, every PTQ recipe
     and the mitigated model."""
+    return plot_group_accuracy(result.audit, path, "per group: full precision, PTQ, mitigated")
+
+
+def plot_group_accuracy(audit: AuditReport, path: Path, title: str = "per group") -> Path:
+    """Grouped bars: each group's headline metric (accuracy; a language model's perplexity) under
+    every model of ``audit`` (FP first)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = model_rows(result.audit)
-    groups = result.audit.group_names
+    rows = model_rows(audit)
+    groups = audit.group_names
     x = np.arange(len(rows))
     width = 0.8 / max(len(groups), 1)
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.4), layout="constrained")
@@ -97,24 +104,24 @@ def save_group_accuracy_plot(result: RunResult, path: Path) -> Path:
         heights = [np.nan if r["groups"][g] is None else r["groups"][g] for r in rows]  # no test examples: no bar
         ax.bar(x + (i - (len(groups) - 1) / 2) * width, heights, width, label=g)
     ax.set_xticks(x, [r["name"] for r in rows], rotation=20, ha="right", fontsize=8)
-    _label_axes(ax, result.audit)
+    _label_axes(ax, audit, title)
     ax.legend(fontsize=8, ncols=min(len(groups), 4))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
-def _label_axes(ax: Any, audit: Any) -> None:
+def _label_axes(ax: Any, audit: Any, title: str) -> None:
     """The plot's labels by the task's metric names (accuracy in %; a perplexity on a log scale)."""
     names = audit.metric_names
     if names.higher_is_better:
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
-        ax.set_title("accuracy per group: full precision, PTQ, mitigated")
+        ax.set_title(f"accuracy {title}")
         return
     ax.set_ylabel(f"{names.label} (lower is better)")
     ax.set_yscale("log")
-    ax.set_title(f"{names.label} per group: full precision, PTQ, mitigated")
+    ax.set_title(f"{names.label} {title}")
 
 
 def _stage_passes(result: RunResult) -> str:
@@ -137,6 +144,17 @@ def _explained_because(audit: Any) -> str:
     return "the recipe that raised the worst-off group's NLL most"
 
 
+def task_sections(audit: AuditReport, level: str = "##") -> list[str]:
+    """The task's own sections of an audit (e.g. multiple choice's stereotype preference), as
+    Markdown headings and bodies."""
+    from .tasks import get_task
+
+    parts = []
+    for title, body in get_task(audit.task).markdown_sections(audit):
+        parts += [f"{level} {title}", body]
+    return parts
+
+
 def render_report(result: RunResult) -> str:
     """``report.md``: audit, explain and mitigation in one document, plots inline."""
     data = result.data
@@ -155,6 +173,7 @@ def render_report(result: RunResult) -> str:
         result.audit.to_markdown(),
         f"![{result.audit.metric_names.label} per group]({PLOTS_DIR}/group_accuracy.png)",
     ]
+    parts += task_sections(result.audit)
     if result.deployment:
         from .deployment import files_markdown
 

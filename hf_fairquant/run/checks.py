@@ -194,6 +194,12 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
             f"export (ONNX Runtime artifacts audited as deployed) covers classifiers; the task {task.name!r} has no "
             "exported form here: drop the export section (torchao artifacts load with plain transformers)"
         )
+    trained = [s for s in ("training", "mitigation") if getattr(recipe, s) is not None]
+    if trained and not task.trainable:
+        raise FairQuantError(
+            f"recipe section(s) {trained}: the {task.name} task audits a model as it is and trains none; remove "
+            f"{' and '.join(trained)} (audit and explain work)"
+        )
     _check_model_config(recipe.model, recipe.data, task)
     _check_data_config(recipe.data)
     explained = recipe.explain.recipe

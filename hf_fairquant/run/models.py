@@ -149,14 +149,17 @@ def model_config(section: ModelSection) -> Any:
     return AutoConfig.for_model(model_type, **cfg) if model_type else None
 
 
-def load_recipe_data(section: ModelSection, data: DataConfig) -> tuple[Any, GroupSpec, Any, Any]:
+def load_recipe_data(section: ModelSection, data: DataConfig, task: Task | None = None) -> tuple[Any, GroupSpec, Any, Any]:
     """The model-ready splits, the fitted GroupSpec, the tokenizer (or None) and the processor to
     publish beside the model: the model's own image processor or tokenizer, a tokenizer trained on
     the raw training split's text (``model.tokenizer: wordlevel`` for classifiers, ``bpe`` — byte-level
     BPE with ``model.config.vocab_size`` tokens, default 8,000 — for causal LMs), or the fitted
-    default image transform as a processor."""
+    default image transform as a processor. A task that encodes its raw rows itself (multiple choice)
+    gets the splits as loaded (:class:`~hf_fairquant.inputs.GroupedInputs` encodes them with the tokenizer)."""
     image_processor, tokenizer = processors(section, data)
     raw, spec = load_raw_grouped_dataset(data)
+    if task is not None and task.encodes_raw_rows:
+        return raw, spec, tokenizer, tokenizer
     config = model_config(section) if data.text_column else None
     if tokenizer is None and section.tokenizer in TRAINED_TOKENIZERS and data.text_column:
         length = data.max_length or text_length_limit(None, config) or 128
@@ -222,7 +225,10 @@ def load_pretrained(name_or_path: str, data: DataConfig, task: str | None = None
     data = data_for_task(data, chosen)
     image_processor, tokenizer = processors(section, data)
     config = model_config(section) if data.text_column else None
-    splits, spec = load_grouped_dataset(data, image_processor=image_processor, tokenizer=tokenizer, model_config=config)
+    if chosen.encodes_raw_rows:  # encoded by GroupedInputs with the tokenizer (multiple choice)
+        splits, spec = load_raw_grouped_dataset(data)
+    else:
+        splits, spec = load_grouped_dataset(data, image_processor=image_processor, tokenizer=tokenizer, model_config=config)
     model = build_model(section, class_names(splits[data.train_split]), modality(data), chosen)
     return model.eval(), splits, spec, tokenizer
 

@@ -183,7 +183,7 @@ def _data_and_fp(state: _Run) -> None:
         config = model_config(recipe.model)
         architecture = (getattr(config, "architectures", None) or [None])[0]
     state.task = resolve_task(recipe.model, recipe.data, architecture)
-    state.splits, state.spec, state.tokenizer, state.processor = load_recipe_data(recipe.model, recipe.data)
+    state.splits, state.spec, state.tokenizer, state.processor = load_recipe_data(recipe.model, recipe.data, state.task)
     check_data(recipe, state.splits, state.spec, state.audited, state.task)  # before the model is built or trained
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)

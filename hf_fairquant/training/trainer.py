@@ -87,6 +87,11 @@ class FairQuantTrainer(Trainer):
                 f"loss_unit='token' weighs each example by its scored tokens; the task {self.task.name!r} scores one unit "
                 "per example: leave loss_unit='example'"
             )
+        if not self.task.trainable:
+            raise FairQuantError(
+                f"FairQuantTrainer cannot train a {self.task.name} model: that task audits and explains a model as it "
+                "is (hf_fairquant.audit, hf_fairquant.explain)"
+            )
 
         # ---- groups and references: validate and encode before any heavy work
         spec = GroupSpec(args.group_columns)
