@@ -27,13 +27,13 @@ DEMO_OUTPUT ?= outputs/fashion_mnist_lt_resnet
 install: $(STAMP)
 
 # torch first, from the local CPU wheel: a bare `torch` requirement would pull a CUDA build.
-# Then the package with its dev and quantizers extras, then one int2/int4 forward so optimum-quanto builds
+# Then the package with its dev, quantizers and test (lm-eval) extras, then one int2/int4 forward so optimum-quanto builds
 # (and caches) its C++ extension once, not inside a test or the demo.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,quantizers]"
+	$(PY) -m pip install --quiet -e ".[dev,quantizers,test]"
 	$(PY) -m hf_fairquant.quantization.warmup
 	touch $@
 

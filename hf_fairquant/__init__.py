@@ -24,6 +24,7 @@ _EXPORTS = {
                      "save_quantized"],
     "quantization.onnx": ["export_onnx", "load_onnx"],
     "results": ["RunResult"],
+    "samples": ["compare_samples"],
     "training": ["FairQuantTrainer", "FairQuantTrainingArguments"],
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
@@ -39,5 +40,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .quantization import QuantRecipe, effective_bits, load_quantized, model_size_bytes, quantize, save_quantized
     from .quantization.onnx import export_onnx, load_onnx
     from .results import RunResult
+    from .samples import compare_samples
     from .training import FairQuantTrainer, FairQuantTrainingArguments
 

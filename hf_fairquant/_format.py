@@ -25,8 +25,33 @@ def signed_pct(value: float | None) -> str:
     return f"{round(100 * value, 1) + 0.0:+.1f}"
 
 
+def num(value: float | None, ci: Sequence[float] | None = None) -> str:
+    """A positive quantity such as a perplexity with three significant digits at most two
+    decimals (``12.345`` → ``"12.35"``, ``123.4`` → ``"123.4"``, ``1234.5`` → ``"1234"``), plus ``[lo, hi]``."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    text = _num(value)
+    return text + (f" [{_num(ci[0])}, {_num(ci[1])}]" if ci is not None else "")
+
+
+def _num(value: float) -> str:
+    digits = 2 if abs(value) < 100 else 1 if abs(value) < 1000 else 0
+    return f"{value:.{digits}f}"
+
+
+def signed(value: float | None, digits: int = 3, ci: Sequence[float] | None = None) -> str:
+    """A signed difference (``0.0123`` → ``"+0.012"``; a rounded −0 prints as +0.000), plus ``[lo, hi]``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    text = f"{round(value, digits) + 0.0:+.{digits}f}"
+    return text + (f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci is not None else "")
+
+
 def ci_text(interval: Sequence[float] | None, missing: str = "not bootstrapped") -> str:
-    """``[lo, hi]`` in percent, or ``missing``."""
+    """``[lo, hi]`` in percent, or ``missing``; a text in place of an interval (why there is none)
+    is shown in brackets."""
+    if isinstance(interval, str):
+        return f"[{interval}]"
     return f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]" if interval else missing
 
 

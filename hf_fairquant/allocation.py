@@ -40,7 +40,7 @@ from .curvature import GroupObjective, hutchinson_trace
 from .errors import FairQuantError
 from .groups import GroupSpec, check_enough_for_groups, stratified_indices
 from .inputs import GroupedInputs
-from .quantization.api import apply_plan, calibrate, freeze, is_quantized
+from .quantization.api import apply_plan, calibrate, check_not_quantized, freeze
 from .quantization.backends import DEFAULT_BACKEND, get_quantizer
 from .quantization.recipe import (
     SUPPORTED_ACTIVATION_BITS,
@@ -516,9 +516,8 @@ def allocate_bits(
     if hessian_probes <= 0:
         raise FairQuantError(f"hessian_probes must be positive, got {hessian_probes}")
     check_alpha(alpha)
+    check_not_quantized(model, "allocate_bits")
     layers = quantizable_modules(model)
-    if is_quantized(model):
-        raise FairQuantError(f"{type(model).__name__} is already quantized: allocate bits on the full-precision model")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise FairQuantError(f"batch_size must be a positive integer, got {batch_size!r}")
     inputs = GroupedInputs.of(model, dataset, group_spec, split="allocation", data_collator=data_collator,

@@ -20,14 +20,15 @@ from tqdm.auto import tqdm
 
 from . import deployment
 from ._atomic import atomic_write_text
-from ._config import check_positive_int, resolve_config, split_commas
-from ._format import JsonRoundTrip, markdown_table, pct, signed_pct, to_plain
+from ._config import check_n_boot, check_positive_int, resolve_config, split_commas
+from ._format import JsonRoundTrip, markdown_table, num, pct, signed, signed_pct, to_plain
 from .errors import FairQuantError
 from .groups import INTERSECTION_SEPARATOR, GroupSpec, as_group_spec
 from .inputs import GroupedInputs
 from .metrics import load_group_disparity
 from .quantization import (
     FLOAT_SHARE_WARNING,
+    check_not_quantized,
     RecipeLike,
     check_pre_quantized,
     check_quantized,
@@ -45,7 +46,7 @@ from .quantization import (
     recipe_quantizer,
 )
 from .quantization.serialization import META_NAME
-from .tasks import TaskOutputs
+from .tasks import MetricNames, TaskOutputs, get_task
 
 DEFAULT_RECIPES = ("w8a8", "w4a8", "w4", "w2a8")
 
@@ -69,6 +70,13 @@ class AuditConfig:
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the intervals (0: none)"})
     confidence_level: float = field(default=0.95, metadata={"help": "coverage of the bootstrap intervals, in (0, 1)"})
     seed: int = field(default=0, metadata={"help": "seeds calibration sampling and the bootstrap"})
+    min_group_size: int = field(
+        default=30, metadata={"help": "groups with fewer test examples get no interval (a bootstrap of so few covers "
+                                      "far less than it claims; see the metric card)"}
+    )
+    p_adjust: str = field(
+        default="holm", metadata={"help": "multiple-comparison adjustment of the per-group McNemar tests: holm, bh or none"}
+    )
     backend: str | None = field(
         default=None,
         metadata={"help": "quantization backend of the preset recipes: quanto (the default: Conv2d and Linear, static "
@@ -91,7 +99,10 @@ class AuditConfig:
             self.recipes = [f"{r}@{self.backend}" if is_preset(r) and "@" not in r else r for r in self.recipes]
         check_positive_int("audit calibration_size", self.calibration_size)
         check_positive_int("audit batch_size", self.batch_size)
-        check_positive_int("audit n_boot", self.n_boot, allow_zero=True)
+        check_n_boot("audit n_boot", self.n_boot)
+        check_positive_int("audit min_group_size", self.min_group_size, allow_zero=True)
+        if self.p_adjust not in ("holm", "bh", "none"):
+            raise FairQuantError(f"audit p_adjust must be one of ['holm', 'bh', 'none'], got {self.p_adjust!r}")
         check_positive_int("audit seed", self.seed, allow_zero=True)
         level = self.confidence_level
         if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
@@ -151,6 +162,11 @@ class AuditReport(JsonRoundTrip):
     def group_accuracy(self, name: str) -> dict[str, float]:
         return self.result(name).metrics["group_accuracy"]
 
+    @property
+    def metric_names(self) -> MetricNames:
+        """What the rows' metrics are called (the task's :class:`~hf_fairquant.tasks.MetricNames`)."""
+        return get_task(self.task).metric_names
+
     # ------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -168,8 +184,8 @@ class AuditReport(JsonRoundTrip):
         return cls(
             group_columns=data["group_columns"],
             group_names=data["group_names"],
-            fp=ModelResult(**data["fp"]),
-            quantized=[ModelResult(**r) for r in data["quantized"]],
+            fp=_model_result(data["fp"]),
+            quantized=[_model_result(r) for r in data["quantized"]],
             settings=data.get("settings", {}),
             deployment=data.get("deployment", {}),
             task=data.get("task", "classification"),
@@ -218,34 +234,40 @@ class AuditReport(JsonRoundTrip):
 
     # ------------------------------------------------------------ rendering
     def to_markdown(self, max_group_columns: int = 6) -> str:
-        """A table: one row per model; accuracies in %, CIs in brackets when bootstrapped."""
+        """A table: one row per model; accuracies in %, CIs in brackets when bootstrapped; then,
+        per quantized model and group, the paired test of its drop (see :meth:`paired_markdown`) — a
+        language model's table: :func:`perplexity_markdown`."""
+        if not self.metric_names.higher_is_better:
+            return perplexity_markdown(self, max_group_columns)
         groups = self.group_names if len(self.group_names) <= max_group_columns else []
+        counts = self.fp.metrics["group_count"]
         head = ["model", "bits", "overall", *groups]
         head += ["worst group", "gap", "Δgap vs FP", "drop per group", "disparate drop", "flip rate"]
         rows = []
         for r in [self.fp, *self.quantized]:
             m = r.metrics
             row = [r.name, f"{r.effective_bits:.2f}", pct(m["accuracy"])]
-            row += [pct(m["group_accuracy"].get(g), _ci(m, "group_accuracy_ci", g)) for g in groups]
+            row += [pct(m["group_accuracy"].get(g), self._interval(m, "group_accuracy_ci", g)) for g in groups]
             row += [f"{m['worst_group']} {pct(m['worst_group_accuracy'])}", pct(m["accuracy_gap"], _ci(m, "accuracy_gap_ci"))]
             if r is self.fp:
                 row += ["—"] * 4
             else:
                 drops = m["group_accuracy_drop"]
+                significant = m.get("group_mcnemar_significant") or {}
                 shown = groups or [m["worst_group"]]
                 row += [
                     signed_pct(m["gap_change"]),
-                    ", ".join(f"{g} {signed_pct(drops.get(g))}" for g in shown),
+                    ", ".join(f"{g} {signed_pct(drops.get(g))}" + ("*" if significant.get(g) else "") for g in shown),
                     pct(m["disparate_drop"], _ci(m, "disparate_drop_ci")),
                     pct(m["flip_rate"]),
                 ]
             rows.append(row)
-        counts = self.fp.metrics["group_count"]
         note = (
             f"\nGroups by {INTERSECTION_SEPARATOR.join(self.group_columns)}; test examples per group: "
             + ", ".join(f"{g} {counts.get(g, 0)}" for g in self.group_names)
             + ". Accuracy in %. gap = max − min group accuracy; Δgap = gap − FP gap (points); "
-            "drop = FP − quantized accuracy (points; negative: the group gained); disparate drop = "
+            "drop = FP − quantized accuracy (points; negative: the group gained); * = the drop is significant "
+            "(exact McNemar test, adjusted for testing every group); disparate drop = "
             "max − min of the per-group drops; flip rate = share of predictions that changed vs FP."
         )
         if self.settings.get("eval_only_groups"):
@@ -257,9 +279,12 @@ class AuditReport(JsonRoundTrip):
             note += f" n/a: no test examples of group(s) {', '.join(absent)} (seen in the calibration/training data only)."
         if self.settings.get("n_boot"):
             note += (
-                f" Brackets: {self.settings['confidence_level']:.0%} bootstrap intervals "
-                f"({self.settings['n_boot']} resamples, stratified by group)."
+                f" Brackets: {self.settings['confidence_level']:.0%} paired bootstrap intervals "
+                f"({self.settings['n_boot']} resamples, stratified by group; each contains its estimate)"
             )
+            small = self.fp.metrics.get("groups_too_small_for_interval") or []
+            note += (f"; none for group(s) {', '.join(small)}, under {self.settings.get('min_group_size', 30)} test "
+                     "examples, nor for the statistics over all groups." if small else ".")
         stored = [r for r in self.quantized if r.storage_bits is not None and abs(r.storage_bits - r.effective_bits) >= 0.005]
         if stored:
             note += (" bits = nominal weight bits over the Linear/Conv/Conv1D weights; stored (state counted: scales, zero "
@@ -274,18 +299,138 @@ class AuditReport(JsonRoundTrip):
             note += f"\n\n**Save → reload:** {line}."
         per_group = "" if groups else "\nPer group (one row each, too many groups for columns above):\n\n" + self.group_markdown()
         table = markdown_table(head, rows) + "\n" + note + "\n" + per_group
+        paired = self.paired_markdown()
+        if paired:
+            table += "\n**Per group, quantized vs FP (paired)**\n\n" + paired
         if self.deployment:
             table += "\n**Simulated vs deployed**\n\n" + deployment.to_markdown(self.deployment, groups or [])
         return table
 
+    def _interval(self, metrics: dict, key: str, group: str) -> Any:
+        """A group's interval, or the reason it has none (too few examples)."""
+        interval = _ci(metrics, key, group)
+        if interval is None and group in (metrics.get("groups_too_small_for_interval") or []):
+            return NoInterval(f"no interval: n = {self.fp.metrics['group_count'].get(group, 0)} < "
+                              f"{self.settings.get('min_group_size', 30)}")
+        return interval
+
+    def paired_markdown(self) -> str:
+        """One row per quantized model and group: the drop with its paired interval, the examples
+        it newly gets wrong / right, the exact McNemar p-value adjusted over the groups, and — for a
+        drop that is not significant — the smallest drop this group's data would have detected
+        (power 0.8), so "no significant drop" says how small a drop it rules out."""
+        rows = []
+        for r in self.quantized:
+            m = r.metrics
+            if "group_mcnemar_p_adjusted" not in m:
+                continue
+            for g in self.group_names:
+                if g not in m["group_accuracy_drop"]:
+                    continue
+                significant = (m.get("group_mcnemar_significant") or {}).get(g)
+                mde = (m.get("group_min_detectable_drop") or {}).get(g)
+                verdict = ("significant" if significant else
+                           ("n.s.; detectable ≥ " + (f"{100 * mde:.1f} pt" if mde is not None else "— (too few examples)")))
+                rows.append([
+                    r.name, g,
+                    signed_pct(m["group_accuracy_drop"][g]) + _bracket(self._interval(m, "group_accuracy_drop_ci", g)),
+                    f"{m['group_newly_wrong'][g]} / {m['group_newly_right'][g]}",
+                    f"{m['group_mcnemar_p_adjusted'][g]:.3g}", verdict,
+                ])
+        if not rows:
+            return ""
+        method = {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "unadjusted"}.get(self.settings.get("p_adjust", "holm"))
+        return (markdown_table(["model", "group", "drop (pt) [interval]", "newly wrong / right", f"McNemar p ({method})",
+                                "verdict"], rows)
+                + "\nnewly wrong / right: examples the FP model got right and the quantized one wrong, and the reverse; "
+                "only these decide the test. detectable ≥ X: the smallest drop the group's data would have shown as "
+                "significant 8 times in 10, so a non-significant drop rules out drops about that large, not smaller ones.\n")
+
     def group_markdown(self) -> str:
         """One row per group (its test count, then each model's accuracy with its bootstrap
         interval): every group's CI stays visible when there are too many groups for columns."""
+        if not self.metric_names.higher_is_better:
+            return perplexity_group_markdown(self)
         models = [self.fp, *self.quantized]
         counts = self.fp.metrics["group_count"]
         rows = [[g, str(counts.get(g, 0))] + [pct(r.metrics["group_accuracy"].get(g), _ci(r.metrics, "group_accuracy_ci", g))
                                               for r in models] for g in self.group_names]
         return markdown_table(["group", "n"] + [r.name for r in models], rows) + "\n"
+
+
+class NoInterval(str):
+    """Why a number has no interval (printed in its place)."""
+
+
+def _bracket(interval: Any) -> str:
+    if interval is None:
+        return ""
+    if isinstance(interval, NoInterval):
+        return f" [{interval}]"
+    return f" [{signed_pct(interval[0])}, {signed_pct(interval[1])}]"
+
+
+# ---------------------------------------------------------------- a language model's tables
+def perplexity_markdown(report: AuditReport, max_group_columns: int = 6) -> str:
+    """A causal LM's table: per-group perplexity (token-weighted), the paired NLL increase per
+    group against FP and its spread, token agreement with FP; intervals in brackets."""
+    names = report.metric_names
+    groups = report.group_names if len(report.group_names) <= max_group_columns else []
+    head = ["model", "bits", "perplexity", *groups, "worst group", "perplexity gap", "ΔNLL per group",
+            "disparate ΔNLL", "token agreement"]
+    rows = []
+    for r in [report.fp, *report.quantized]:
+        m = r.metrics
+        row = [r.name, f"{r.effective_bits:.2f}", num(m[names.overall], _ci(m, f"{names.overall}_ci"))]
+        row += [num(m[names.group].get(g), _ci(m, f"{names.group}_ci", g)) for g in groups]
+        row += [f"{m[names.worst_group]} {num(m[names.worst_value])}", num(m[names.gap], _ci(m, f"{names.gap}_ci"))]
+        if r is report.fp:
+            row += ["—"] * 3
+        else:
+            increases = m[names.drop]
+            shown = groups or [m.get("most_increased_group", m[names.worst_group])]
+            row += [
+                ", ".join(f"{g} {signed(increases.get(g))}" for g in shown),
+                signed(m[names.disparate], ci=_ci(m, f"{names.disparate}_ci")),
+                pct(m.get("agreement")),
+            ]
+        rows.append(row)
+    counts, tokens = report.fp.metrics["group_count"], report.fp.metrics.get("group_tokens", {})
+    note = (
+        f"\nGroups by {INTERSECTION_SEPARATOR.join(report.group_columns)}; test texts (scored tokens) per group: "
+        + ", ".join(f"{g} {counts.get(g, 0)} ({int(tokens.get(g, 0)):,})" for g in report.group_names)
+        + ". Perplexity = exp(mean next-token NLL per token of the group); lower is better. gap = max − min group "
+        "perplexity. ΔNLL = the model's − FP's mean NLL per token on the same texts (nats; positive: worse); "
+        "disparate ΔNLL = max − min of the per-group ΔNLL; token agreement = share of scored tokens whose top-1 "
+        "next-token prediction equals the FP model's (in %)."
+    )
+    if report.settings.get("eval_only_groups"):
+        note += f" Eval-only group(s), with no calibration/training text: {', '.join(report.settings['eval_only_groups'])}."
+    if report.settings.get("n_boot"):
+        note += (
+            f" Brackets: {report.settings['confidence_level']:.0%} bootstrap intervals "
+            f"({report.settings['n_boot']} resamples of texts, stratified by group and paired)."
+        )
+    per_group = "" if groups else "\nPer group (one row each, too many groups for columns above):\n\n" + report.group_markdown()
+    return markdown_table(head, rows) + "\n" + note + "\n" + per_group
+
+
+def perplexity_group_markdown(report: AuditReport) -> str:
+    """A causal LM's per-group rows: texts, scored tokens, each model's perplexity with its interval."""
+    names = report.metric_names
+    models = [report.fp, *report.quantized]
+    counts, tokens = report.fp.metrics["group_count"], report.fp.metrics.get("group_tokens", {})
+    rows = [[g, str(counts.get(g, 0)), f"{int(tokens.get(g, 0)):,}"]
+            + [num(r.metrics[names.group].get(g), _ci(r.metrics, f"{names.group}_ci", g)) for r in models]
+            for g in report.group_names]
+    return markdown_table(["group", "texts", "tokens"] + [r.name for r in models], rows) + "\n"
+
+
+def _model_result(data: dict[str, Any]) -> ModelResult:
+    """A saved row; bits not known when it was written (JSON null, e.g. a model compared from
+    lm-eval samples) read back as NaN."""
+    bits = data.get("effective_bits")
+    return ModelResult(**{**data, "effective_bits": float("nan") if bits is None else bits})
 
 
 def _ci(metrics: dict, key: str, group: str | None = None) -> list[float] | None:
@@ -368,6 +513,7 @@ def audit(
     recipes = cfg.recipes if recipes is None else recipes
     calibration_size, batch_size, n_boot = cfg.calibration_size, cfg.batch_size, cfg.n_boot
     confidence_level, seed = cfg.confidence_level, cfg.seed
+    check_not_quantized(model, "audit")  # the FP reference: a quantized one would audit against itself
     spec = as_group_spec(group_spec)
     recipes = parse_recipes(recipes) if recipes else []
     given = {name: q if isinstance(q, QuantizedModel) else QuantizedModel(q) for name, q in (quantized_models or {}).items()}
@@ -413,7 +559,8 @@ def audit(
 
     metric = load_group_disparity()
     groups = evaluation.group_names()
-    boot = dict(n_boot=n_boot, confidence_level=confidence_level, seed=seed)
+    boot = dict(n_boot=n_boot, confidence_level=confidence_level, seed=seed, min_group_size=cfg.min_group_size,
+                p_adjust=cfg.p_adjust)
 
     def metrics_of(outputs: TaskOutputs, against: TaskOutputs | None = None) -> dict[str, Any]:
         return task.compute_metrics(metric, outputs, evaluation.references, groups, reference=against, **boot)
@@ -498,6 +645,7 @@ def audit(
             results.append(evaluate(name, q.model, recipe))
     settings = {
         "n_boot": n_boot, "confidence_level": confidence_level, "seed": seed,
+        "min_group_size": cfg.min_group_size, "p_adjust": cfg.p_adjust,
         "calibration_size": calibration_size if calibration is not None else 0,
         "eval_examples": len(evaluation),
         "eval_only_groups": eval_only,

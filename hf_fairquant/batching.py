@@ -21,6 +21,7 @@ import torch
 
 from .errors import FairQuantError
 from .groups import LABEL_COLUMNS, column_names
+from .tasks.causal_lm import pad_token_column
 
 LABELS = "labels"
 PIXEL_VALUES = "pixel_values"
@@ -89,7 +90,10 @@ class ModelInputs:
         dataset: Any,
         data_collator: DataCollator | None = None,
         processing_class: Any = None,
+        token_columns: Sequence[str] = (),
     ) -> None:
+        #: stored per-token columns (a causal LM's ``labels``) served with the inputs, padded with -100
+        self.token_columns = list(token_columns)
         self.dataset = dataset
         self.processing_class = processing_class
         self.data_collator = data_collator if data_collator is not None else default_collator(processing_class)
@@ -127,7 +131,7 @@ class ModelInputs:
         """Rows ``start:stop`` of the columns the inputs need, transform applied."""
         if has_transform(self.dataset):
             return dict(self.dataset[start:stop])
-        stored = [c for c in self.input_names if c != PIXEL_VALUES or self.image_column is None]
+        stored = [c for c in self.input_names if c != PIXEL_VALUES or self.image_column is None] + self.token_columns
         batch = dict(self.dataset.with_format("torch", columns=stored)[start:stop]) if stored else {}
         if self.image_column is not None:
             batch[self.image_column] = self.dataset.with_format(None, columns=[self.image_column])[start:stop][self.image_column]
@@ -136,6 +140,10 @@ class ModelInputs:
     def collate(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Model inputs (tensors) from a column batch: image processor, collator or stacking."""
         batch = dict(batch)
+        per_token = {c: batch.pop(c) for c in self.token_columns if c in batch}
+        if per_token:
+            inputs = self.collate(batch)
+            return {**inputs, **{c: pad_token_column(c, v, inputs) for c, v in per_token.items()}}
         if self.image_column is not None:
             processor = image_processor_of(self.processing_class)
             batch[PIXEL_VALUES] = processor(list(batch.pop(self.image_column)), return_tensors="pt")[PIXEL_VALUES]

@@ -17,9 +17,10 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ._format import ci_text, pct
+from ._format import ci_text, num, pct, signed
 from ._paths import hub_id
 from .errors import FairQuantError
+from .metrics import metric_load_snippet
 from .quantization import Publishing, get_artifact
 from .results import RunResult
 from .summary import SUMMARY_GROUP_COLUMNS, summary_table
@@ -66,6 +67,8 @@ def eval_results(result: RunResult) -> list[EvalResult]:
     )
     fp, q = audit.fp.metrics, result.published_row.metrics
     name = result.published.name
+    if not audit.metric_names.higher_is_better:
+        return [EvalResult(metric_type=t, metric_name=n, metric_value=v, **common) for t, n, v in _loss_entries(audit, fp, q, name)]
     entries = [
         ("accuracy", "accuracy (FP)", fp["accuracy"]),
         ("accuracy", f"accuracy ({name})", q["accuracy"]),
@@ -90,6 +93,29 @@ def eval_results(result: RunResult) -> list[EvalResult]:
             entries += [("speedup", f"throughput vs torch FP32, batch {f['speedup']['batch_size']} ({label})",
                          f["speedup"]["vs_torch_fp32"])]
     return [EvalResult(metric_type=t, metric_name=n, metric_value=v, **common) for t, n, v in entries]
+
+
+def _loss_entries(audit: Any, fp: dict[str, Any], q: dict[str, Any], name: str) -> list[tuple[str, str, float]]:
+    """model-index entries of a task whose headline is a loss-like metric (a causal LM: metric type
+    ``perplexity``): overall and per group for FP and the published model, each group's mean NLL
+    increase per token, both gaps — values as in ``results.json``."""
+    names = audit.metric_names
+    kind = names.model_index_type
+    entries = [
+        (kind, f"{names.label} (FP)", fp[names.overall]),
+        (kind, f"{names.label} ({name})", q[names.overall]),
+        (names.gap, f"group {names.label} gap (FP)", fp[names.gap]),
+        (names.gap, f"group {names.label} gap ({name})", q[names.gap]),
+    ]
+    for g in audit.group_names:
+        if g not in fp[names.group] or g not in q[names.group]:
+            continue
+        entries += [
+            (kind, f"{names.label}, group {g} (FP)", fp[names.group][g]),
+            (kind, f"{names.label}, group {g} ({name})", q[names.group][g]),
+            ("nll_increase", f"NLL increase per token, group {g} ({name} vs FP)", q[names.drop][g]),
+        ]
+    return entries
 
 
 def render_card(result: RunResult) -> ModelCard:
@@ -121,13 +147,13 @@ def _counts(counts: dict[str, int]) -> str:
 
 def _template_values(result: RunResult) -> dict[str, Any]:
     audit, data, card, p = result.audit, result.data, result.card, result.published
-    q, fp = result.published_row.metrics, audit.fp.metrics
     publishing = _publishing(result)
     name_or_path = result.model.name_or_path
     base = _display_name(name_or_path) if name_or_path else f"a {result.model.model_type} trained from scratch by this run"
     confidence = audit.settings.get("confidence_level", 0.95)
     repo_id = card.get("repo_id") or card["model_name"]
     eval_counts = _counts(data.group_counts[data.eval_split])
+
     return {
         "load_line": publishing.load_line(repo_id, result.model.auto_class, result.model.pipeline_tag),
         "load_snippet": publishing.load_snippet(repo_id, result.model.auto_class, result.model.pipeline_tag),
@@ -147,10 +173,6 @@ def _template_values(result: RunResult) -> dict[str, Any]:
         "summary_table": summary_table(audit, markdown=True) + _group_table(audit),
         "published_name": p.name,
         "effective_bits": f"{p.effective_bits:.2f}",
-        "gap": pct(q["accuracy_gap"]),
-        "gap_ci": ci_text(q.get("accuracy_gap_ci")),
-        "fp_gap": pct(fp["accuracy_gap"]),
-        "fp_gap_ci": ci_text(fp.get("accuracy_gap_ci")),
         "confidence": f"{confidence:.0%}",
         "group_description": card.get("group_description") or f"Groups from the column(s) {', '.join(data.group_columns)} of the dataset.",
         "quantization": publishing.quantization_text(p.effective_bits, p.layer_bits) + _kept_float_text(p),
@@ -159,18 +181,43 @@ def _template_values(result: RunResult) -> dict[str, Any]:
         "limitations": _limitations(result, publishing),
         "command": result.command,
         "provenance": "This card was written by hf-fairquant from the run's `results.json`; every number below is in that file.",
+        "metric_snippet": metric_load_snippet(),
+        "footer": "Full report: `report.md`. Every number: `results.json`.",
+        **_deployment_values(result),
+        **(_accuracy_values(result) if audit.metric_names.higher_is_better else _loss_values(result)),
+    }
+
+
+def _gap_ci(metrics: dict, settings: dict) -> str:
+    """The accuracy gap's interval, or why it has none (groups too small, or no bootstrap)."""
+    small = metrics.get("groups_too_small_for_interval") or []
+    if metrics.get("accuracy_gap_ci") is None and small:
+        return f"no interval: group(s) {', '.join(small)} have fewer than {settings.get('min_group_size', 30)} test examples"
+    return ci_text(metrics.get("accuracy_gap_ci"))
+
+
+def _accuracy_values(result: RunResult) -> dict[str, Any]:
+    """The template values of an accuracy headline (a classifier)."""
+    audit, data, p = result.audit, result.data, result.published
+    q, fp = result.published_row.metrics, audit.fp.metrics
+    confidence = audit.settings.get("confidence_level", 0.95)
+    eval_counts = _counts(data.group_counts[data.eval_split])
+    return {
+        "metric_heading": "Accuracy per group",
+        "gap": pct(q["accuracy_gap"]),
+        "gap_ci": _gap_ci(q, audit.settings),
+        "fp_gap": pct(fp["accuracy_gap"]),
+        "fp_gap_ci": _gap_ci(fp, audit.settings),
         "accuracy_intro": (
             f"Test split `{data.eval_split}` ({eval_counts}). Accuracy in %; "
             "gap = best − worst group; Δgap = gap − the\nfull-precision model's gap (points)."
         ),
         "published_text": (
             f"The published model is **{p.name}**: {p.effective_bits:.2f} mean weight bits. Its accuracy gap between\n"
-            f"groups is {pct(q['accuracy_gap'])} points ({confidence:.0%} bootstrap interval {ci_text(q.get('accuracy_gap_ci'))}), "
-            f"against {pct(fp['accuracy_gap'])} ({ci_text(fp.get('accuracy_gap_ci'))})\nfor the full-precision model.\n\n"
+            f"groups is {pct(q['accuracy_gap'])} points ({confidence:.0%} bootstrap interval {_gap_ci(q, audit.settings)}), "
+            f"against {pct(fp['accuracy_gap'])} ({_gap_ci(fp, audit.settings)})\nfor the full-precision model.\n\n"
             "![accuracy per group](plots/group_accuracy.png)"
         ),
-        "footer": "Full report: `report.md`. Every number: `results.json`.",
-        **_deployment_values(result),
     }
 
 
@@ -188,8 +235,50 @@ def _group_table(audit: Any) -> str:
     if len(audit.group_names) <= SUMMARY_GROUP_COLUMNS:
         return ""
     confidence = audit.settings.get("confidence_level", 0.95)
-    return (f"\n\nPer group, accuracy in % with its {confidence:.0%} bootstrap interval (small groups have wide "
+    what = "accuracy in %" if audit.metric_names.higher_is_better else audit.metric_names.label
+    return (f"\n\nPer group, {what} with its {confidence:.0%} bootstrap interval (small groups have wide "
             f"intervals):\n\n" + audit.group_markdown().rstrip("\n"))
+
+
+def _loss_values(result: RunResult) -> dict[str, Any]:
+    """The template values of a loss-like headline (a causal LM's perplexity)."""
+    audit, data = result.audit, result.data
+    names = audit.metric_names
+    p = result.published
+    q, fp = result.published_row.metrics, audit.fp.metrics
+    confidence = audit.settings.get("confidence_level", 0.95)
+    label = names.label
+    increases = ", ".join(f"{g} {signed(v)}" for g, v in q[names.drop].items())
+    ci = q.get(f"{names.disparate}_ci")
+    return {
+        "metric_heading": f"{label.capitalize()} per group",
+        "gap": num(q[names.gap]),
+        "gap_ci": _num_ci(q.get(f"{names.gap}_ci")),
+        "fp_gap": num(fp[names.gap]),
+        "fp_gap_ci": _num_ci(fp.get(f"{names.gap}_ci")),
+        "accuracy_intro": (
+            f"Test split `{data.eval_split}` ({_counts(data.group_counts[data.eval_split])} texts). {label.capitalize()} = "
+            "exp(mean next-token NLL per token of the group), lower is better; gap = worst − best group;\n"
+            "Δgap = gap − the full-precision model's gap."
+        ),
+        "published_text": (
+            f"The published model is **{p.name}**: {p.effective_bits:.2f} mean weight bits. Its mean NLL per token rose "
+            f"by {signed(q['loss_increase'])} nats against the full-precision model (per group: {increases});\nthe "
+            f"spread of those increases over groups is {signed(q[names.disparate])} ({confidence:.0%} bootstrap "
+            f"interval {_num_ci(ci, signed=True)}). Its {label} gap between groups is {num(q[names.gap])} "
+            f"against {num(fp[names.gap])} for the full-precision model; {pct(q.get('agreement'))} % of its top-1 "
+            f"next-token predictions equal the full-precision model's.\n\n"
+            f"![{label} per group](plots/group_accuracy.png)"
+        ),
+    }
+
+
+def _num_ci(interval: Any, signed: bool = False) -> str:
+    if not interval:
+        return "not bootstrapped"
+    if signed:
+        return f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"
+    return f"[{num(interval[0])}, {num(interval[1])}]"
 
 
 def _deployment_values(result: RunResult) -> dict[str, Any]:
@@ -224,11 +313,7 @@ def _explanation_text(result: RunResult) -> str:
     lam = ", ".join(f"{g} {curv[g].lambda_max:.3g}" for g in groups if g in curv)
     var = ", ".join(f"{g} {ex.logits[g].fp.logit_variance:.3g} → {ex.logits[g].quantized.logit_variance:.3g}" for g in groups)
     loss = ", ".join(f"{g} {ex.logits[g].excess_loss:+.3g}" for g in groups)
-    audited = result.audit.result(result.explained_recipe)
-    fp_worst = result.audit.fp.metrics["worst_group_accuracy"]
-    fall = 100 * (fp_worst - audited.metrics["worst_group_accuracy"])
-    lines = [f"Measured for {result.explained_recipe}, the post-training recipe that lowered the worst group's "
-             f"accuracy most ({fall:.1f} points):", ""]
+    lines = [_explained_line(result), ""]
     lines.append(f"- logit variance, FP → quantized: {var}")
     lines.append(f"- loss increase under quantization: {loss}")
     if grads:
@@ -244,6 +329,19 @@ def _explanation_text(result: RunResult) -> str:
         "Details, per layer: `report.md`.",
     ]
     return "\n".join(lines)
+
+
+def _explained_line(result: RunResult) -> str:
+    """Which recipe explain measured and why (see :func:`~hf_fairquant.run.runner.worst_recipe`)."""
+    audited = result.audit.result(result.explained_recipe)
+    if not result.audit.metric_names.higher_is_better:
+        rise = audited.metrics["worst_group_loss"] - result.audit.fp.metrics["worst_group_loss"]
+        return (f"Measured for {result.explained_recipe}, the post-training recipe that raised the worst-off group's "
+                f"mean NLL most ({rise:+.3f} nats per token):")
+    fp_worst = result.audit.fp.metrics["worst_group_accuracy"]
+    fall = 100 * (fp_worst - audited.metrics["worst_group_accuracy"])
+    return (f"Measured for {result.explained_recipe}, the post-training recipe that lowered the worst group's "
+            f"accuracy most ({fall:.1f} points):")
 
 
 def _limitations(result: RunResult, publishing: Publishing) -> list[str]:

@@ -1,4 +1,4 @@
-"""``hf-fairquant run|train|audit|explain|export|push``: parse arguments, call the runner (each
+"""``hf-fairquant run|train|audit|explain|export|push|push-metric|compare-samples``: parse arguments, call the runner (each
 command is a selection of its stages), explain or push; nothing more."""
 
 from __future__ import annotations
@@ -68,6 +68,26 @@ def _cmd_push_metric(args: argparse.Namespace) -> int:
     print(f"pushed the group_disparity metric to the Space {args.repo_id}: {url}")
     print(f'load it anywhere: import evaluate; group_disparity = evaluate.load("{args.repo_id}")')
     print(f"cards show this form when {METRIC_REPO_ENV}={args.repo_id} is set")
+    return 0
+
+
+def _cmd_compare_samples(args: argparse.Namespace) -> int:
+    """FP and quantized lm-eval ``--log_samples`` files → the paired per-group report."""
+    from ._config import split_commas
+    from .samples import compare_samples
+    from .summary import summary_table
+
+    report = compare_samples(
+        args.fp, args.quantized, group_field=args.group_field, metric=args.metric,
+        names=split_commas(args.names) if args.names else None, output_dir=args.output_dir, overwrite=args.overwrite,
+        filter_name=args.filter, n_boot=args.n_boot, confidence_level=args.confidence_level, seed=args.seed,
+        p_adjust=args.p_adjust, min_group_size=args.min_group_size, command=_command_line(),
+    )
+    s = report.settings
+    print(f"{s['metric']} per {s['group_field']} (%), {s['eval_examples']} items of {s.get('lm_eval_task') or 'the task'}")
+    print(summary_table(report))
+    if args.output_dir:
+        print(f"wrote {args.output_dir}/: report.md, report.json, card_section.md, plots/")
     return 0
 
 
@@ -162,7 +182,7 @@ def _add_stage_parser(sub, name: str, help_text: str, configs: tuple, build: boo
     parents = _options(*configs) if build else []
     parser = sub.add_parser(name, help=help_text, parents=parents, conflict_handler="resolve")
     parser.add_argument("--model", required=build, help="Hub model id or local folder (from_pretrained)")
-    parser.add_argument("--task", default=None, help="the model's task (classification, …); default: its head's")
+    parser.add_argument("--task", default=None, help="the model's task (classification, causal-lm); default: its head's")
     parser.add_argument("--output-dir", required=build)
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     return parser
@@ -202,6 +222,26 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p_metric.add_argument("--private", action="store_true")
     p_metric.add_argument("--revision", default=None, help="branch to commit to (default: main)")
     p_metric.set_defaults(func=_cmd_push_metric)
+
+    p_cmp = sub.add_parser("compare-samples", help="paired per-group report of lm-eval --log_samples files: an FP "
+                           "model's and its quantized versions' (same task)")
+    p_cmp.add_argument("fp", type=Path, help="the full-precision model's samples_<task>_<date>.jsonl")
+    p_cmp.add_argument("quantized", type=Path, nargs="+", help="the quantized models' samples files (same task)")
+    p_cmp.add_argument("--group-field", default="doc.category",
+                       help="dotted path of the group in each logged line (default: doc.category)")
+    p_cmp.add_argument("--metric", default="acc", help="a 0/1 per-item metric lm-eval logged (acc, acc_norm, exact_match, …)")
+    p_cmp.add_argument("--names", default=None, help="comma-separated names of the quantized rows (default: model folders)")
+    p_cmp.add_argument("--filter", default=None, help="lm-eval filter to compare when the files log several")
+    p_cmp.add_argument("--output-dir", default=None, help="write report.md, report.json, card_section.md, plots/ here")
+    p_cmp.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p_cmp.add_argument("--n-boot", "--n_boot", type=int, default=1000, help="bootstrap resamples (0: no intervals)")
+    p_cmp.add_argument("--confidence-level", "--confidence_level", type=float, default=0.95)
+    p_cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p_cmp.add_argument("--p-adjust", "--p_adjust", default="holm", choices=["holm", "bh", "none"],
+                       help="McNemar p-values across groups: Holm, Benjamini-Hochberg or none")
+    p_cmp.add_argument("--min-group-size", "--min_group_size", type=int, default=30,
+                       help="groups with fewer items get no interval")
+    p_cmp.set_defaults(func=_cmd_compare_samples)
 
     def configs(*names: str) -> tuple:
         if not (build_all or chosen in names[:1]):

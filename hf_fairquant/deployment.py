@@ -33,14 +33,13 @@ def compare(
     *,
     references: np.ndarray,
     groups: Any,
-    n_boot: int = 0,
-    confidence_level: float = 0.95,
-    seed: int = 0,
+    **options: Any,
 ) -> dict[str, Any]:
-    """The simulated-vs-deployed comparison of one recipe (plain JSON types)."""
+    """The simulated-vs-deployed comparison of one recipe (plain JSON types); ``options``: the
+    metric's n_boot, confidence_level, seed, min_group_size, p_adjust."""
     paired = metric.compute(
         predictions=deployed_predictions, reference_predictions=simulated_predictions,
-        references=references, groups=groups, n_boot=n_boot, confidence_level=confidence_level, seed=seed,
+        references=references, groups=groups, **options,
     )
     names = list(paired["group_accuracy"])
     difference = {g: -paired["group_accuracy_drop"][g] for g in names}
@@ -119,6 +118,7 @@ def not_exportable_reason(model: Any, recipe: Any) -> str | None:
 
 def export_deployed(
     model: Any, config: Any, calibration_dataset: Any, spec: Any, directory: Any, *, calibration_size: int, seed: int,
+    processing_class: Any = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Export ``model`` under each of ``config.recipes`` (an :class:`~hf_fairquant.quantization.onnx.ExportConfig`)
     into ``directory/onnx/``; returns ({audited name: OrtModel}, one description per file)."""
@@ -133,6 +133,7 @@ def export_deployed(
         result = export_onnx(
             model, recipe, directory, calibration_dataset, spec, calibration_size=calibration_size, seed=seed,
             block_size=config.block_size, file_name=onnx_file_name(recipe, primary=i == 0),
+            processing_class=processing_class,
         )
         name = str(recipe).upper()
         deployed[name] = load_onnx(result.quantized_path, num_threads=torch.get_num_threads())
@@ -152,7 +153,7 @@ def export_deployed(
 
 
 def measure_speedups(model: Any, deployed: Mapping[str, Any], files: list[dict[str, Any]], eval_dataset: Any,
-                     directory: Any, config: Any) -> None:
+                     directory: Any, config: Any, processing_class: Any = None) -> None:
     """Add each file's throughput ratio vs torch FP32 (and ORT FP32's), measured side by side on
     ``config.speed_batches`` test batches of ``config.speed_batch_size``, to ``files`` in place."""
     from itertools import islice
@@ -165,7 +166,8 @@ def measure_speedups(model: Any, deployed: Mapping[str, Any], files: list[dict[s
 
     if not config.speed_batches or not files:
         return
-    batches = list(islice(iterate_batches(model, eval_dataset, config.speed_batch_size), config.speed_batches))
+    batches = list(islice(iterate_batches(model, eval_dataset, config.speed_batch_size, processing_class=processing_class),
+                          config.speed_batches))
     torch_fp32 = throughput(model, batches)
     ort_fp32 = throughput(load_onnx(Path(directory) / files[0]["fp32_file"], num_threads=torch.get_num_threads()), batches)
     for f in files:

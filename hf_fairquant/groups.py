@@ -199,6 +199,11 @@ def check_label_names(feature: Any, id2label: Mapping[Any, str] | None, where: s
         )
 
 
+def _holds_names(values: Sequence[Any]) -> bool:
+    """Every value a class name (a string); missing values are left to :func:`label_codes` to name."""
+    return bool(values) and all(isinstance(v, str) for v in values)
+
+
 def check_labels(
     dataset: Any,
     where: str = "dataset",
@@ -482,7 +487,8 @@ class GroupSpec:
         split: str | None = None,
         label2id: Mapping[str, int] | None = None,
         id2label: Mapping[int, str] | None = None,
-    ) -> np.ndarray:
+        names_later: bool = False,
+    ) -> np.ndarray | None:
         """Check a split before heavy work: non-empty, label and group columns present,
         no missing values, labels within ``0..num_labels-1``, groups among the fitted ones,
         ``ClassLabel`` names that mean the model's classes (:func:`check_label_names`; ``id2label``
@@ -490,13 +496,17 @@ class GroupSpec:
 
         ``label_column`` None finds ``labels`` or ``label`` (see :func:`resolve_label_column`).
         Returns the labels as int64 codes (see :func:`label_codes`: integral floats and bools are
-        cast, class-name strings mapped through ``label2id``)."""
+        cast, class-name strings mapped through ``label2id``). ``names_later``: a column of class
+        names (strings, no missing value) is accepted as it is and None returned — before a model
+        exists there is no ``label2id`` to check them against; the model's checks do that."""
         where = f"split '{split}'" if split else "dataset"
         check_one_split(dataset, where)
         if len(dataset) == 0:
             raise FairQuantError(f"{where} is empty: it needs at least one example")
         column = resolve_label_column(dataset, label_column, where)
         self.check_groups(dataset, split)
+        if names_later and _holds_names(label_values(dataset, column)):  # no model yet to map names to ids
+            return None
         return check_labels(dataset, where, num_labels, label2id, column, id2label)
 
     def check_groups(self, dataset: Any, split: str | None = None) -> None:

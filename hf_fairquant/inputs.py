@@ -48,13 +48,17 @@ class GroupedInputs:
         if len(dataset) == 0:
             raise FairQuantError(f"{where} is empty: it needs at least one example")
         self.task = task_of(model, task)
+        dataset = self.task.prepare_dataset(dataset, processing_class)  # e.g. multiple choice: context + options
         spec = as_group_spec(group_spec)
         spec.check_groups(dataset, split)
         self.spec = spec if spec.is_fitted else spec.fit(dataset)
         self.split = split
         self.dataset = dataset
         self.references = self.task.references(dataset, model, where)
-        self.model_inputs = ModelInputs(model, dataset, data_collator, processing_class)
+        if data_collator is None:  # the task's own (multiple choice: a shared-prefix attention mask), else the default
+            data_collator = self.task.data_collator(model, processing_class)
+        token_columns = [self.task.batch_label_column] if self.task.has_batch_labels(dataset) else []
+        self.model_inputs = ModelInputs(model, dataset, data_collator, processing_class, token_columns=token_columns)
         config = getattr(model, "config", None)
         if config is not None:
             check_image_size(config, dataset)
@@ -140,13 +144,19 @@ class GroupedInputs:
     def batches(self, batch_size: int = 256) -> Iterator[Batch]:
         """``(inputs, targets)`` batches in row order, on the model's device."""
         device = self.model_inputs.device
+        token_columns = self.model_inputs.token_columns
         for start, stop, inputs in self.model_inputs.batches(batch_size):
-            refs = None if self.references is None else torch.from_numpy(self.references[start:stop]).to(device)
+            if token_columns:  # per-token references collated with the inputs (a causal LM's labels)
+                refs = inputs.pop(token_columns[0])
+            else:
+                refs = None if self.references is None else torch.from_numpy(self.references[start:stop]).to(device)
             yield inputs, self.task.targets(inputs, refs)
 
     def input_batches(self, batch_size: int = 256) -> Iterator[dict[str, torch.Tensor]]:
         """Model-input batches only (calibration, speed measurements)."""
         for _, _, inputs in self.model_inputs.batches(batch_size):
+            for column in self.model_inputs.token_columns:
+                inputs.pop(column, None)
             yield inputs
 
     def outputs(self, model: torch.nn.Module, batch_size: int = 256, desc: str | None = None) -> TaskOutputs:
@@ -175,12 +185,26 @@ def _check_is_dataset(dataset: Any, split: str) -> None:
 
 def check_text_length(config: Any, dataset: Any, where: str = "dataset") -> None:
     """Stored ``input_ids`` rows no longer than the model's ``max_position_embeddings`` (read from
-    the Arrow column's list lengths, no row is decoded)."""
+    the Arrow column's list lengths, no row is decoded). Rows with stored ``position_ids`` (a
+    packed multiple-choice item: options share the context's positions) are checked by their
+    largest position instead of their length."""
     limit = getattr(config, "max_position_embeddings", None)
-    if not isinstance(limit, int) or "input_ids" not in getattr(dataset, "column_names", []):
+    columns = getattr(dataset, "column_names", [])
+    if not isinstance(limit, int) or "input_ids" not in columns:
         return
     import pyarrow.compute as pc
 
+    if "position_ids" in columns:
+        column = dataset.with_format("arrow", columns=["position_ids"])[:]["position_ids"]
+        if not hasattr(column.type, "value_type"):
+            return
+        largest = pc.max(pc.list_flatten(column)).as_py()
+        if largest is not None and largest + 1 > limit:
+            raise FairQuantError(
+                f"rows of {where} reach position {largest} (a context and its longest option: {largest + 1} tokens) but "
+                f"the model has max_position_embeddings={limit}: shorten the contexts or drop those rows"
+            )
+        return
     column = dataset.with_format("arrow", columns=["input_ids"])[:]["input_ids"]  # the rows selected, as Arrow
     if not hasattr(column.type, "value_type"):
         return

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ._atomic import atomic_directory
 from ._format import markdown_table
+from .audit import AuditReport
 from .results import RunResult
-from .summary import model_rows, summary_table
+from .summary import model_rows, summary_table, summary_title
 
 PLOTS_DIR = "plots"
 
@@ -23,7 +25,7 @@ def summary_screen(result: RunResult) -> str:
     from .deployment import deployment_lines
     from .quantization import get_artifact
 
-    lines = ["Accuracy per group (%), test split " + result.data.eval_split, summary_table(result.audit), ""]
+    lines = [summary_title(result.audit) + ", test split " + result.data.eval_split, summary_table(result.audit), ""]
     lines += [f"float weights: {line}" for line in result.audit.float_warnings()]
     lines += [f"save → reload: {line}" for line in result.audit.round_trip_lines()]
     published = result.published
@@ -81,15 +83,22 @@ def write_outputs(result: RunResult, onnx_dir: str | Path | None = None) -> Path
 
 
 def save_group_accuracy_plot(result: RunResult, path: Path) -> Path:
-    """Grouped bars: each group's accuracy under FP, every PTQ recipe and the mitigated model."""
+    """Grouped bars: each group's accuracy (a language model: perplexity) under FP, every PTQ recipe
+    and the mitigated model."""
+    return plot_group_accuracy(result.audit, path, "per group: full precision, PTQ, mitigated")
+
+
+def plot_group_accuracy(audit: AuditReport, path: Path, title: str = "per group") -> Path:
+    """Grouped bars: each group's headline metric (accuracy; a language model's perplexity) under
+    every model of ``audit`` (FP first)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = model_rows(result.audit)
-    groups = result.audit.group_names
+    rows = model_rows(audit)
+    groups = audit.group_names
     x = np.arange(len(rows))
     width = 0.8 / max(len(groups), 1)
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.4), layout="constrained")
@@ -97,13 +106,24 @@ def save_group_accuracy_plot(result: RunResult, path: Path) -> Path:
         heights = [np.nan if r["groups"][g] is None else r["groups"][g] for r in rows]  # no test examples: no bar
         ax.bar(x + (i - (len(groups) - 1) / 2) * width, heights, width, label=g)
     ax.set_xticks(x, [r["name"] for r in rows], rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title("accuracy per group: full precision, PTQ, mitigated")
+    _label_axes(ax, audit, title)
     ax.legend(fontsize=8, ncols=min(len(groups), 4))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _label_axes(ax: Any, audit: Any, title: str) -> None:
+    """The plot's labels by the task's metric names (accuracy in %; a perplexity on a log scale)."""
+    names = audit.metric_names
+    if names.higher_is_better:
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"accuracy {title}")
+        return
+    ax.set_ylabel(f"{names.label} (lower is better)")
+    ax.set_yscale("log")
+    ax.set_title(f"{names.label} {title}")
 
 
 def _stage_passes(result: RunResult) -> str:
@@ -117,6 +137,24 @@ def _stage_passes(result: RunResult) -> str:
         f" In FP evaluation passes (one over the {settings.get('eval_examples', '?')} eval examples took {fp_s:.2f} s): "
         + ", ".join(f"{k} {v / fp_s:.1f}" for k, v in stages.items()) + "."
     )
+
+
+def _explained_because(audit: Any) -> str:
+    """Why explain chose its recipe (see :func:`~hf_fairquant.run.runner.worst_recipe`)."""
+    if audit.metric_names.higher_is_better:
+        return "the recipe that lowered the worst group's accuracy most"
+    return "the recipe that raised the worst-off group's NLL most"
+
+
+def task_sections(audit: AuditReport, level: str = "##") -> list[str]:
+    """The task's own sections of an audit (e.g. multiple choice's stereotype preference), as
+    Markdown headings and bodies."""
+    from .tasks import get_task
+
+    parts = []
+    for title, body in get_task(audit.task).markdown_sections(audit):
+        parts += [f"{level} {title}", body]
+    return parts
 
 
 def render_report(result: RunResult) -> str:
@@ -135,8 +173,9 @@ def render_report(result: RunResult) -> str:
         + ".",
         "## Audit: full precision, post-training quantization" + (" and the mitigated model" if result.mitigation else ""),
         result.audit.to_markdown(),
-        f"![accuracy per group]({PLOTS_DIR}/group_accuracy.png)",
+        f"![{result.audit.metric_names.label} per group]({PLOTS_DIR}/group_accuracy.png)",
     ]
+    parts += task_sections(result.audit)
     if result.deployment:
         from .deployment import files_markdown
 
@@ -146,8 +185,7 @@ def render_report(result: RunResult) -> str:
         body = result.explanation.to_markdown(PLOTS_DIR)
         body = body.split("\n", 1)[1] if body.startswith("# ") else body  # its title: our heading says it
         body = body.replace("\n# ", "\n### ").replace("\n## ", "\n### ")
-        parts += [f"## Why: explaining {result.explained_recipe} (the recipe that lowered the worst group's accuracy most)",
-                  body.strip()]
+        parts += [f"## Why: explaining {result.explained_recipe} ({_explained_because(result.audit)})", body.strip()]
     if result.mitigation:
         m, p = result.mitigation, result.published
         parts += [

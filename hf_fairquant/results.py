@@ -103,6 +103,8 @@ class RunResult(JsonRoundTrip):
     published: Published | None = None
     deployment: Deployment | None = None
     wall_time_s: dict[str, float] = field(default_factory=dict)
+    #: library versions and torch threads the numbers were measured with
+    environment: dict[str, Any] = field(default_factory=dict)
     # in this process only (never serialised)
     output_dir: Path | None = field(default=None, repr=False, compare=False)
     fp_model: Any = field(default=None, repr=False, compare=False)
@@ -134,6 +136,7 @@ class RunResult(JsonRoundTrip):
             "published": asdict(self.published) if self.published else None,
             "deployment": asdict(self.deployment) if self.deployment else None,
             "wall_time_s": dict(self.wall_time_s),
+            "environment": dict(self.environment),
         })
 
     def to_json(self) -> str:
@@ -167,6 +170,7 @@ class RunResult(JsonRoundTrip):
             published=_build(Published, data["published"]) if data.get("published") else None,
             deployment=_build(Deployment, data["deployment"]) if data.get("deployment") else None,
             wall_time_s=dict(data.get("wall_time_s") or {}),
+            environment=dict(data.get("environment") or {}),
         )
 
     @classmethod

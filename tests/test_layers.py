@@ -27,7 +27,8 @@ FLOORS = {
     "cards": 11, "hub": 11,
     "report": 12,
     "run": 13,
-    "cli": 14,
+    "samples": 14,
+    "cli": 15,
 }
 
 

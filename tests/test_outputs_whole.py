@@ -128,11 +128,10 @@ def test_scratch_directory_is_removed_on_success_and_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_readme_errors_example_prints_what_the_readme_shows(monkeypatch, capsys):
+def test_the_docs_errors_example_prints_what_the_docs_show(monkeypatch, capsys):
     import re
     import shlex
 
-    # the section moved from the README to docs/errors.md (#21); its example still runs as shown
     section = open(os.path.join(ROOT, "docs", "errors.md"), encoding="utf-8").read()
     command, shown = re.search(r"\$ (hf-fairquant [^\n]+)\n\s*(hf-fairquant [^\n]+)", section).groups()
     monkeypatch.chdir(ROOT)

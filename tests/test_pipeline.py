@@ -23,7 +23,10 @@ def test_every_recipe_parses_and_dry_runs(recipe, tmp_path):
     parsed = load_recipe(recipe, output_dir=str(tmp_path / "out"))
     plan = dry_run(parsed)  # loads no data and no model: works offline for the Hub recipes too
     assert parsed.audit.recipes and parsed.data.source in plan
-    assert "mitigate: FairQuantTrainer" in plan and parsed.mitigation is not None
+    if parsed.mitigation is None:  # an audit-only recipe (e.g. a pretrained LLM on StereoSet)
+        assert "mitigate:" not in plan and "audit: FP + " in plan
+        return
+    assert "mitigate: FairQuantTrainer" in plan
     assert parsed.mitigation.quantization_recipe is not None or parsed.mitigation.quantization_budget is not None
 
 
@@ -286,8 +289,9 @@ def test_cli_audit_of_a_saved_model(digits_run, tmp_path, capsys):
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     code = main(["audit", "--model", "x", "--dataset", "digits", "--group-column", "sex", "--output-dir", str(tmp_path)])
-    assert code == 2
-    assert "group column(s) ['sex'] not found" in capsys.readouterr().err
+    assert code == 2  # the model's config is read first (a small download), before any data loads
+    err = capsys.readouterr().err
+    assert "model 'x' is not a local folder, and loading it from the Hub failed" in err and "Traceback" not in err
 
 
 def test_deployed_onnx_model_is_audited_and_carded(digits_run):

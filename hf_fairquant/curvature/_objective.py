@@ -1,6 +1,7 @@
 """A group's mean loss as a function of chosen parameters: value, gradient, Hessian-vector product.
 
-The loss is the mean of the task's per-example loss (cross-entropy for a classifier) over fixed
+The loss is the mean of the task's per-example loss (cross-entropy for a classifier; for a task
+scoring several units per example, a causal LM, the mean over every scored token) over fixed
 batches (one group's sampled examples), the model in eval mode (no dropout, BatchNorm on running statistics), so it is a
 deterministic function of the parameters. Gradients and HVPs are double backward (autograd)
 accumulated over micro-batches of at most ``chunk_size`` examples, so memory is bounded by the
@@ -77,6 +78,10 @@ class GroupObjective:
         self.chunk_size = chunk_size
         self.batches = [piece for batch in batches for piece in _chunks(batch, chunk_size)]
         self.num_examples = sum(int(labels.shape[0]) for _, labels in self.batches)
+        #: a task that scores several units per example (a causal LM's tokens) averages over units
+        self.by_units = self.task.unit_name != "example"
+        self.num_units = (sum(int(self.task.units(labels).sum()) for _, labels in self.batches)
+                          if self.by_units else self.num_examples)
         self.dim = sum(p.numel() for p in self.params)
         self.dtype = self.params[0].dtype
         self.device = self.params[0].device
@@ -84,6 +89,9 @@ class GroupObjective:
         self.on_hvp: Callable[[int], Any] | None = None
 
     def _batch_loss(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        if self.by_units:  # the mean over every scored unit of the batches (token-weighted)
+            losses = self.task.loss(self.model(**inputs), labels)
+            return (losses * self.task.units(labels).to(losses.dtype)).sum() / self.num_units
         return self.task.loss(self.model(**inputs), labels).sum() / self.num_examples
 
     def loss(self) -> float:

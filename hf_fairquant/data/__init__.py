@@ -222,8 +222,8 @@ def load_raw_grouped_dataset(config: DataConfig) -> tuple[DatasetDict, GroupSpec
             if len(ds) == 0:
                 raise FairQuantError(f"split '{split}' is empty: it needs at least one example")
             spec.check_columns(ds, split=split)
-        else:
-            spec.validate(ds, label_column=config.label_column, split=split)
+        else:  # class names are mapped through the model's label2id once the model is known
+            spec.validate(ds, label_column=config.label_column, split=split, names_later=True)
     spec = spec.fit(*raw.values())
     eval_only = spec.eval_only_groups(raw[config.train_split], {config.eval_split: raw[config.eval_split]})
     if eval_only:

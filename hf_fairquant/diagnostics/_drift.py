@@ -35,11 +35,20 @@ def _dense(output: object) -> torch.Tensor:
     output = output[0] if isinstance(output, (tuple, list)) else output
     if is_quantized_tensor(output):  # a backend's quantized activations
         output = output.dequantize()
-    return output.detach().double().flatten(1)
+    return output.detach().double()
+
+
+def per_example_sq(values: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example sum of squares of a module output; with ``positions`` (a ``(batch, sequence)``
+    mask, e.g. a causal LM's attention mask) only the outputs at those positions count, so padding
+    does not add drift."""
+    if positions is not None and values.ndim >= 3 and tuple(values.shape[:2]) == tuple(positions.shape):
+        values = values * positions.to(values.dtype).reshape(*positions.shape, *([1] * (values.ndim - 2)))
+    return (values.flatten(1) ** 2).sum(1)
 
 
 class ActivationRecorder:
-    """Forward hooks on named modules that keep each one's latest output, flattened per example.
+    """Forward hooks on named modules that keep each one's latest output (dense, float64).
 
     Use as a context manager: the hooks are removed on exit, so the model is left as it was. A
     hook on a quanto module runs after quanto's own output hook, so it sees the quantized output.

@@ -36,7 +36,7 @@ from ._explanation import (
     LogitSummary,
 )
 from ._passes import PairedPass, paired_pass
-from ._sampling import examples_to_use, sample_rows, split_halves
+from ._sampling import examples_to_use, sample_rows, sample_rows_by_units, split_halves
 
 
 def explain(
@@ -67,9 +67,12 @@ def explain(
 
     Options come from ``config`` (:class:`ExplainConfig`) and/or keywords naming its fields
     (``explain(..., probes=8)``; a keyword wins). Gradients and curvature use each group's mean
-    cross-entropy on ``examples_per_group`` examples (None, the default: every group at the
-    smallest group's count, at most 128 — so groups are compared at equal sample size;
-    ``"all"``; or an int — an error if a group has fewer); beside each ‖∇L‖ its sampling noise
+    loss (the task's: cross-entropy, or a causal LM's NLL per token) on ``examples_per_group``
+    examples (None, the default: every group at the smallest group's count, at most 128 — so groups
+    are compared at equal sample size; ``"all"``; or an int — an error if a group has fewer); for a
+    task that scores tokens (a causal LM) these are counts of scored tokens (default cap 4,096),
+    met exactly (the last sampled text scores only the tokens still needed), the logit statistics
+    are per-token means and activation drift leaves padding out; beside each ‖∇L‖ its sampling noise
     floor at that size (split halves, no extra pass). Gradients and HVPs are accumulated over
     micro-batches of ``chunk_size`` examples (memory bounded by the chunk), over the
     ``parameters``: ``"quantized"`` (the weights quantization perturbs, default: the bound's Δθ
@@ -101,9 +104,12 @@ def explain(
             calibrating.dataset, {"explain": inputs.dataset}
         )
     codes = inputs.codes
+    unit = inputs.task.unit_name  # "token" for a causal LM: groups are compared at equal token counts
+    units = _row_units(inputs, batch_size) if unit != "example" else None
     counts = {name: int((codes == i).sum()) for i, name in enumerate(spec.names)}
     counts = {g: c for g, c in counts.items() if c > 0}
-    sizes = examples_to_use(counts, examples_per_group)
+    available = counts if units is None else {g: int(units[codes == spec.code_of(g)].sum()) for g in counts}
+    sizes = examples_to_use(available, examples_per_group, unit)
 
     # ------------------------------------------------------------ quantize
     laps = dict.fromkeys(("validate", "quantize", "paired_pass", "gradients", "curvature"), 0.0)
@@ -131,8 +137,9 @@ def explain(
     passed = paired_pass(model, qm.frozen, inputs, layers, batch_size, progress)
     masks = {g: codes == spec.code_of(g) for g in counts}
     drift_layers = _layer_drift(passed, masks, w_errors, plan)
-    logits = {g: _group_logits(passed, m) for g, m in masks.items()}
-    overall = _group_logits(passed, np.ones(len(codes), dtype=bool))
+    weights = passed.units if units is not None else None
+    logits = {g: _group_logits(passed, m, weights) for g, m in masks.items()}
+    overall = _group_logits(passed, np.ones(len(codes), dtype=bool), weights)
     clock("paired_pass")
 
     # ------------------------------------------------------------ links 3, 4, 5 per group
@@ -152,14 +159,20 @@ def explain(
     gradients, curvature, taylor = {}, {"fp": {}}, {}
     if quantized_curvature:
         curvature["quantized"] = {}
+    texts_used = {}
     for g in tqdm(list(counts), desc="groups", disable=not progress):
-        rows = sample_rows(codes, spec.code_of(g), sizes[g], seed)
-        batches = list(inputs.select(rows).batches(chunk_size or batch_size))
+        if units is None:
+            rows, keep = sample_rows(codes, spec.code_of(g), sizes[g], seed), None
+        else:  # exactly sizes[g] tokens: the last sampled text scores only the tokens still needed
+            rows, keep = sample_rows_by_units(codes, spec.code_of(g), units, sizes[g], seed)
+            texts_used[g] = len(rows)
+        batches = _sampled_batches(inputs, rows, keep, chunk_size or batch_size)
         fp_obj = GroupObjective(model, fp_params, batches, chunk_size, task=inputs.task)
         q_obj = GroupObjective(qm.straight_through, q_params, batches, chunk_size, task=inputs.task)
-        grad, noise = _gradient_and_noise(model, fp_params, inputs, rows, chunk_size or batch_size, seed)
+        grad, noise = _gradient_and_noise(model, fp_params, inputs, rows, keep, chunk_size or batch_size, seed)
         gradients[g] = GroupGradient(
-            len(rows), float(grad.double().norm()), float(q_obj.gradient().double().norm()), noise
+            len(rows) if keep is None else int(keep.sum()), float(grad.double().norm()),
+            float(q_obj.gradient().double().norm()), noise,
         )
         clock("gradients")
         with tqdm(desc=f"curvature {g}", unit="HVP", disable=not progress, leave=False) as bar:
@@ -179,6 +192,7 @@ def explain(
         "examples_per_group": examples_per_group, "examples_cap": max(sizes.values()),
         "equal_examples": len(set(sizes.values())) == 1,
         "batch_size": batch_size, "seed": seed,
+        **({"unit": unit, "texts_per_group": texts_used} if units is not None else {}),
         "calibration_size": calibration_size if needs_calibration else 0,
         "calibrated_on": None if not needs_calibration else ("calibration_dataset" if calibration_dataset is not None else "dataset"),
         "eval_examples": len(inputs),
@@ -201,19 +215,45 @@ def explain(
 
 
 # ---------------------------------------------------------------- validation helpers
+def _row_units(inputs: GroupedInputs, batch_size: int) -> np.ndarray:
+    """Scored units (tokens) of every row, from the targets alone (no forward pass)."""
+    return np.concatenate([inputs.task.units(targets).cpu().numpy() for _, targets in inputs.batches(batch_size)])
+
+
+def _sampled_batches(inputs: GroupedInputs, rows: np.ndarray, keep: np.ndarray | None, size: int) -> list:
+    """``(inputs, targets)`` batches of ``rows``; with ``keep``, row i scores only its first ``keep[i]`` units."""
+    batches, start = [], 0
+    for batch, targets in inputs.select(rows).batches(size):
+        n = int(targets.shape[0])
+        if keep is not None:
+            targets = inputs.task.limit_units(targets, torch.as_tensor(keep[start:start + n]))
+        batches.append((batch, targets))
+        start += n
+    return batches
+
+
 def _gradient_and_noise(
-    model: torch.nn.Module, params: list, inputs: GroupedInputs, rows: np.ndarray, chunk: int, seed: int,
+    model: torch.nn.Module, params: list, inputs: GroupedInputs, rows: np.ndarray, keep: np.ndarray | None, chunk: int,
+    seed: int,
 ) -> tuple[torch.Tensor, float | None]:
     """∇ of the group's mean loss on ``rows`` and its split-half sampling noise floor
-    √(n_A·n_B)/n · ‖∇L_A − ∇L_B‖ (E‖∇L̂ − ∇L‖ at n examples; from the same backward passes)."""
+    √(n_A·n_B)/n · ‖∇L_A − ∇L_B‖ (E‖∇L̂ − ∇L‖ at n examples — n tokens, with ``keep``, the
+    scored tokens of each row; from the same backward passes)."""
+    def part_of(half: np.ndarray) -> np.ndarray | None:
+        return None if keep is None else keep[np.searchsorted(rows, half)]
+
     def objective(part: np.ndarray, chunk_size: int | None) -> GroupObjective:
-        return GroupObjective(model, params, list(inputs.select(part).batches(chunk)), chunk_size, task=inputs.task)
+        return GroupObjective(model, params, _sampled_batches(inputs, part, part_of(part), chunk), chunk_size,
+                              task=inputs.task)
 
     if len(rows) < 2:
         return objective(rows, None).gradient(), None
     halves = split_halves(rows, seed)
     grads = [objective(h, chunk).gradient() for h in halves]
-    n_a, n_b, n = len(halves[0]), len(halves[1]), len(rows)
+    if keep is None:
+        n_a, n_b, n = len(halves[0]), len(halves[1]), len(rows)
+    else:
+        n_a, n_b, n = int(part_of(halves[0]).sum()), int(part_of(halves[1]).sum()), int(keep.sum())
     gradient = (grads[0] * n_a + grads[1] * n_b) / n
     noise = float((grads[0].double() - grads[1].double()).norm()) * (n_a * n_b) ** 0.5 / n
     return gradient, noise
@@ -250,13 +290,17 @@ def _layer_drift(passed: PairedPass, masks: dict[str, np.ndarray], errors: dict[
     return out
 
 
-def _summary(stats: dict[str, np.ndarray], mask: np.ndarray) -> LogitSummary:
-    mean = {k: float(v[mask].mean()) for k, v in stats.items()}
+def _summary(stats: dict[str, np.ndarray], mask: np.ndarray, weights: np.ndarray | None = None) -> LogitSummary:
+    """Means over the group's examples; with ``weights`` (scored tokens) the per-token means."""
+    if weights is None:
+        mean = {k: float(v[mask].mean()) for k, v in stats.items()}
+    else:
+        mean = {k: float(np.average(v[mask], weights=weights[mask])) for k, v in stats.items()}
     return LogitSummary(mean["correct"], mean["loss"], mean["logit_variance"], mean["confidence"], mean["margin"])
 
 
-def _group_logits(passed: PairedPass, mask: np.ndarray) -> GroupLogits:
-    fp, q = _summary(passed.fp, mask), _summary(passed.quantized, mask)
+def _group_logits(passed: PairedPass, mask: np.ndarray, weights: np.ndarray | None = None) -> GroupLogits:
+    fp, q = _summary(passed.fp, mask, weights), _summary(passed.quantized, mask, weights)
     return GroupLogits(
         int(mask.sum()), fp, q, _ratio(q.logit_variance, fp.logit_variance), q.loss - fp.loss, fp.accuracy - q.accuracy
     )
@@ -266,7 +310,7 @@ def _curvature(objective: GroupObjective, eig: dict, probes: int, seed: int) -> 
     top = top_eigenvalue(objective.hvp, objective.dim, dtype=objective.dtype, **eig)
     trace = hutchinson_trace(objective.hvp, objective.dim, probes=probes, seed=seed, dtype=objective.dtype)
     return GroupCurvature(
-        objective.num_examples, top.value, top.hvps, top.converged, trace.value, trace.stderr, trace.probes, trace.exact,
+        objective.num_units, top.value, top.hvps, top.converged, trace.value, trace.stderr, trace.probes, trace.exact,
         top.residual,
     )
 

@@ -26,14 +26,15 @@ def _image(plots_dir: str | None, name: str, alt: str) -> str:
 def render(ex: "Explanation", plots_dir: str | None = None) -> str:
     groups = ex.group_names
     s = ex.settings
+    units = f"{s.get('unit', 'example')}s"  # "tokens" for a causal LM: groups compared at equal token counts
     counts = ", ".join(f"{g} {ex.logits[g].count}" for g in groups)
     parts = [
         f"# Explain: {ex.quantization.get('name', 'quantized')} vs full precision",
         f"Groups by {INTERSECTION_SEPARATOR.join(ex.group_columns)}; examples per group: {counts}. "
         f"Gradients and curvature over the `{s.get('parameters', 'quantized')}` parameters "
         f"({s.get('dimension', '?')} values) on "
-        + (f"{s.get('examples_cap')} examples of every group (equal counts); " if s.get("equal_examples")
-           else f"up to {s.get('examples_cap', 'all')} examples per group (unequal counts: a smaller sample has a larger ‖∇L‖ "
+        + (f"{s.get('examples_cap')} {units} of every group (equal counts); " if s.get("equal_examples")
+           else f"up to {s.get('examples_cap', 'all')} {units} per group (unequal counts: a smaller sample has a larger ‖∇L‖ "
                 "and λ_max from sampling noise alone); ")
         + f"at most {s['hvp_budget']} Hessian-vector products per group; " * bool(s.get("hvp_budget"))
         + f"seed {s.get('seed')}."
@@ -68,11 +69,18 @@ def render(ex: "Explanation", plots_dir: str | None = None) -> str:
             _num(gl.fp.confidence, 3), _num(gl.quantized.confidence, 3), _num(gl.fp.loss), _num(gl.quantized.loss),
             f"{gl.excess_loss:+.4g}", pct(gl.fp.accuracy), pct(gl.quantized.accuracy), f"{100 * gl.accuracy_drop:+.1f}",
         ])
-    parts += [
-        "## 2. Logits, margins, loss and accuracy per group, FP vs quantized",
+    means = (
         "Means over each group's examples: logit variance across classes (population variance), margin = "
         "true-class logit − best other logit (the distance-to-boundary proxy), confidence = max softmax, "
-        "cross-entropy loss, accuracy in %.\n\n"
+        "cross-entropy loss, accuracy in %."
+        if units == "examples" else
+        f"Means over each group's scored {units} (n: texts): logit variance across the vocabulary (population "
+        "variance) — does quantization shrink the per-token logit spread? —, margin = next token's logit − best "
+        "other logit, confidence = max softmax, next-token NLL, top-1 next-token accuracy in %."
+    )
+    parts += [
+        "## 2. Logits, margins, loss and accuracy per group, FP vs quantized",
+        means + "\n\n"
         + markdown_table(head, rows) + _image(plots_dir, "groups.png", "accuracy, loss and logit variance per group"),
     ]
 
@@ -86,14 +94,14 @@ def render(ex: "Explanation", plots_dir: str | None = None) -> str:
         "## 3. Gradient norms per group",
         "‖∇θ L_g‖ of each group's mean loss; the quantized model through its fake-quantized "
         "(straight-through) graph. Noise floor: the norm sampling noise alone gives at this many "
-        "examples, √(n_A·n_B)/n·‖∇L_A − ∇L_B‖ over a random split of the group's sample into halves; "
+        f"{units}, √(n_A·n_B)/n·‖∇L_A − ∇L_B‖ over a random split of the group's sample into halves; "
         "a ‖∇L‖ near its noise floor (ratio ≈ 1) says more about the sample size than about the group.\n\n"
-        + markdown_table(["group", "examples", "‖∇L‖ FP", "noise floor", "‖∇L‖ / floor", "‖∇L‖ quantized"], rows),
+        + markdown_table(["group", units, "‖∇L‖ FP", "noise floor", "‖∇L‖ / floor", "‖∇L‖ quantized"], rows),
     ]
 
     # 4. curvature
     method = s.get("eigen_method", "lanczos")
-    head = ["model", "group", "examples", "λ_max", "HVPs", "residual", "trace", "± s.e.", "probes"]
+    head = ["model", "group", units, "λ_max", "HVPs", "residual", "trace", "± s.e.", "probes"]
     rows = []
     for model, per_group in ex.curvature.items():
         for g in groups:

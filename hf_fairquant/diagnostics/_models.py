@@ -22,6 +22,7 @@ from ..quantization import (
     QuantRecipe,
     Quantizer,
     calibrate,
+    check_not_quantized,
     freeze,
     get_quantizer,
     is_quantized,
@@ -49,6 +50,7 @@ def resolve(model: torch.nn.Module, recipe_or_model: Any) -> tuple[QuantRecipe |
     A recipe must match modules of ``model``; a quantized model must have been quantized from
     a model of the same architecture (same module names and weight shapes).
     """
+    check_not_quantized(model, "explain")  # the FP model: its quantized twin is built or given separately
     if isinstance(recipe_or_model, torch.nn.Module):
         qmodel = recipe_or_model
         quantizer = quantizer_of(qmodel) if is_quantized(qmodel) else None

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..curvature import evaluating
 from ..inputs import GroupedInputs
 from ..tasks import LOGIT_STATISTICS
-from ._drift import ActivationRecorder
+from ._drift import ActivationRecorder, per_example_sq
 
 
 @dataclass
@@ -31,6 +31,8 @@ class PairedPass:
     quantized: dict[str, np.ndarray]
     drift_sq: np.ndarray
     norm_sq: np.ndarray
+    #: scored units (tokens for a causal LM) of every example: the weights of its means
+    units: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -45,7 +47,8 @@ def paired_pass(
     """Run every row of ``inputs`` through both models once (see the module docstring); the task
     of ``inputs`` gives the per-example logit statistics."""
     stats: dict[str, dict[str, list]] = {"fp": {k: [] for k in LOGIT_STATISTICS}, "quantized": {k: [] for k in LOGIT_STATISTICS}}
-    drift, norm = [], []
+    drift, norm, units = [], [], []
+    by_token = inputs.task.unit_name != "example"  # padded positions carry no drift (a causal LM)
     total = -(-len(inputs) // batch_size)
     with evaluating(fp), evaluating(quantized), ActivationRecorder(fp, layers) as fp_rec, ActivationRecorder(quantized, layers) as q_rec:
         for batch, targets in tqdm(inputs.batches(batch_size), total=total, desc="FP vs quantized", disable=not progress, leave=False):
@@ -55,13 +58,17 @@ def paired_pass(
                 for stat, values in inputs.task.logit_statistics(model(**batch), targets).items():
                     stats[key][stat].append(values.double().cpu().numpy())
             n = len(stats["fp"]["loss"][-1])
+            units.append(inputs.task.units(targets).cpu().numpy())
+            positions = batch.get("attention_mask") if by_token else None
             missing = np.full(n, np.nan)  # a module this forward did not call
             drift.append(np.stack([
-                ((q_rec.outputs[name] - fp_rec.outputs[name]) ** 2).sum(1).cpu().numpy() if name in fp_rec.outputs else missing
+                per_example_sq(q_rec.outputs[name] - fp_rec.outputs[name], positions).cpu().numpy()
+                if name in fp_rec.outputs else missing
                 for name in layers
             ], 1))
             norm.append(np.stack([
-                (fp_rec.outputs[name] ** 2).sum(1).cpu().numpy() if name in fp_rec.outputs else missing for name in layers
+                per_example_sq(fp_rec.outputs[name], positions).cpu().numpy() if name in fp_rec.outputs else missing
+                for name in layers
             ], 1))
     return PairedPass(
         list(layers),
@@ -69,4 +76,5 @@ def paired_pass(
         {k: np.concatenate(v) for k, v in stats["quantized"].items()},
         np.concatenate(drift),
         np.concatenate(norm),
+        np.concatenate(units),
     )

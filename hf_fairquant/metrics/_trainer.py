@@ -188,6 +188,10 @@ def group_compute_metrics(
     def compute_metrics(eval_pred: "EvalPrediction") -> dict[str, float]:
         predictions, labels, groups = _unpack(eval_pred, dataset_groups)
         extra: dict[str, Any] = {}
+        if not task.uses_class_labels:  # e.g. a causal LM: per-example losses and tokens (its metric mode)
+            result = task.compute_metrics(module, task.eval_outputs(predictions, labels), None, groups, **options)
+            _check_names(result, names)
+            return _flatten(result, names)
         if predictions.ndim == 2:
             outputs = task.eval_outputs(predictions, labels)
             if include_loss and len(labels) == len(predictions) > 0:  # else the module names the problem
@@ -202,12 +206,14 @@ def group_compute_metrics(
             **options,
             **extra,
         )
-        if names is not None:
-            unknown = sorted(set(result["group_count"]) - set(names))
-            if unknown:
-                raise FairQuantError(
-                    f"group codes {unknown} have no entry in group_names (known codes: {sorted(names)})."
-                )
+        _check_names(result, names)
         return _flatten(result, names)
 
     return compute_metrics
+
+
+def _check_names(result: Mapping[str, Any], names: Optional[dict[str, str]]) -> None:
+    if names is not None:
+        unknown = sorted(set(result["group_count"]) - set(names))
+        if unknown:
+            raise FairQuantError(f"group codes {unknown} have no entry in group_names (known codes: {sorted(names)}).")

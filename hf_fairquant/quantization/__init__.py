@@ -9,7 +9,7 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "api": ["FLOAT_SHARE_WARNING", "apply_plan", "calibrate", "check_quantized", "describe_quantization", "effective_bits",
+    "api": ["FLOAT_SHARE_WARNING", "apply_plan", "calibrate", "check_not_quantized", "check_quantized", "describe_quantization", "effective_bits",
             "float_kinds", "float_weights", "freeze", "is_quantized", "layer_bits", "model_size_bytes", "quantize",
             "recipe_quantizer"],
     "backends": ["ArtifactFormat", "Backend", "DEFAULT_BACKEND", "PLAIN_LIBRARY_NAME", "Publishing", "Quantizer", "artifact_for_folder",

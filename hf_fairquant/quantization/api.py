@@ -8,10 +8,11 @@ elsewhere too (bitsandbytes, torchao, optimum-quanto, HQQ, torch.ao, a transform
 What is counted (:func:`layer_bits`, :func:`effective_bits`): every weight-bearing module the
 quantizers act on — ``Linear``, ``Conv1d/2d/3d`` (and transposed), transformers' ``Conv1D``, and
 each library's quantized replacement of them — each weight once (a tied ``lm_head`` counts once).
-Embedding tables are left out: they are lookups, no quantizer here or in transformers' configs
-quantizes them by default, and in a text model they would dominate the mean (a DistilBERT's
-vocabulary is a third of its weights); :func:`~.recognise.describe_layers` lists them. For the
-demo's models (Conv2d/Linear only) this is the same count as before.
+Float embedding tables are left out: they are lookups, no quantizer here or in transformers'
+configs quantizes them by default, and in a text model they would dominate the mean (a
+DistilBERT's vocabulary is a third of its weights); an embedding a recipe quantizes by name
+(``overrides: {model.embed_tokens: w4}``) is counted. :func:`~.recognise.describe_layers` lists
+them all. For the demo's models (Conv2d/Linear only) this is the same count as before.
 """
 
 from __future__ import annotations
@@ -191,6 +192,7 @@ def _counted_layers(model: torch.nn.Module) -> dict[str, _Layer]:
     described: dict[str, LayerInfo] = describe_layers(model, strict=strict)
     own = quantizer.layer_bits(model) if quantizer is not None else {}
     embeddings = {n for n, i in described.items() if is_embedding(i)}
+    counted = {n for n in embeddings if described[n].quantized or n in own}  # an embedding a recipe quantized by name
     out: dict[str, _Layer] = {}
     for name, module in model.named_modules():
         info = described.get(name)
@@ -200,8 +202,9 @@ def _counted_layers(model: torch.nn.Module) -> dict[str, _Layer]:
                 out[name] = _Layer(own[name], numel, float(own[name].weight_bits), float(own[name].weight_bits),
                                    type(module).__name__)
             continue
-        if name in embeddings or (info.tied_to is not None and info.tied_to not in embeddings):
-            continue  # an embedding table, or a weight counted at its first holder
+        if (name in embeddings and name not in counted) or (
+                info.tied_to is not None and (info.tied_to not in embeddings or info.tied_to in counted)):
+            continue  # a float embedding table, or a weight counted at its first holder
         quant = own.get(name)
         if quant is None and info.quantized:
             quant = LayerQuant.observed_as(info.weight_bits, info.activation_bits)

@@ -215,12 +215,16 @@ class QuantRecipe:
         Raises if the model has nothing to quantize or a pattern matches no module.
         """
         names = quantizable_modules(model)
+        embeddings = named_embeddings(model, [p for p, _ in self.overrides])
+        if embeddings:  # opt in: an override that names an embedding quantizes it (its weights only)
+            wanted = set(names) | set(embeddings)
+            names = [n for n, _ in model.named_modules() if n in wanted]
         for kind, patterns in (("override", [p for p, _ in self.overrides]), ("exclude", list(self.exclude))):
             for pattern in patterns:
                 if not any(fnmatchcase(n, pattern) for n in names):
                     raise FairQuantError(
                         f"{kind} pattern {pattern!r} matches no Conv2d/Linear module of "
-                        f"{type(model).__name__}; its modules are: {_preview(names)}"
+                        f"{type(model).__name__} (nor an nn.Embedding); its modules are: {_preview(names)}"
                     )
         plan = {n: self.layer_quant(n) for n in names}
         if all(q is None for q in plan.values()):
@@ -403,6 +407,14 @@ def quantizable_modules(model: torch.nn.Module) -> list[str]:
     if not names:
         raise FairQuantError(f"{type(model).__name__} has no Conv2d or Linear module to quantize (nor a transformers Conv1D)")
     return names
+
+
+def named_embeddings(model: torch.nn.Module, patterns: Iterable[str]) -> list[str]:
+    """The ``nn.Embedding`` modules an override pattern names: embeddings are quantized only when a
+    recipe asks for them by name (e.g. ``overrides: {model.embed_tokens: w8}``), never by default."""
+    patterns = list(patterns)
+    return [n for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Embedding) and any(fnmatchcase(n, p) for p in patterns)]
 
 
 def _preview(names: list[str], limit: int = 12) -> str:

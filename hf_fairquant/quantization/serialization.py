@@ -75,7 +75,7 @@ def _is_model_folder(folder: Path) -> bool:
     return folder.is_dir() and any((folder / name).is_file() for name in ("config.json", META_NAME, "model.safetensors"))
 
 
-def check_save_target(directory: Path) -> None:
+def check_save_target(directory: Path, backend: str) -> None:
     """The folder ``save_quantized`` replaces whole must not be a file, nor a file's name inside a
     saved model folder (``save_quantized(q, folder / "config.json")`` would turn the config into a
     folder, and ``folder`` would no longer load)."""
@@ -84,8 +84,7 @@ def check_save_target(directory: Path) -> None:
             f"save_quantized writes a folder, but {directory} is an existing file; give a folder "
             f"(e.g. {directory.parent / 'quantized'})"
         )
-    known = {f for n in available_backends() if (a := get_backend(n).artifact) is not None for f in a.artifact_files()}
-    if _is_artifact_file(directory.name, known | _MODEL_FILES) and _is_model_folder(directory.parent):
+    if _is_artifact_file(directory.name, _artifact_files(directory.parent, backend)) and _is_model_folder(directory.parent):
         raise FairQuantError(
             f"save_quantized writes a folder, but {directory} is named like a file of the saved model in "
             f"{directory.parent}; give the folder itself ({directory.parent}) or a new one beside it"
@@ -115,7 +114,7 @@ def save_quantized(
         "effective_bits": effective_bits(model),
     }
     directory = Path(directory)
-    check_save_target(directory)
+    check_save_target(directory, quantizer.name)
     if contains_cwd(directory):
         raise FairQuantError(f"save_quantized replaces {directory} whole, and it is (or contains) the working folder; "
                              "save into a subfolder")

@@ -11,23 +11,23 @@ memory — so a pattern that matches nothing fails here, not after FP training.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from .._atomic import contains_cwd
 from .._paths import local_folder_or_hub_id
-from ..data import WORDLEVEL, DataConfig, check_subset
+from ..data import BPE, WORDLEVEL, DataConfig, check_subset
 from ..errors import FairQuantError
 from ..groups import GroupSpec
 from ..tasks import Task
-from .models import (
-    build_model,
-    local_architecture,
-    modality,
-    publish_backend,
-    resolve_task,
-)
+from .models import build_model, data_for_task, local_architecture, modality, publish_backend, resolve_task
 from .recipe import ModelSection, RunRecipe
+
+#: Free disk space a run needs beside its output folder, checked before any work (a full disk
+#: would otherwise fail after every stage had run).
+MIN_FREE_BYTES = 64 * 2**20
 
 
 def check_output_dir(out: str | Path, overwrite: bool, option: str = "--output-dir") -> None:
@@ -44,6 +44,18 @@ def check_output_dir(out: str | Path, overwrite: bool, option: str = "--output-d
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FairQuantError(
             f"output folder {out} exists and is not empty; pass --overwrite to replace it, or choose another --output-dir"
+        )
+    parent = next((p for p in [out.expanduser().absolute().parent, *out.expanduser().absolute().parents] if p.exists()))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FairQuantError(
+            f"output folder {out} cannot be written: {parent} is not writable (the folder is written beside it under a "
+            f"temporary name, then renamed); choose another {option}"
+        )
+    free = shutil.disk_usage(parent).free
+    if free < MIN_FREE_BYTES:
+        raise FairQuantError(
+            f"only {free / 2**20:.0f} MiB free on the disk of {parent}: a run writes models, plots and reports there "
+            f"(at least {MIN_FREE_BYTES // 2**20} MiB needed); free some space or choose another {option}"
         )
 
 
@@ -176,9 +188,21 @@ def check_recipe(recipe: RunRecipe, overwrite: bool = False) -> list[Any]:
     if recipe.model.tokenizer is not None and not recipe.data.text_column:
         raise FairQuantError("model.tokenizer applies to text data: set data.text_column (or drop model.tokenizer)")
     if recipe.data.text_column and recipe.model.name_or_path is None and recipe.model.tokenizer is None:
-        raise FairQuantError(f"a text model from `config` needs a tokenizer: model.tokenizer: {WORDLEVEL} (trained on the "
-                             "training split) or a tokenizer folder / Hub id")
+        raise FairQuantError(f"a text model from `config` needs a tokenizer: model.tokenizer: {WORDLEVEL} or {BPE} (trained "
+                             "on the training split) or a tokenizer folder / Hub id")
     task = resolve_task(recipe.model, recipe.data)  # a local checkpoint's head against model.task
+    recipe.data = data_for_task(recipe.data, task)  # a causal LM reads no label column
+    if recipe.export is not None and not task.uses_class_labels:
+        raise FairQuantError(
+            f"export (ONNX Runtime artifacts audited as deployed) covers classifiers; the task {task.name!r} has no "
+            "exported form here: drop the export section (torchao artifacts load with plain transformers)"
+        )
+    trained = [s for s in ("training", "mitigation") if getattr(recipe, s) is not None]
+    if trained and not task.trainable:
+        raise FairQuantError(
+            f"recipe section(s) {trained}: the {task.name} task audits a model as it is and trains none; remove "
+            f"{' and '.join(trained)} (audit and explain work)"
+        )
     _check_model_config(recipe.model, recipe.data, task)
     _check_data_config(recipe.data)
     explained = recipe.explain.recipe
@@ -300,10 +324,11 @@ def _similar(a: str, b: str) -> bool:
     return difflib.SequenceMatcher(None, a.lower().replace("-", "_"), b.lower().replace("-", "_")).ratio() >= 0.75
 
 
-def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any]) -> None:
+def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any], task: Task | None = None) -> None:
     """The checks that need the loaded splits (no model yet, no forward pass): the mitigation's
-    group columns, calibration sizes against the number of groups, the explain sample against
-    the smallest test group, group weights against the training groups."""
+    group columns and sampling, calibration sizes against the number of groups, the explain sample
+    against the smallest test group (in examples; a task scoring tokens is checked by explain, in
+    tokens), group weights against the training groups."""
     from ..groups import check_enough_for_groups
 
     train = data[recipe.data.train_split]
@@ -334,8 +359,14 @@ def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any]
                     f"{sorted(named - set(train_groups))}, missing {sorted(set(train_groups) - named)}; "
                     f"the groups are {train_groups}"
                 )
+    if m is not None and task is not None and not task.uses_class_labels and m.group_sampling in CLASS_SAMPLING:
+        raise FairQuantError(
+            f"mitigation.group_sampling={m.group_sampling!r} balances class labels, and the task {task.name!r} has none "
+            "(its targets are the text's tokens): use group_balanced (or none)"
+        )
     e = recipe.explain
-    if e.enabled and audited and isinstance(e.examples_per_group, int) and not isinstance(e.examples_per_group, bool):
+    per_example = task is None or task.unit_name == "example"
+    if per_example and e.enabled and audited and isinstance(e.examples_per_group, int) and not isinstance(e.examples_per_group, bool):
         test_counts = {g: c for g, c in counts[recipe.data.eval_split].items() if c > 0}
         small = {g: c for g, c in test_counts.items() if c < e.examples_per_group}
         if small:
@@ -345,6 +376,10 @@ def check_data(recipe: RunRecipe, data: Any, spec: GroupSpec, audited: list[Any]
                 f"'{recipe.data.eval_split}', {g!r}, has {c} example(s); use at most {c}, 'all' or null "
                 "(every example up to 512)"
             )
+
+
+#: Sampling modes that need class labels.
+CLASS_SAMPLING = ("class_balanced", "group_class_balanced")
 
 
 def check_max_length(data: DataConfig, model: Any) -> None:

@@ -21,7 +21,7 @@ import yaml
 
 from .._coerce import coerce_fields
 from ..audit import AuditConfig
-from ..data import WORDLEVEL, DataConfig
+from ..data import BPE, WORDLEVEL, DataConfig
 from ..diagnostics import ExplainConfig
 from ..errors import FairQuantError, MissingFileError
 from ..quantization.onnx.export import ExportConfig
@@ -35,12 +35,14 @@ class ModelSection:
     name_or_path: str | None = field(default=None, metadata={"help": "Hub model id or local folder"})
     task: str | None = field(
         default=None,
-        metadata={"help": "the model's task (classification, …); default: the checkpoint's head "
-                          "(config.architectures), classification for a model from `config`"},
+        metadata={"help": "the model's task (classification, causal-lm); default: the checkpoint's head "
+                          "(config.architectures); for a model from `config`, causal-lm on text without a label "
+                          "column, else classification"},
     )
     config: dict[str, Any] | None = field(default=None, metadata={"help": "transformers config kwargs incl. model_type"})
     tokenizer: str | None = field(
-        default=None, metadata={"help": f"a text model from `config`: '{WORDLEVEL}' trains a WordLevel tokenizer on the "
+        default=None, metadata={"help": f"a text model from `config`: '{WORDLEVEL}' trains a WordLevel tokenizer (classifiers), "
+                                        f"'{BPE}' a byte-level BPE (causal LMs, model.config.vocab_size tokens) on the "
                                         "training split's text (saved with the model), or a tokenizer folder / Hub id"}
     )
 
@@ -89,6 +91,9 @@ class RunRecipe:
     mitigation: Any = None  # FairQuantTrainingArguments (fair QAT from the FP weights) or None
     export: ExportConfig | None = None  # ONNX Runtime artifacts of the FP model, audited as deployed
     output_dir: str = "outputs/run"
+    #: torch threads for the whole run (None: torch's default); pinning it makes a run reproducible
+    #: number for number on machines with different core counts, and robust beside other jobs
+    threads: int | None = None
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelSection, "audit": AuditConfig, "explain": ExplainSection, "card": CardSection}
@@ -131,7 +136,7 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
             f"recipe {path} must be a YAML mapping with sections {sorted(_SECTIONS) + ['mitigation', 'training']}, "
             f"got a {type(raw).__name__}"
         )
-    allowed = set(_SECTIONS) | {"training", "mitigation", "export", "output_dir"}
+    allowed = set(_SECTIONS) | {"training", "mitigation", "export", "output_dir", "threads"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise FairQuantError(f"unknown top-level key(s) {unknown} in recipe {path}; allowed: {sorted(allowed)}")
@@ -155,7 +160,11 @@ def load_recipe(path: str | Path, output_dir: str | None = None) -> RunRecipe:
     export = _parse_section("export", ExportConfig, raw["export"]) if raw.get("export") is not None else None
     if export is not None and not export.enabled:
         export = None
-    recipe = RunRecipe(training=training, mitigation=mitigation, export=export, output_dir=str(out), **sections)
+    threads = raw.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise FairQuantError(f"recipe key 'threads' must be a positive integer (torch threads for the run) or null, got {threads!r}")
+    recipe = RunRecipe(training=training, mitigation=mitigation, export=export, output_dir=str(out), threads=threads,
+                       **sections)
     if recipe.model.name_or_path is None and recipe.model.config is None:
         raise FairQuantError("recipe section 'model' needs `name_or_path` or `config`")
     if recipe.model.name_or_path is None and training is None:

@@ -10,10 +10,11 @@ mitigate, publish). Trainer checkpoints and ONNX staging live in a scratch folde
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .. import deployment
 from .._atomic import output_lock, scratch_directory, sweep_stale
@@ -34,6 +35,7 @@ from .models import (
     class_names,
     load_recipe_data,
     modality,
+    model_config,
     publish_backend,
     resolve_task,
     train_fair_qat,
@@ -161,7 +163,7 @@ def run(
     saved = {s: getattr(recipe, s).output_dir for s in ("training", "mitigation") if getattr(recipe, s) is not None}
     command = command or _default_command()
     try:
-        with output_lock(out, command), scratch_directory(out, "checkpoints") as scratch:  # one run per folder
+        with output_lock(out, command), scratch_directory(out, "checkpoints") as scratch, torch_threads(recipe.threads):
             _checkpoints_outside(recipe, scratch)
             state = _Run(recipe, chosen, audited, scratch, echo, command)
             _data_and_fp(state)
@@ -188,9 +190,13 @@ def _data_and_fp(state: _Run) -> None:
 
     recipe = state.recipe
     state.say("data", "data and full-precision model")
-    state.splits, state.spec, state.tokenizer, state.processor = load_recipe_data(recipe.model, recipe.data)
-    check_data(recipe, state.splits, state.spec, state.audited)  # before the model is built or trained
-    state.task = resolve_task(recipe.model, recipe.data)
+    architecture = None
+    if recipe.model.name_or_path is not None:  # a Hub model's config (small) before any data: its head, its reach
+        config = model_config(recipe.model)
+        architecture = (getattr(config, "architectures", None) or [None])[0]
+    state.task = resolve_task(recipe.model, recipe.data, architecture)
+    state.splits, state.spec, state.tokenizer, state.processor = load_recipe_data(recipe.model, recipe.data, state.task)
+    check_data(recipe, state.splits, state.spec, state.audited, state.task)  # before the model is built or trained
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)
     model = build_model(recipe.model, class_names(state.train), modality(recipe.data), state.task, tokenizer=state.tokenizer)
@@ -211,7 +217,7 @@ def _data_and_fp(state: _Run) -> None:
     state.echo(f"groups by {state.spec.name}: " + "; ".join(f"{s}: {c}" for s, c in counts.items()))
     state.lap("data")
     if recipe.training is not None:
-        model = train_fp_model(model, recipe.training, state.train, processing_class=state.tokenizer)
+        model = train_fp_model(model, recipe.training, state.train, processing_class=state.tokenizer, task=state.task)
         state.lap("fp_training")
     state.model = model.eval()
 
@@ -224,9 +230,10 @@ def _export(state: _Run) -> None:
     state.staging.mkdir()
     state.deployed, files = deployment.export_deployed(
         state.model, recipe.export, state.train, state.spec, state.staging,
-        calibration_size=recipe.audit.calibration_size, seed=recipe.audit.seed,
+        calibration_size=recipe.audit.calibration_size, seed=recipe.audit.seed, processing_class=state.tokenizer,
     )
-    deployment.measure_speedups(state.model, state.deployed, files, state.evaluation, state.staging, recipe.export)
+    deployment.measure_speedups(state.model, state.deployed, files, state.evaluation, state.staging, recipe.export,
+                                processing_class=state.tokenizer)
     state.deployment = Deployment(files=files)
     state.lap("export")
 
@@ -316,6 +323,8 @@ def _result(state: _Run, out: Path) -> RunResult:
     if state.trainer is not None:
         args = state.trainer.args
         arguments = {k: getattr(args, k) for k in _MITIGATION_FIELDS if not (k == "max_steps" and args.max_steps <= 0)}
+        if args.loss_unit != "example":  # reported only when it is not the default (classifier results unchanged)
+            arguments["loss_unit"] = args.loss_unit
         allocation = getattr(state.trainer, "allocation", None)
         row = report.quantized[-1]
         mitigation = Mitigation(
@@ -355,6 +364,7 @@ def _result(state: _Run, out: Path) -> RunResult:
         published=published,
         deployment=state.deployment,
         wall_time_s=dict(state.timings),
+        environment=_environment(),
         output_dir=out,
         fp_model=model,
         quantized_model=state.quantized,
@@ -365,7 +375,8 @@ def _result(state: _Run, out: Path) -> RunResult:
 
 def worst_recipe(report: Any, audited: list[Any] | None = None) -> str | None:
     """The audited PTQ recipe that costs the worst-off group most: the largest fall of the
-    minimum group accuracy (ties: the fewest bits). Not the gap change — a recipe that wrecks
+    minimum group accuracy — for a language model the largest rise of the highest group mean NLL
+    (the worst language's) — ties: the fewest bits. Not the gap change — a recipe that wrecks
     every group can shrink the gap while it hurts the worst group most. With ``audited``, only
     recipes explain can take (presets, not transformers quantization configs) are candidates."""
     rows = report.quantized
@@ -374,6 +385,11 @@ def worst_recipe(report: Any, audited: list[Any] | None = None) -> str | None:
         rows = [r for r in rows if r.name in names]
     if not rows:
         return None
+    names = getattr(report, "metric_names", None)
+    if names is not None and not names.higher_is_better:
+        fp_loss = report.fp.metrics["worst_group_loss"]
+        worst = max(rows, key=lambda r: (r.metrics["worst_group_loss"] - fp_loss, -r.effective_bits))
+        return worst.name
     fp_worst = report.fp.metrics["worst_group_accuracy"]
     worst = max(rows, key=lambda r: (fp_worst - r.metrics["worst_group_accuracy"], -r.effective_bits))
     return worst.name
@@ -389,6 +405,28 @@ def _training_summary(args: Any) -> dict[str, Any] | None:
 def _final_train_loss(trainer: Any) -> float | None:
     losses = [h["train_loss"] for h in trainer.state.log_history if "train_loss" in h]
     return losses[-1] if losses else None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` for the block (None: left as they are)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _environment() -> dict[str, Any]:
+    """What a run's numbers depend on beyond the recipe: library versions and torch's threads."""
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, transformers.__name__: transformers.__version__, "threads": torch.get_num_threads()}
 
 
 def _checkpoints_outside(recipe: RunRecipe, scratch: Path) -> None:
@@ -421,13 +459,16 @@ def dry_run(recipe: RunRecipe, *, stages: Iterable[str] | None = None, overwrite
     steps.append(f"data: {source}, groups by {', '.join(recipe.data.group_columns)}"
                  + (f", derived long tail {recipe.data.long_tail_classes}" if recipe.data.long_tail_classes else ""))
     steps.append(f"model: {model} ({task.name}, {task.auto_class(modality(recipe.data))})"
-                 + (f", fine-tuned for {recipe.training.num_train_epochs:g} epoch(s)" if recipe.training else ""))
+                 + (("" if not recipe.training else f", trained for {recipe.training.max_steps} steps"
+                     if recipe.training.max_steps > 0 else f", fine-tuned for {recipe.training.num_train_epochs:g} epoch(s)")))
     if "export" in chosen:
         steps.append(f"export: ONNX Runtime {', '.join(recipe.export.recipes)} of the FP model → onnx/, audited as deployed")
     shown = audited if "audit" in chosen else []
     steps.append(f"audit: FP + {', '.join(str(r) for r in shown) or 'nothing'}")
     if "explain" in chosen:
-        steps.append(f"explain: {recipe.explain.recipe or 'the recipe that lowers the worst group most'}")
+        worst = "the recipe that lowers the worst group most" if task.uses_class_labels else \
+            "the recipe that raises the worst language's NLL most"
+        steps.append(f"explain: {recipe.explain.recipe or worst}")
     if "mitigate" in chosen:
         mitigation = recipe.mitigation
         quant = mitigation.quantization_recipe

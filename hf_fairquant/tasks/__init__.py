@@ -3,8 +3,8 @@
 A :class:`Task` names the transformers class and ``pipeline`` tag it uses, reads references from
 the data, and gives the per-example loss, predictions and scored units that the audit, explain,
 curvature, allocation, the trainer and the metric adapter consume — so that none of them
-computes a prediction or a loss itself. ``classification`` ships here; every module of this
-package registers one task (:func:`register_task`), found on first use.
+computes a prediction or a loss itself. ``classification`` and ``causal-lm`` ship here; every
+module of this package registers one task (:func:`register_task`), found on first use.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ floor gets these from the task and never computes a prediction or a loss itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -68,13 +68,15 @@ class TaskOutputs:
     ``losses[i]`` is example i's mean loss over its ``units[i]`` scored units (1 for a classified
     example, its target tokens for a language model); ``predictions``/``correct`` hold every
     scored unit's prediction and whether it equals its target, example after example
-    (``units.sum()`` entries).
+    (``units.sum()`` entries). ``extras`` holds per-example arrays (first axis: examples) a task
+    keeps for its own metrics, e.g. every option's score of a multiple-choice item.
     """
 
     losses: np.ndarray
     units: np.ndarray
     predictions: np.ndarray
     correct: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.losses)
@@ -84,7 +86,9 @@ class TaskOutputs:
         parts = list(parts)
         if not parts:
             raise FairQuantError("no outputs to concatenate: the dataset yielded no batch")
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("losses", "units", "predictions", "correct")))
+        extras = {k: np.concatenate([p.extras[k] for p in parts]) for k in parts[0].extras}
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("losses", "units", "predictions", "correct")),
+                   extras=extras)
 
     def example_predictions(self) -> np.ndarray:
         """One prediction per example (every example has exactly one scored unit)."""
@@ -110,6 +114,28 @@ class Task:
     name: ClassVar[str] = ""
     #: the metric names its results carry
     metric_names: ClassVar[MetricNames] = MetricNames()
+    #: a data column whose per-token values are collated with each batch (padded with -100) and
+    #: handed to :meth:`targets` as the batch's references (None: references come per row)
+    batch_label_column: ClassVar[str | None] = None
+    #: what one scored unit is (``"example"``, ``"token"``): explain compares groups at equal counts of them
+    unit_name: ClassVar[str] = "example"
+    #: whether the data carries a class label column (False: the targets come from the inputs)
+    uses_class_labels: ClassVar[bool] = True
+    #: whether a checkpoint's head alone selects this task (:func:`~.registry.task_for_architecture`);
+    #: False for a task that shares its models' head with another (multiple choice scores with a
+    #: causal LM) and is therefore named explicitly (``task=``, ``model.task``, ``--task``)
+    selected_by_head: ClassVar[bool] = True
+    #: True when the task encodes a dataset's raw columns itself (:meth:`prepare_dataset`), so a
+    #: run skips the generic text/image preprocessing
+    encodes_raw_rows: ClassVar[bool] = False
+    #: whether ``FairQuantTrainer`` and a recipe's ``training``/``mitigation`` can train a model of
+    #: this task (False: it is audited and explained as it is)
+    trainable: ClassVar[bool] = True
+
+    def collator(self, inner: Any = None) -> Any:
+        """The ``Trainer`` data collator of this task around ``inner`` (the user's or the default
+        one): what adds the labels a training batch needs; ``inner`` itself by default."""
+        return inner
 
     # ------------------------------------------------------------ which models
     def handles(self, architecture: str) -> bool:
@@ -143,6 +169,17 @@ class Task:
             )
 
     # ------------------------------------------------------------ data
+    def prepare_dataset(self, dataset: Any, processing_class: Any = None) -> Any:
+        """``dataset`` as this task's model inputs. A task whose rows need their own encoding
+        (multiple choice: a context and its options) encodes raw rows here with the tokenizer in
+        ``processing_class``; the others return ``dataset`` as it is."""
+        return dataset
+
+    def data_collator(self, model: torch.nn.Module, processing_class: Any = None) -> Any:
+        """The collator this task's batches need, or None for the default (dynamic padding for a
+        tokenizer, else stacking). A collator the caller passes wins."""
+        return None
+
     def references(self, dataset: Any, model: torch.nn.Module, where: str) -> np.ndarray | None:
         """Every row's validated reference (a class id), or None when targets come with each batch."""
         raise NotImplementedError
@@ -153,9 +190,22 @@ class Task:
             raise FairQuantError(f"task {self.name!r} needs references for every row")
         return references
 
+    def has_batch_labels(self, dataset: Any) -> bool:
+        """Whether ``dataset`` holds this task's per-token :attr:`batch_label_column`."""
+        return False
+
+    def units(self, targets: torch.Tensor) -> torch.Tensor:
+        """Scored units per example of a batch's targets (one each unless a task scores several)."""
+        return torch.ones(targets.shape[0], dtype=torch.long, device=targets.device)
+
+    def limit_units(self, targets: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``targets`` scoring at most ``keep[i]`` units of example i (the first ones); one-unit
+        examples are kept whole."""
+        return targets
+
     # ------------------------------------------------------------ per example
     def loss(self, output: Any, targets: torch.Tensor) -> torch.Tensor:
-        """Per-example loss (shape ``(batch,)``), differentiable."""
+        """Per-example loss (shape ``(batch,)``), differentiable: the mean over the example's scored units."""
         raise NotImplementedError
 
     def batch_outputs(self, output: Any, targets: torch.Tensor) -> TaskOutputs:
@@ -172,6 +222,11 @@ class Task:
     def eval_outputs(self, predictions: np.ndarray, label_ids: np.ndarray) -> TaskOutputs:
         """:class:`TaskOutputs` from a ``Trainer``'s ``EvalPrediction`` arrays (numpy logits, label ids)."""
         raise NotImplementedError
+
+    def preprocess_logits_for_metrics(self) -> Any:
+        """A ``Trainer(preprocess_logits_for_metrics=...)`` that reduces each batch's logits to
+        what :meth:`eval_outputs` reads, or None when the logits are small enough to keep."""
+        return None
 
     def logit_statistics(self, output: Any, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-example statistics of the logits (explain's link 2), keys as :data:`LOGIT_STATISTICS`."""
@@ -194,6 +249,11 @@ class Task:
         """The ``group_disparity`` metric of ``outputs`` (against a ``reference`` model's outputs on
         the same rows, e.g. the full-precision one); ``options``: n_boot, confidence_level, seed."""
         raise NotImplementedError
+
+    def markdown_sections(self, report: Any) -> list[tuple[str, str]]:
+        """(title, Markdown) sections of this task's results beyond the accuracy table, for
+        ``report.md`` (e.g. multiple choice's stereotype-preference rates); none by default."""
+        return []
 
 
 #: Per-example logit statistics every task reports for explain, in report order.

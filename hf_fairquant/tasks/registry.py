@@ -54,9 +54,10 @@ def get_task(task: "str | Task") -> Task:
 
 
 def task_for_architecture(architecture: str) -> Task:
-    """The task a checkpoint of transformers class ``architecture`` belongs to (its head)."""
+    """The task a checkpoint of transformers class ``architecture`` belongs to (its head); a task
+    that is only ever named explicitly (``selected_by_head = False``) is never chosen here."""
     _discover()
-    found = [t for t in _REGISTRY.values() if t.handles(architecture)]
+    found = [t for t in _REGISTRY.values() if t.selected_by_head and t.handles(architecture)]
     if not found:
         kind = head_kind(architecture)
         what = f" (a {kind or 'base, headless'} model)" if kind is not None else ""

@@ -20,6 +20,8 @@ from ..quantization import SUPPORTED_WEIGHT_BITS, QuantRecipe
 
 GROUP_SAMPLING = ("none", "group_balanced", "class_balanced", "group_class_balanced")
 GROUP_WEIGHTING = ("none", "inverse_frequency", "sqrt_inverse_frequency", "dro")
+#: What the training loss averages over (``loss_unit``).
+LOSS_UNITS = ("example", "token")
 
 
 def _json_option(name: str, text: str) -> Any:
@@ -55,6 +57,11 @@ class FairQuantTrainingArguments(TrainingArguments):
         metadata={"help": f"loss weights: one of {', '.join(GROUP_WEIGHTING)} or a JSON mapping {{group: weight}}"},
     )
     dro_step_size: float = field(default=0.01, metadata={"help": "Group DRO exponentiated-gradient step size"})
+    loss_unit: str = field(
+        default="example",
+        metadata={"help": "what the loss averages over: example (each example's mean loss counts once: group weights "
+                          "and Group-DRO weigh examples) or token (a causal LM's texts count by their scored tokens)"},
+    )
     quantization: dict | str | None = field(
         default=None,
         metadata={"help": "QAT recipe: a preset (w8a8, w4a8, w4, w2a8), a JSON recipe, or 'auto:<budget>' (bits per "
@@ -99,6 +106,8 @@ class FairQuantTrainingArguments(TrainingArguments):
                 f"unknown group_weighting {self.group_weighting!r}; allowed: {list(GROUP_WEIGHTING)} "
                 "or a mapping {group: weight}"
             )
+        if self.loss_unit not in LOSS_UNITS:
+            raise FairQuantError(f"unknown loss_unit {self.loss_unit!r}; allowed: {list(LOSS_UNITS)}")
         if not self.dro_step_size > 0:
             raise FairQuantError(f"dro_step_size must be positive, got {self.dro_step_size}")
         if self.range_update_steps <= 0:

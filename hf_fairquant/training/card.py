@@ -17,6 +17,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .._format import pct, to_plain
 from .._paths import hub_id
+from ..metrics import metric_load_snippet
 from ..tasks import modality_of
 
 TEMPLATE = "model_card.md"
@@ -38,10 +39,10 @@ TRAINER_CARD_ARGUMENTS = (
 )
 
 
-def _last_group_eval(log_history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The last logged evaluation that holds per-group accuracy (``eval_group_accuracy/<g>``)."""
+def _last_group_eval(log_history: list[dict[str, Any]], group_key: str = "group_accuracy") -> dict[str, Any] | None:
+    """The last logged evaluation that holds per-group results (``eval_<group_key>/<g>``)."""
     for entry in reversed(log_history):
-        if any(k.startswith("eval_group_accuracy/") for k in entry):
+        if any(k.startswith(f"eval_{group_key}/") for k in entry):
             return entry
     return None
 
@@ -98,7 +99,8 @@ def trainer_card(
     bits = float_weight_bits(model) if pending else effective_bits(model)
     size = model_size_bytes(model)
     fp_size = 4 * sum(p.numel() for p in model.parameters())
-    evaluation = _last_group_eval(trainer.state.log_history)
+    names = trainer.task.metric_names
+    evaluation = _last_group_eval(trainer.state.log_history, names.group)
     dro = getattr(trainer.loss_weighting, "q", None)
     dro_weights = dict(zip(spec.names, dro.tolist())) if dro is not None else None
     train_counts = None
@@ -109,17 +111,26 @@ def trainer_card(
     def get(key: str, group: str | None = None) -> Any:
         return None if evaluation is None else evaluation.get(f"eval_{key}" + (f"/{group}" if group else ""))
 
-    rows = ["| group | training examples | eval examples | accuracy | mean loss |" + (" DRO weight |" if dro_weights else ""),
+    accuracy = names.higher_is_better  # else a loss-like headline (a causal LM's perplexity), shown as it is
+    rows = [f"| group | training examples | eval examples | {names.label} | mean loss |" + (" DRO weight |" if dro_weights else ""),
             "| --- | --- | --- | --- | --- |" + (" --- |" if dro_weights else "")]
     for g in spec.names:
-        acc, loss, count = get("group_accuracy", g), get("group_mean_loss", g), get("group_count", g)
+        acc, loss, count = get(names.group, g), get("group_mean_loss", g), get("group_count", g)
+        shown = (pct(acc) if accuracy else f"{acc:.2f}") if acc is not None else "—"
         row = [g, str(train_counts[g]) if train_counts else "—", str(int(count)) if count is not None else "—",
-               pct(acc) if acc is not None else "—", f"{loss:.3f}" if loss is not None else "—"]
+               shown, f"{loss:.3f}" if loss is not None else "—"]
         if dro_weights:
             row.append(f"{dro_weights[g]:.3f}")
         rows.append("| " + " | ".join(row) + " |")
     table = "\n".join(rows)
-    if evaluation is not None:
+    if evaluation is not None and not accuracy:
+        intro = (f"The last evaluation (step {evaluation.get('step', '?')}): overall {names.label} "
+                 f"{get(names.overall):.2f} (lower is better).")
+        published = (f"{names.label.capitalize()} gap between groups (worst − best): {get(names.gap):.2f}; worst group "
+                     f"{names.label} {get(names.worst_value):.2f}. The trainer does not audit the full-precision "
+                     "model: `hf_fairquant.audit(fp_model, eval_ds, [], 'language', quantized_models={'QAT': model})` "
+                     "compares them per group.")
+    elif evaluation is not None:
         intro = (f"The last evaluation (step {evaluation.get('step', '?')}): overall accuracy "
                  f"{pct(get('accuracy'))} %. Accuracy in %.")
         published = (f"Accuracy gap between groups (best − worst): {pct(get('accuracy_gap'))} points; worst group "
@@ -154,9 +165,10 @@ def trainer_card(
     if evaluation is not None and dataset_id:
         common = dict(task_type=trainer.task.pipeline_tag(modality_of(model)), dataset_type=dataset_id,
                       dataset_name=(dataset if isinstance(dataset, str) else None) or dataset_id, dataset_split="eval")
-        entries = [("accuracy", f"accuracy ({recipe or 'FP'})", get("accuracy")),
-                   ("accuracy_gap", f"group accuracy gap ({recipe or 'FP'})", get("accuracy_gap"))]
-        entries += [("accuracy", f"accuracy, group {g} ({recipe or 'FP'})", get("group_accuracy", g)) for g in spec.names]
+        kind, label = names.model_index_type, names.label
+        entries = [(kind, f"{label} ({recipe or 'FP'})", get(names.overall)),
+                   (names.gap, f"group {label} gap ({recipe or 'FP'})", get(names.gap))]
+        entries += [(kind, f"{label}, group {g} ({recipe or 'FP'})", get(names.group, g)) for g in spec.names]
         results = [EvalResult(metric_type=t, metric_name=n, metric_value=float(v), **common) for t, n, v in entries if v is not None]
     extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
     modality = modality_of(model)
@@ -194,6 +206,7 @@ def trainer_card(
                        "the groups, the DRO weights and the last evaluation in `trainer.state.log_history`."),
         "size_kb": f"{size / 1e3:.0f}",
         "fp_size_kb": f"{fp_size / 1e3:.0f}",
+        "metric_heading": f"{names.label.capitalize()} per group",
         "accuracy_intro": intro,
         "summary_table": table,
         "published_text": published,
@@ -208,6 +221,7 @@ def trainer_card(
             + (f" ({publishing.speed_note})" if publishing is not None and publishing.speed_note else "") + ".",
         ],
         "command": "FairQuantTrainer(model, FairQuantTrainingArguments(**" + json.dumps(arguments) + "), ...).train()",
+        "metric_snippet": metric_load_snippet(),
         "footer": "Every logged number: `trainer.state.log_history` (`trainer_state.json` in checkpoints).",
     }
     return ModelCard.from_template(data, template_path=_template_path(), **values)

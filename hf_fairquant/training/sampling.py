@@ -21,11 +21,15 @@ from ..errors import FairQuantError
 from .arguments import GROUP_SAMPLING
 
 
-def cell_codes(mode: str, groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The cell of each example for a sampling ``mode`` (see ``GROUP_SAMPLING``)."""
-    groups, labels = np.asarray(groups, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+def cell_codes(mode: str, groups: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+    """The cell of each example for a sampling ``mode`` (see ``GROUP_SAMPLING``); ``labels`` may be
+    None for ``group_balanced`` (a task without class labels)."""
+    groups = np.asarray(groups, dtype=np.int64)
     if mode == "group_balanced":
         return groups
+    if labels is None:
+        raise FairQuantError(f"group_sampling {mode!r} needs class labels, and these data have none")
+    labels = np.asarray(labels, dtype=np.int64)
     if mode == "class_balanced":
         return labels
     if mode == "group_class_balanced":

@@ -29,7 +29,7 @@ from transformers import Trainer
 
 from .._atomic import atomic_write_text
 from ..allocation import allocate_bits
-from ..batching import LABELS, PIXEL_VALUES, ModelInputs, has_transform, image_processor_of
+from ..batching import LABELS, PIXEL_VALUES, ModelInputs, default_collator, has_transform, image_processor_of
 from ..errors import FairQuantError
 from ..groups import GroupSpec
 from ..inputs import GroupedInputs
@@ -48,7 +48,8 @@ class FairQuantTrainer(Trainer):
     """``Trainer`` with group-aware sampling, group-weighted loss and QAT (see module doc).
 
     The per-example loss is the task's (``task``, default: the task of the model's head — cross-
-    entropy for a classifier), weighted per group and averaged per batch:
+    entropy for a classifier, the mean next-token NLL of each text for a causal LM; with
+    ``loss_unit="token"`` each text counts by its scored tokens), weighted per group and averaged per batch:
     ``loss_is_scaled_for_ga = False`` lets the Trainer scale it for gradient accumulation.
     Evaluation loss is the plain mean, so it compares across weighting schemes.
     """
@@ -76,6 +77,21 @@ class FairQuantTrainer(Trainer):
                 "in a PreTrainedModel or use an AutoModelFor… class"
             )
         self.task: Task = task_of(model, task)
+        if not self.task.uses_class_labels and args.group_sampling in ("class_balanced", "group_class_balanced"):
+            raise FairQuantError(
+                f"group_sampling={args.group_sampling!r} balances class labels, and the task {self.task.name!r} has none "
+                "(its targets are the text's own tokens): use group_sampling='group_balanced' (or 'none')"
+            )
+        if args.loss_unit == "token" and self.task.unit_name == "example":
+            raise FairQuantError(
+                f"loss_unit='token' weighs each example by its scored tokens; the task {self.task.name!r} scores one unit "
+                "per example: leave loss_unit='example'"
+            )
+        if not self.task.trainable:
+            raise FairQuantError(
+                f"FairQuantTrainer cannot train a {self.task.name} model: that task audits and explains a model as it "
+                "is (hf_fairquant.audit, hf_fairquant.explain)"
+            )
 
         # ---- groups and references: validate and encode before any heavy work
         spec = GroupSpec(args.group_columns)
@@ -112,6 +128,13 @@ class FairQuantTrainer(Trainer):
             eval_dataset = prepare(eval_dataset, "eval")
         if compute_metrics is None:
             compute_metrics = group_compute_metrics(group_names=self.group_spec.names, task=self.task)
+        # the task's collator adds what a batch learns from (a causal LM's labels: its own tokens)
+        inner = kwargs.get("data_collator") or default_collator(processing_class)
+        collator = self.task.collator(inner)
+        if collator is not inner:
+            kwargs["data_collator"] = collator
+        if kwargs.get("preprocess_logits_for_metrics") is None and self.task.preprocess_logits_for_metrics() is not None:
+            kwargs["preprocess_logits_for_metrics"] = self.task.preprocess_logits_for_metrics()
         state = FairQuantState(
             quantization=self.quant_recipe.to_dict() if self.quant_recipe is not None else None,
             group_columns=list(self.group_spec.columns), group_names=self.group_spec.names,
@@ -263,8 +286,10 @@ class FairQuantTrainer(Trainer):
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         groups = np.asarray(dataset.with_format("numpy")[self.args.group_code_column][:])
-        stored = LABEL_CODES if LABEL_CODES in dataset.column_names else LABELS
-        labels = np.asarray(dataset.with_format("numpy")[stored][:])
+        labels = None
+        if mode != "group_balanced":  # class cells (a task with class labels: checked in __init__)
+            stored = LABEL_CODES if LABEL_CODES in dataset.column_names else LABELS
+            labels = np.asarray(dataset.with_format("numpy")[stored][:])
         probabilities = sampling_weights(cell_codes(mode, groups, labels), self.args.sampling_power)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return GroupBalancedSampler(probabilities, len(dataset), seed=seed)
@@ -281,13 +306,14 @@ class FairQuantTrainer(Trainer):
     ) -> Any:
         inputs = dict(inputs)
         groups = inputs.pop(self.args.group_code_column)
-        labels = inputs.pop(LABELS)
+        targets = self.task.targets(inputs, inputs.pop(LABELS, None))
         outputs = model(**inputs)
-        losses = self.task.loss(outputs, labels)
+        losses = self.task.loss(outputs, targets)
+        units = self.task.units(targets).to(losses.dtype) if self.args.loss_unit == "token" else None
         if self.loss_weighting is None or not model.training:
-            loss = losses.mean()
+            loss = losses.mean() if units is None else (losses * units).sum() / units.sum().clamp(min=1)
         else:
-            loss = self.loss_weighting(losses, groups)
+            loss = self.loss_weighting(losses, groups, units)
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -21,8 +21,11 @@ class StaticGroupWeights:
     def __init__(self, weights: torch.Tensor) -> None:
         self.weights = torch.as_tensor(weights, dtype=torch.float32)
 
-    def __call__(self, losses: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    def __call__(self, losses: torch.Tensor, groups: torch.Tensor, units: torch.Tensor | None = None) -> torch.Tensor:
+        """``units`` (e.g. scored tokens per example): each example also weighs by them."""
         w = self.weights.to(losses.device)[groups]
+        if units is not None:
+            w = w * units.to(w.dtype)
         return (w * losses).sum() / w.sum()
 
 
@@ -43,10 +46,18 @@ class GroupDROWeights:
         self.step_size = step_size
         self.reduce = reduce
 
-    def __call__(self, losses: torch.Tensor, groups: torch.Tensor, update: bool = True) -> torch.Tensor:
+    def __call__(
+        self, losses: torch.Tensor, groups: torch.Tensor, units: torch.Tensor | None = None, update: bool = True
+    ) -> torch.Tensor:
+        """``units`` (e.g. scored tokens per example): a group's loss is the units-weighted mean."""
         n = len(self.q)
-        counts = torch.bincount(groups, minlength=n).to(losses.dtype)
-        means = losses.new_zeros(n).index_add_(0, groups, losses) / counts.clamp(min=1)  # absent groups: 0
+        if units is None:
+            counts = torch.bincount(groups, minlength=n).to(losses.dtype)
+            means = losses.new_zeros(n).index_add_(0, groups, losses) / counts.clamp(min=1)  # absent groups: 0
+        else:
+            units = units.to(losses.dtype)
+            counts = losses.new_zeros(n).index_add_(0, groups, units)
+            means = losses.new_zeros(n).index_add_(0, groups, losses * units) / counts.clamp(min=1e-12)
         if update:
             self.step(means.detach(), counts)
         weights = self.q.to(device=losses.device, dtype=losses.dtype) * (counts > 0)

@@ -77,3 +77,44 @@ def test_a_checkpoint_missing_a_weight_is_refused_naming_it(tmp_path):
     with pytest.raises(FairQuantError, match=r"does not hold the weights of this ViTForImageClassification.*1 missing, "
                                              r"e\.g\. \['vit\.layers\.1\.attention\.q_proj\.weight'\].*Refusing to resume"):
         _run(tmp_path / "b", "vit", "fp", resume_from=str(tmp_path / "a" / "checkpoint-2"))
+
+
+# ---------------------------------------------------------------- a causal LM (issue 23)
+LM_BACKENDS = {
+    "fp": (None, "example"),
+    "quanto": ("w4a8", "example"),
+    "torchao": ({"preset": "w4a8", "backend": "torchao", "overrides": {"model.embed_tokens": "w4"}}, "token"),
+}
+
+
+def _run_lm(tmp_path, backend, resume_from=None):
+    from tests.lm_fixtures import lm_dataset, lm_tokenizer, tiny_llama_lm
+
+    quantization, unit = LM_BACKENDS[backend]
+    args = make_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2, per_device_train_batch_size=8,
+                     group_column="language", group_sampling="group_balanced", group_weighting="dro", dro_step_size=0.5,
+                     quantization=quantization, calibration_size=16, loss_unit=unit)
+    trainer = FairQuantTrainer(model=tiny_llama_lm().train(), args=args, train_dataset=lm_dataset(32),
+                               processing_class=lm_tokenizer())
+    trainer.train(resume_from_checkpoint=resume_from)
+    return trainer
+
+
+@pytest.mark.parametrize("backend", sorted(LM_BACKENDS))
+def test_a_causal_lm_resumes_exactly(tmp_path, backend):
+    """Per-example next-token NLL, language-balanced sampling, Group-DRO (token-weighted for the
+    torchao case, whose input embedding is quantized too): a resumed run ends where the uninterrupted one does."""
+    from tests.lm_fixtures import lm_dataset, lm_tokenizer
+
+    full = _run_lm(tmp_path / "a", backend)
+    resumed = _run_lm(tmp_path / "b", backend, resume_from=str(tmp_path / "a" / "checkpoint-2"))
+    evaluation = lm_dataset(12, seed=5)
+
+    def logits(model):
+        model.eval()
+        with torch.no_grad():
+            return [model(**inputs).logits for inputs in iterate_batches(model, evaluation, 16, processing_class=lm_tokenizer())]
+
+    for a, b in zip(logits(resumed.model), logits(full.model)):
+        assert torch.equal(a, b)
+    assert torch.equal(full.loss_weighting.q, resumed.loss_weighting.q)

@@ -53,6 +53,16 @@ percentile interval or BCa:
 
 Groups with fewer than ``min_group_size`` examples get no interval (None): a bootstrap of a
 handful of examples gives intervals far below their nominal coverage (see the card's table).
+
+**Language-model mode** (no ``predictions``/``references``; ``compute(groups=..., losses=...,
+loss_weights=..., reference_losses=..., agreement=...)``): per-example mean losses (a causal LM's
+mean next-token NLL) weighted by their ``loss_weights`` (scored tokens), so a group's mean loss is
+its total NLL over its total tokens and its perplexity ``exp`` of that; the paired loss increase
+(evaluated − reference, the same examples) per group and its spread over groups; the
+token-weighted share of top-1 predictions that agree with the reference (``agreement``). Intervals
+come from the same group-stratified, paired bootstrap of examples (a resampled example brings its
+tokens, both models' losses and its agreement: ratio estimators, drawn as indices), as hulls of
+the percentile and basic intervals; a perplexity interval is ``exp`` of its mean-loss interval.
 """
 
 from __future__ import annotations
@@ -77,7 +87,9 @@ group an exact McNemar test (Holm or Benjamini-Hochberg across groups) says whet
 than chance, and a minimum detectable drop how small a drop the group's data could have shown.
 Per-example losses give per-group mean losses (token-weighted with `loss_weights`). With
 `n_boot > 0` it adds confidence intervals from a paired bootstrap stratified by group, which always
-contain their estimate; groups under `min_group_size` examples get none.
+contain their estimate; groups under `min_group_size` examples get none. Without predictions and
+references (language-model mode) it reports per-group token-weighted mean NLL and perplexity, the
+paired NLL increase against a reference model with its spread over groups, and token agreement.
 """
 
 
@@ -110,6 +122,12 @@ Args:
     `groups` is a feature (it can go through `add_batch`); `groups_2`, `reference_predictions`,
     `losses`, `reference_losses` and `loss_weights` are arguments of `compute` and must cover every
     example added, in the order they were added.
+
+    Language-model mode: call `compute` with no `predictions` and no `references` (and nothing
+    added) but `groups` and `losses` (per-example mean NLL); optional `loss_weights` (scored
+    tokens per example), `reference_losses` (the reference model's, same examples), `agreement`
+    (per example, the share of its tokens whose top-1 prediction equals the reference model's, in
+    [0, 1]), `groups_2` and the options (`p_adjust` does not apply).
 
 Returns:
     accuracy (`float`): Overall accuracy.
@@ -168,6 +186,19 @@ Examples:
         ({'head': 1.0, 'tail': 0.0009765625}, {'head': False, 'tail': True})
         >>> {g: round(v, 3) for g, v in results["group_min_detectable_drop"].items()}
         {'head': 0.147, 'tail': 0.257}
+
+    Example 5-A language model: per-group perplexity and the NLL increase of a quantized model
+        >>> gd = evaluate.load("group_disparity")
+        >>> results = gd.compute(
+        ...     groups=["de", "de", "ja"],
+        ...     losses=[2.0, 3.0, 4.0],
+        ...     loss_weights=[10, 30, 20],
+        ...     reference_losses=[2.0, 2.5, 3.0],
+        ... )
+        >>> results["group_mean_loss"], results["group_loss_increase"], results["disparate_loss_increase"]
+        ({'de': 2.75, 'ja': 4.0}, {'de': 0.375, 'ja': 1.0}, 0.625)
+        >>> round(results["group_perplexity"]["ja"], 2)
+        54.6
 """
 
 
@@ -228,6 +259,8 @@ INTERSECTION_SEPARATOR = "\u00d7"
 
 _PER_EXAMPLE_KWARGS = ("groups_2", "reference_predictions", "losses", "reference_losses", "loss_weights")
 _OPTION_KWARGS = ("n_boot", "confidence_level", "seed", "p_adjust", "min_group_size")
+#: Per-example inputs of the language-model mode (no predictions, no references).
+_LM_KWARGS = ("groups", "groups_2", "losses", "reference_losses", "loss_weights", "agreement")
 
 #: Corrections of the per-group McNemar p-values for testing every group (`p_adjust`).
 P_ADJUST_METHODS = ("holm", "bh", "none")
@@ -857,6 +890,232 @@ def group_disparity(
 
 
 # ---------------------------------------------------------------------------------------------
+# Language-model mode: per-group token-weighted NLL, perplexity, paired NLL increase, agreement
+# ---------------------------------------------------------------------------------------------
+
+#: Range of every bootstrapped statistic of the language-model mode (intervals are clipped to it).
+_LM_BOUNDS = {
+    "mean_loss": (-np.inf, np.inf),
+    "group_mean_loss": (-np.inf, np.inf),
+    "loss_gap": (0.0, np.inf),
+    "worst_group_loss": (-np.inf, np.inf),
+    "perplexity_gap": (0.0, np.inf),
+    "loss_increase": (-np.inf, np.inf),
+    "group_loss_increase": (-np.inf, np.inf),
+    "disparate_loss_increase": (0.0, np.inf),
+    "perplexity_gap_change": (-np.inf, np.inf),
+    "agreement": (0.0, 1.0),
+    "group_agreement": (0.0, 1.0),
+}
+_LM_PER_GROUP = ("group_mean_loss", "group_loss_increase", "group_agreement")
+_LM_ACROSS_GROUPS = ("loss_gap", "worst_group_loss", "perplexity_gap", "disparate_loss_increase", "perplexity_gap_change")
+#: Bootstrap index draws per chunk (bounds the memory of a replicate batch: 4 M int64 = 32 MB).
+_DRAWS_PER_CHUNK = 4_000_000
+
+
+def _check_language_model(
+    groups: Any,
+    losses: Any,
+    *,
+    groups_2: Any = None,
+    reference_losses: Any = None,
+    loss_weights: Any = None,
+    agreement: Any = None,
+    n_boot: Any = 0,
+    confidence_level: Any = 0.95,
+    seed: Any = 0,
+    min_group_size: Any = DEFAULT_MIN_GROUP_SIZE,
+) -> dict[str, Optional[np.ndarray]]:
+    """Validate every input of the language-model mode; return clean numpy arrays."""
+    _check_options(n_boot, confidence_level, seed, "holm", min_group_size)
+    if groups is None:
+        raise ValueError("`groups` is missing (got None): the language-model mode needs the group of every example.")
+    raw = {"groups": groups, "losses": losses, "groups_2": groups_2, "reference_losses": reference_losses,
+           "loss_weights": loss_weights, "agreement": agreement}
+    arrays = {k: _to_array(k, v) for k, v in raw.items() if v is not None}
+    _check_lengths({k: len(v) for k, v in arrays.items()})
+    out: dict[str, Optional[np.ndarray]] = dict.fromkeys(raw)
+    for name, arr in arrays.items():
+        out[name] = _check_agreement(name, arr) if name == "agreement" else _CHECKERS[name](name, arr)
+    return out
+
+
+def _check_agreement(name: str, arr: np.ndarray) -> np.ndarray:
+    """Per-example shares of agreeing predictions: finite numbers in [0, 1]."""
+    arr = _check_floats(name, arr)
+    _first_bad(name, arr, (arr < 0) | (arr > 1), "a value outside [0, 1]", "shares in [0, 1]")
+    return arr
+
+
+def _weighted_group_sums(codes: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    return np.bincount(codes, weights=values, minlength=n_groups)
+
+
+def language_model_disparity(
+    groups: np.ndarray,
+    losses: np.ndarray,
+    groups_2: Optional[np.ndarray] = None,
+    reference_losses: Optional[np.ndarray] = None,
+    loss_weights: Optional[np.ndarray] = None,
+    agreement: Optional[np.ndarray] = None,
+    n_boot: int = 0,
+    confidence_level: float = 0.95,
+    seed: Optional[int] = 0,
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
+) -> dict[str, Any]:
+    """The language-model statistics on validated arrays (see `_check_language_model`).
+
+    Every mean is weighted by ``loss_weights`` (1 per example when absent): with per-example mean
+    NLLs and their scored-token counts, a group's mean loss is its summed token NLL over its
+    tokens. Perplexity is ``exp`` of a mean loss. The worst group is the one with the highest
+    mean loss (on a tie, the first in group order)."""
+    codes, names = _encode_groups(groups, groups_2)
+    n_groups = len(names)
+    weights = np.ones_like(losses) if loss_weights is None else loss_weights
+    count = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    tokens = _weighted_group_sums(codes, weights, n_groups)
+
+    def means(values: np.ndarray) -> tuple[float, np.ndarray]:
+        return float((values * weights).sum() / weights.sum()), _weighted_group_sums(codes, values * weights, n_groups) / tokens
+
+    mean_loss, loss_g = means(losses)
+    ppl_g = np.exp(loss_g)
+    worst = int(np.argmax(loss_g))
+    out: dict[str, Any] = {
+        "mean_loss": mean_loss,
+        "perplexity": float(np.exp(mean_loss)),
+        "group_mean_loss": _by_group(names, loss_g),
+        "group_perplexity": _by_group(names, ppl_g),
+        "group_count": _by_group(names, count, int),
+        "group_tokens": _by_group(names, tokens),
+        "worst_group": names[worst],
+        "worst_group_loss": float(loss_g[worst]),
+        "worst_group_perplexity": float(ppl_g[worst]),
+        "loss_gap": float(loss_g.max() - loss_g.min()),
+        "perplexity_gap": float(ppl_g.max() - ppl_g.min()),
+        "perplexity_ratio": float(ppl_g.max() / ppl_g.min()),
+    }
+    estimates: dict[str, Any] = {
+        "mean_loss": mean_loss, "group_mean_loss": loss_g, "loss_gap": out["loss_gap"],
+        "worst_group_loss": out["worst_group_loss"], "perplexity_gap": out["perplexity_gap"],
+    }
+    if reference_losses is not None:
+        ref_mean, ref_g = means(reference_losses)
+        increase_g = loss_g - ref_g
+        ref_ppl_g = np.exp(ref_g)
+        out.update({
+            "reference_mean_loss": ref_mean,
+            "reference_perplexity": float(np.exp(ref_mean)),
+            "group_reference_mean_loss": _by_group(names, ref_g),
+            "group_reference_perplexity": _by_group(names, ref_ppl_g),
+            "loss_increase": mean_loss - ref_mean,
+            "group_loss_increase": _by_group(names, increase_g),
+            "disparate_loss_increase": float(increase_g.max() - increase_g.min()),
+            "most_increased_group": names[int(np.argmax(increase_g))],
+            "reference_perplexity_gap": float(ref_ppl_g.max() - ref_ppl_g.min()),
+            "perplexity_gap_change": out["perplexity_gap"] - float(ref_ppl_g.max() - ref_ppl_g.min()),
+        })
+        estimates.update(
+            loss_increase=out["loss_increase"], group_loss_increase=increase_g,
+            disparate_loss_increase=out["disparate_loss_increase"], perplexity_gap_change=out["perplexity_gap_change"],
+        )
+    if agreement is not None:
+        agree, agree_g = means(agreement)
+        out.update({
+            "agreement": agree,
+            "group_agreement": _by_group(names, agree_g),
+            "flip_rate": 1.0 - agree,
+            "group_flip_rate": _by_group(names, 1.0 - agree_g),
+        })
+        estimates.update(agreement=agree, group_agreement=agree_g)
+
+    if n_boot > 0:
+        samples = _lm_replicates(codes, n_groups, weights, losses, reference_losses, agreement, n_boot, seed)
+        too_small = count < min_group_size
+        for key, replicates in samples.items():
+            lo, hi = _hull_interval(replicates, estimates[key], confidence_level, _LM_BOUNDS[key])
+            if key in _LM_PER_GROUP:
+                out[f"{key}_ci"] = {
+                    name: None if small else [float(a), float(b)]
+                    for name, small, a, b in zip(names, too_small, lo, hi, strict=True)
+                }
+            elif (key in _LM_ACROSS_GROUPS and too_small.any()) or count.sum() < min_group_size:
+                out[f"{key}_ci"] = None
+            else:
+                out[f"{key}_ci"] = [float(lo), float(hi)]
+        # a perplexity interval is exp of its mean-loss interval (exp is monotone)
+        out["perplexity_ci"] = None if out["mean_loss_ci"] is None else [math.exp(v) for v in out["mean_loss_ci"]]
+        out["group_perplexity_ci"] = {
+            g: None if ci is None else [math.exp(v) for v in ci] for g, ci in out["group_mean_loss_ci"].items()
+        }
+        out["worst_group_perplexity_ci"] = (
+            None if out["worst_group_loss_ci"] is None else [math.exp(v) for v in out["worst_group_loss_ci"]]
+        )
+        out["n_boot"] = int(n_boot)
+        out["confidence_level"] = float(confidence_level)
+        out["min_group_size"] = int(min_group_size)
+        out["groups_too_small_for_interval"] = [name for name, small in zip(names, too_small, strict=True) if small]
+    return out
+
+
+def _lm_replicates(
+    codes: np.ndarray,
+    n_groups: int,
+    weights: np.ndarray,
+    losses: np.ndarray,
+    reference_losses: Optional[np.ndarray],
+    agreement: Optional[np.ndarray],
+    n_boot: int,
+    seed: Optional[int],
+) -> dict[str, np.ndarray]:
+    """Group-stratified, paired bootstrap replicates of the language-model statistics.
+
+    Within each group, ``n_g`` example indices are drawn with replacement per replicate
+    (``numpy.random.default_rng(seed)``, groups in order, in chunks of replicates that bound the
+    memory); a drawn example brings its weight (tokens), both models' losses and its agreement,
+    so every statistic is the ratio estimator of its resample and the increases are paired."""
+    rng = np.random.default_rng(seed)
+    columns = {"weight": weights, "loss": losses * weights}
+    if reference_losses is not None:
+        columns["reference"] = reference_losses * weights
+    if agreement is not None:
+        columns["agreement"] = agreement * weights
+    sums = {k: np.zeros((n_boot, n_groups)) for k in columns}
+    for g in range(n_groups):
+        rows = np.flatnonzero(codes == g)
+        n_g = rows.size
+        chunk = max(1, _DRAWS_PER_CHUNK // n_g)
+        group_columns = {k: v[rows] for k, v in columns.items()}
+        for start in range(0, n_boot, chunk):
+            stop = min(n_boot, start + chunk)
+            draws = rng.integers(0, n_g, size=(stop - start, n_g))
+            for key, values in group_columns.items():
+                sums[key][start:stop, g] = values[draws].sum(axis=1)
+    total = sums["weight"].sum(axis=1)
+    loss = sums["loss"] / sums["weight"]  # (B, G)
+    ppl = np.exp(loss)
+    samples = {
+        "mean_loss": sums["loss"].sum(axis=1) / total,
+        "group_mean_loss": loss,
+        "loss_gap": loss.max(axis=1) - loss.min(axis=1),
+        "worst_group_loss": loss.max(axis=1),
+        "perplexity_gap": ppl.max(axis=1) - ppl.min(axis=1),
+    }
+    if reference_losses is not None:
+        reference = sums["reference"] / sums["weight"]
+        increase = loss - reference
+        ref_ppl = np.exp(reference)
+        samples["loss_increase"] = (sums["loss"].sum(axis=1) - sums["reference"].sum(axis=1)) / total
+        samples["group_loss_increase"] = increase
+        samples["disparate_loss_increase"] = increase.max(axis=1) - increase.min(axis=1)
+        samples["perplexity_gap_change"] = samples["perplexity_gap"] - (ref_ppl.max(axis=1) - ref_ppl.min(axis=1))
+    if agreement is not None:
+        samples["agreement"] = sums["agreement"].sum(axis=1) / total
+        samples["group_agreement"] = sums["agreement"] / sums["weight"]
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------
 # The evaluate module
 # ---------------------------------------------------------------------------------------------
 
@@ -905,6 +1164,14 @@ class GroupDisparity(evaluate.Metric):
 
     def compute(self, *, predictions=None, references=None, **kwargs) -> Optional[dict]:
         """Compute the metric; see the class docstring for the arguments."""
+        if predictions is None and references is None and kwargs.get("losses") is not None and not self._n_added_so_far():
+            return self._compute_language_model(kwargs)
+        if kwargs.get("agreement") is not None:
+            raise ValueError(
+                "`agreement` belongs to the language-model mode: call compute() without predictions and references "
+                "(groups, losses, loss_weights, reference_losses, agreement)."
+            )
+        kwargs.pop("agreement", None)
         allowed = {"groups", *_PER_EXAMPLE_KWARGS, *_OPTION_KWARGS}
         unknown = sorted(set(kwargs) - allowed)
         if unknown:
@@ -936,6 +1203,26 @@ class GroupDisparity(evaluate.Metric):
 
     def _n_added_so_far(self) -> int:
         return getattr(self, "_n_added", 0)
+
+    def _compute_language_model(self, kwargs: dict) -> dict[str, Any]:
+        """The language-model mode (see the class docstring): validated, computed, nothing stored
+        (evaluate's storage holds predictions and references, which this mode has none of)."""
+        allowed = {*_LM_KWARGS, *(k for k in _OPTION_KWARGS if k != "p_adjust")}
+        unknown = sorted(set(kwargs) - allowed)
+        if unknown:
+            hint = (" (p_adjust adjusts the McNemar tests of predictions)" if unknown == ["p_adjust"]
+                    else " (reference_predictions need predictions and references)" if "reference_predictions" in unknown
+                    else "")
+            raise ValueError(
+                f"Unknown input(s) {unknown} for the language-model mode{hint}; it accepts "
+                f"{', '.join(sorted(allowed))}."
+            )
+        arrays = _check_language_model(**kwargs)
+        options = {k: kwargs[k] for k in ("n_boot", "confidence_level", "seed", "min_group_size") if k in kwargs}
+        options["n_boot"] = int(options.get("n_boot", 0))
+        if "confidence_level" in options:
+            options["confidence_level"] = float(options["confidence_level"])
+        return language_model_disparity(**arrays, **options)
 
     def _check_feature_inputs(self, predictions: Any, references: Any, kwargs: dict) -> dict[str, Any]:
         """Validate what add/add_batch store: predictions, references, groups."""

@@ -527,7 +527,8 @@ def publishable_with_transformers(
     import torch
 
     planned = {n: q for n, q in plan.items() if q is not None}
-    others = [n for n in planned if not isinstance(model.get_submodule(n), torch.nn.Linear) and not _is_conv1d(model.get_submodule(n))]
+    others = [n for n in planned if not isinstance(model.get_submodule(n), (torch.nn.Linear, torch.nn.Embedding))
+              and not _is_conv1d(model.get_submodule(n))]  # a named embedding is the backend's to take or refuse
     total = sum(model.get_submodule(n).weight.numel() for n in planned) or 1
     small = sum(model.get_submodule(n).weight.numel() for n in others) / total <= KEEP_FLOAT_LIMIT
     for name in available_backends():

@@ -20,7 +20,7 @@ from optimum.quanto import Calibration, QModuleMixin, QTensor, qint2, qint4, qin
 from optimum.quanto import freeze as quanto_freeze
 from optimum.quanto.nn import quantize_module
 
-from ...errors import ArtifactError, FairQuantError, MissingFileError
+from ...errors import ArtifactError, FairQuantError, MissingFileError, UnsupportedByBackendError
 from .. import _quanto_fixes, artifact_checks
 from ..recipe import LayerQuant
 from . import (
@@ -65,6 +65,14 @@ def layer_quant_of(qtype_names: Mapping[str, str]) -> LayerQuant:
 class QuantoQuantizer(Quantizer):
     name = "quanto"
     has_straight_through = True
+
+    def check(self, model: torch.nn.Module, plan: Plan) -> None:
+        embeddings = [n for n, q in plan.items() if q is not None and isinstance(model.get_submodule(n), torch.nn.Embedding)]
+        if embeddings:
+            raise UnsupportedByBackendError(
+                f"optimum-quanto quantizes Conv2d and Linear, not the embedding(s) {', '.join(embeddings)}: use "
+                "`backend: torchao` (weight-only int8/int4 embeddings), or drop the override that names them"
+            )
 
     def quantize_module(self, module: torch.nn.Module, quant: LayerQuant) -> torch.nn.Module:
         """A quantized copy of ``module`` (transformers' ``Conv1D`` as the same ``nn.Linear``,

@@ -9,8 +9,10 @@ biases): w8a8 → ``Int8DynamicActivationInt8WeightConfig``; w8 → ``Int8Weight
 w4/w2 → ``IntxWeightOnlyConfig`` (``PerGroup(group_size)``); w4a8/w2a8 →
 ``Int8DynamicActivationIntxWeightConfig``. Activations are quantized **dynamically** (per-token
 int8 ranges computed on every forward), so ``a8`` means dynamic int8 here and ``calibrate`` does
-nothing. torchao quantizes ``nn.Linear`` only: a plan that quantizes a Conv2d is refused before
-any work (optimum-quanto can do it).
+nothing. torchao quantizes ``nn.Linear``, and an ``nn.Embedding`` that a recipe's override names
+(weight-only ``IntxWeightOnlyConfig``, in PTQ and QAT alike; a language model's input embedding:
+``overrides: {model.embed_tokens: w4}``); a plan that quantizes a Conv2d is refused before any
+work (optimum-quanto can do it).
 
 QAT: ``prepare_qat`` wraps each planned Linear in ``QATConfig(base, step="prepare")`` (fake
 quantization, straight-through gradients); ``convert_qat`` applies ``step="convert"``. torchao's QAT
@@ -66,7 +68,14 @@ class TorchAoQuantizer(Quantizer):
     # ------------------------------------------------------------------ what it cannot do
     def check(self, model: torch.nn.Module, plan: Plan) -> None:
         planned = {n: q for n, q in plan.items() if q is not None}
-        convs = [n for n in planned if not isinstance(model.get_submodule(n), torch.nn.Linear)
+        embeddings = {n for n in planned if isinstance(model.get_submodule(n), torch.nn.Embedding)}
+        activated = sorted(n for n in embeddings if planned[n].activation_bits)
+        if activated:
+            raise UnsupportedByBackendError(
+                f"the embedding(s) {', '.join(activated)} look token ids up in a table: there are no input activations "
+                f"to quantize; give them weight-only bits (w8 or w4), e.g. overrides: {{{activated[0]}: w4}}"
+            )
+        convs = [n for n in planned if n not in embeddings and not isinstance(model.get_submodule(n), torch.nn.Linear)
                  and not is_conv1d(model.get_submodule(n))]  # Conv1D: quantized as the same Linear
         if convs:
             raise UnsupportedByBackendError(
@@ -74,15 +83,12 @@ class TorchAoQuantizer(Quantizer):
                 f"{', '.join(convs[:8])}{' …' if len(convs) > 8 else ''}. Use `backend: quanto` (optimum-quanto "
                 f"quantizes Conv2d), or exclude them (exclude: {json.dumps(convs[:4])})"
             )
-        grouped = [
-            n for n, q in planned.items()
-            if q.weight_bits < 8 and _in_features(model.get_submodule(n)) % self.group_size
-        ]
+        grouped = [n for n, q in planned.items() if q.weight_bits < 8 and _row_size(model.get_submodule(n)) % self.group_size]
         if grouped:
             raise UnsupportedByBackendError(
                 f"backend torchao groups int{planned[grouped[0]].weight_bits} weights by group_size={self.group_size}, "
                 f"which does not divide the input features of {', '.join(grouped[:8])} "
-                f"({_in_features(model.get_submodule(grouped[0]))}); choose a group_size that divides them, give "
+                f"({_row_size(model.get_submodule(grouped[0]))}); choose a group_size that divides them, give "
                 f"them 8 bits, or use `backend: quanto`"
             )
 
@@ -104,8 +110,10 @@ class TorchAoQuantizer(Quantizer):
             return Int8DynamicActivationIntxWeightConfig(weight_dtype=dtype, weight_granularity=granularity)
         return IntxWeightOnlyConfig(weight_dtype=dtype, granularity=granularity)
 
-    def fqn_config(self, plan: Plan, qat_step: str | None = None) -> Any:
-        """One ``FqnToConfig`` keyed by module name (``qat_step``: wrap each in a ``QATConfig``)."""
+    def fqn_config(self, plan: Plan, qat_step: str | None = None, model: torch.nn.Module | None = None) -> Any:
+        """One ``FqnToConfig`` keyed by module name (``qat_step``: wrap each in a ``QATConfig``).
+        An ``nn.Embedding`` of ``model`` gets weight-only intx weights (PTQ and QAT alike: the
+        config torchao's QAT fake-quantizes embeddings with)."""
         from torchao.quantization import FqnToConfig
         from torchao.quantization.qat import QATConfig
 
@@ -113,10 +121,9 @@ class TorchAoQuantizer(Quantizer):
         for name, quant in plan.items():
             if quant is None:
                 continue
-            if qat_step is None:
-                configs[name] = self.torchao_config(quant)
-            else:
-                configs[name] = QATConfig(self.qat_base_config(quant), step=qat_step)
+            embedding = model is not None and isinstance(model.get_submodule(name), torch.nn.Embedding)
+            base = self.qat_base_config(quant) if embedding or qat_step is not None else self.torchao_config(quant)
+            configs[name] = base if qat_step is None else QATConfig(base, step=qat_step)
         return FqnToConfig(configs)
 
     def apply(self, model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
@@ -126,17 +133,17 @@ class TorchAoQuantizer(Quantizer):
         from torchao.quantization import quantize_
 
         conv1d_as_linear(model, plan)
-        quantize_(model, self.fqn_config(plan), filter_fn=None)
+        quantize_(model, self.fqn_config(plan, model=model), filter_fn=None)
         return model
 
     def quantize_module(self, module: torch.nn.Module, quant: LayerQuant) -> torch.nn.Module:
         module = linear_from_conv1d(module)
-        if not isinstance(module, torch.nn.Linear):
-            raise UnsupportedByBackendError(f"backend torchao quantizes nn.Linear only, not {type(module).__name__}; use `backend: quanto`")
+        if not isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+            raise UnsupportedByBackendError(f"backend torchao quantizes nn.Linear (and named nn.Embedding) only, not {type(module).__name__}; use `backend: quanto`")
         from torchao.quantization import quantize_
 
         holder = torch.nn.Sequential(copy.deepcopy(module))
-        quantize_(holder, self.fqn_config({"0": quant}), filter_fn=None)
+        quantize_(holder, self.fqn_config({"0": quant}, model=holder), filter_fn=None)
         return holder[0]
 
     def needs_calibration(self, plan: Plan) -> bool:
@@ -170,13 +177,13 @@ class TorchAoQuantizer(Quantizer):
 
         self.check(model, plan)
         conv1d_as_linear(model, plan)
-        quantize_(model, self.fqn_config(plan, "prepare"), filter_fn=None)
+        quantize_(model, self.fqn_config(plan, "prepare", model=model), filter_fn=None)
         return None  # no activation ranges to track: they are dynamic
 
     def convert_qat(self, model: torch.nn.Module, plan: Plan) -> torch.nn.Module:
         from torchao.quantization import quantize_
 
-        quantize_(model, self.fqn_config(plan, "convert"), filter_fn=None)
+        quantize_(model, self.fqn_config(plan, "convert", model=model), filter_fn=None)
         return model
 
     # ------------------------------------------------------------------ reading a model back
@@ -204,7 +211,10 @@ class TorchAoQuantizer(Quantizer):
         return weight.t() if getattr(module, FROM_CONV1D, False) else weight
 
 
-def _in_features(module: torch.nn.Module) -> int:
+def _row_size(module: torch.nn.Module) -> int:
+    """Weights per output row: a Linear's input features, an Embedding's dimension, a Conv1D's rows."""
+    if isinstance(module, torch.nn.Embedding):
+        return module.embedding_dim
     return module.weight.shape[0] if is_conv1d(module) else module.in_features
 
 
@@ -263,7 +273,7 @@ class TorchAoArtifact(ArtifactFormat):
         if not TORCHAO.is_converted(model):
             raise FairQuantError("this torchao model is still fake-quantized (QAT): convert it first (convert_qat)")
         plan = TORCHAO.layer_bits(model)
-        config = TorchAoConfig(TORCHAO.fqn_config(plan))
+        config = TorchAoConfig(TORCHAO.fqn_config(plan, model=model))
         saved = {"quantization_config": model.config.__dict__.get("quantization_config"),
                  "hf_quantizer": model.__dict__.get("hf_quantizer")}
         model.config.quantization_config = config

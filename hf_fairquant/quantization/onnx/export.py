@@ -119,6 +119,8 @@ def export_onnx(
     block_size: int = 128,
     file_name: str | None = None,
     write_fp32: bool = True,
+    data_collator: Any = None,
+    processing_class: Any = None,
 ) -> ExportResult:
     """Write ``directory/onnx/model.onnx`` (FP32) and, for a ``recipe``, its ONNX Runtime int8/int4
     model (``model_quantized.onnx`` unless ``file_name``).
@@ -127,7 +129,9 @@ def export_onnx(
     input columns) gives the example batch for tracing and, for w8a8 modules, the calibration
     sample: ``calibration_size`` rows stratified by ``group_spec`` with ``seed`` — the same sample
     :func:`~hf_fairquant.audit` calibrates the simulation on. A recipe with bits ONNX Runtime cannot
-    run is refused before anything is written.
+    run is refused before anything is written. ``data_collator`` / ``processing_class`` batch the
+    calibration data as the Trainer would (dynamic padding of unpadded text, an image processor for
+    a PIL column).
     """
     from ..api import is_quantized
 
@@ -140,7 +144,7 @@ def export_onnx(
         raise FairQuantError("export_onnx needs a calibration_dataset (example inputs for tracing, calibration for w8a8)")
     parsed = QuantRecipe.parse(recipe) if recipe is not None else None
     plan = onnx_plan(model, parsed.plan(model)) if parsed is not None else None  # refusals: before any work
-    example = next(iterate_batches(model, calibration_dataset, min(batch_size, 8)))
+    example = next(iterate_batches(model, calibration_dataset, min(batch_size, 8), data_collator, processing_class))
     target = Path(directory) / ONNX_DIR
     with atomic_files(target) as tmp:
         fp32_tmp = tmp / FP32_FILE
@@ -149,7 +153,8 @@ def export_onnx(
         result = ExportResult(target / FP32_FILE, None, None, fp32_max_abs_diff=diff)
         if plan is not None:
             batches = (
-                calibration_batches(model, calibration_dataset, calibration_size, group_spec, batch_size, seed)
+                calibration_batches(model, calibration_dataset, calibration_size, group_spec, batch_size, seed,
+                                    data_collator=data_collator, processing_class=processing_class)
                 if plan.modules("static") else []
             )
             name = file_name or QUANTIZED_FILE
