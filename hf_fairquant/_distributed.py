@@ -39,11 +39,15 @@ def launched_processes() -> int:
         return 1
 
 
+def under_launcher() -> bool:
+    """Whether ``torchrun``/``accelerate launch`` started this process (even as its only one)."""
+    return "LOCAL_RANK" in os.environ or launched_processes() > 1
+
+
 def init_from_launcher() -> tuple[int, int]:
-    """Join the process group a launcher prepared (``WORLD_SIZE`` > 1 in the environment) through
-    accelerate's ``PartialState`` (gloo on CPUs, NCCL on GPUs, each rank on its own device);
-    nothing without a launcher. Returns :func:`world`."""
-    if launched_processes() > 1:
+    """Join the process group a launcher prepared through accelerate's ``PartialState`` (gloo on
+    CPUs, NCCL on GPUs, each rank on its own device); nothing without a launcher. Returns :func:`world`."""
+    if under_launcher():
         from accelerate import PartialState
 
         PartialState()
@@ -51,8 +55,8 @@ def init_from_launcher() -> tuple[int, int]:
 
 
 def device_of_process() -> Any:
-    """This process's device under a launcher (its GPU, or the CPU), None in a single process."""
-    if launched_processes() <= 1:
+    """This process's device under a launcher (its GPU, or the CPU), None without one."""
+    if not under_launcher():
         return None
     from accelerate import PartialState
 
@@ -123,5 +127,5 @@ def _collective_device() -> Any:
 
 __all__ = [
     "device_of_process", "gather_in_order", "init_from_launcher", "is_main_process", "launched_processes", "my_share",
-    "sum_in_order", "world",
+    "sum_in_order", "under_launcher", "world",
 ]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ._atomic import output_locked
-from ._distributed import device_of_process, init_from_launcher, is_main_process, launched_processes
+from ._distributed import device_of_process, init_from_launcher, is_main_process, under_launcher
 
 
 def _command_line() -> str:
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    joined = args.command in _SHARDED_COMMANDS and launched_processes() > 1
+    joined = args.command in _SHARDED_COMMANDS and under_launcher()
     if joined:  # accelerate launch -m hf_fairquant.cli …: every process evaluates its share
         init_from_launcher()
     try:

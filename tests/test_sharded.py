@@ -27,7 +27,8 @@ EXPLAIN = ["--recipe", "w4a8", "--examples-per-group", "16", "--probes", "2", "-
 
 def _launch(tmp: Path, argv: list[str]) -> subprocess.CompletedProcess:
     accelerate = str(Path(sys.executable).parent / "accelerate")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp / "hf_home")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp / "hf_home"),
+           "CUDA_VISIBLE_DEVICES": ""}  # gloo CPU ranks even where a GPU is (one GPU cannot hold two NCCL ranks)
     cmd = [accelerate, "launch", *ACCELERATE_FLAGS, "--main_process_ip", "127.0.0.1",
            "--main_process_port", str(_free_port()), "-m", "hf_fairquant.cli", *argv]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
