@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from hf_fairquant import audit
@@ -37,7 +36,7 @@ from hf_fairquant.data import load_grouped_dataset
 from hf_fairquant.errors import FairQuantError
 from hf_fairquant.run import build_model, load_recipe, train_fp_model
 from hf_fairquant.run.models import class_names
-from hf_fairquant.quantization import QuantRecipe, model_size_bytes, quantize
+from hf_fairquant.quantization import model_size_bytes, quantize
 from hf_fairquant.quantization.onnx import export_onnx, load_onnx
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -135,14 +135,20 @@ def plain_gradient(obj: GroupObjective) -> torch.Tensor:
 
 # ---------------------------------------------------------------- unit costs
 def unit_costs(name: str, rounds: int) -> dict:
-    cases = {}
-    for attention in ("sdpa", "eager"):
-        model, batch, task = build(name, attention)
-        params = weights(model)
-        cases[attention] = (model, params, GroupObjective(model, params, [batch], task=task), batch[0])
-    dim = cases["sdpa"][2].dim
+    """Every unit cost, measured in alternation within each round (so a change of load hits all
+    alike); the fastest of ``rounds`` kept."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    models = {attention: build(name, attention) for attention in ("sdpa", "eager")}
+    (m_sdpa, batch, task), (m_eager, _, _) = models["sdpa"], models["eager"]
+    p_sdpa, p_eager = weights(m_sdpa), weights(m_eager)
+    o_sdpa = GroupObjective(m_sdpa, p_sdpa, [batch], task=task)
+    o_eager = GroupObjective(m_eager, p_eager, [batch], task=task)
+    inputs = batch[0]
+    dim = o_sdpa.dim
     v = torch.randn(dim, generator=torch.Generator().manual_seed(1))
     V = torch.randn(4, dim, generator=torch.Generator().manual_seed(2))
+    pieces = [V[:, a:b].view(4, *p.shape) for a, b, p in _slices(p_eager)]
     best: dict[str, float] = {}
 
     def clock(key: str, fn) -> None:
@@ -150,41 +156,41 @@ def unit_costs(name: str, rounds: int) -> dict:
         fn()
         best[key] = min(best.get(key, float("inf")), time.perf_counter() - started)
 
-    for _ in range(rounds):
-        for attention, (model, params, obj, inputs) in cases.items():
-            def forward():
-                with torch.no_grad():
-                    model(**inputs)
-            clock(f"F {attention}", forward)
-            if attention == "sdpa":
-                clock("G", lambda: plain_gradient(obj))
-                clock("G sdpa-math", lambda: before_gradient(obj))
-            else:
-                clock("G eager", lambda: plain_gradient(obj))
-            if attention == "sdpa":
-                clock("fresh sdpa-math", lambda: before_hvp(obj, v))
-            else:
-                clock("fresh eager", lambda: obj.hvp(v))
-        for attention, (model, params, obj, inputs) in cases.items():
-            if attention == "sdpa":  # a kept graph on the math kernel (the objective switches to eager itself)
-                from torch.nn.attention import SDPBackend, sdpa_kernel
+    def forward(model):
+        with torch.no_grad():
+            model(**inputs)
 
-                with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
-                    graph = torch.autograd.grad(obj._batch_loss(*obj.batches[0]), params, create_graph=True)
-                    clock("kept sdpa-math", lambda: torch.autograd.grad(graph, params, obj.unflatten(v), retain_graph=True))
-                del graph
-                continue
-            with obj.retained():
-                obj.gradient_parts()
-                clock("kept eager", lambda: obj.hvp(v))
-                pieces = [V[:, a:b].view(4, *p.shape) for a, b, p in _slices(params)]
-                graph = obj._graphs[0]
-                clock("vmap4 eager", lambda: torch.autograd.grad(graph, params, pieces, retain_graph=True, is_grads_batched=True))
+    forward(m_sdpa), forward(m_eager)  # warm-up
+    with o_eager.retained():  # the eager objective's kept graph (as explain keeps it)
+        o_eager.gradient_parts()
+        eager_graph = o_eager._graphs[0]
+        with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):  # a kept graph on the math kernel
+            math_graph = torch.autograd.grad(o_sdpa._batch_loss(*o_sdpa.batches[0]), p_sdpa, create_graph=True)
+        with torch.enable_grad():
+            for _ in range(rounds):
+                clock("F sdpa", lambda: forward(m_sdpa))
+                clock("F eager", lambda: forward(m_eager))
+                clock("G", lambda: plain_gradient(o_sdpa))
+                clock("G sdpa-math", lambda: before_gradient(o_sdpa))
+                clock("G eager", lambda: plain_gradient(o_eager))
+                clock("fresh sdpa-math", lambda: before_hvp(o_sdpa, v))
+                clock("fresh eager", lambda: _fresh(o_eager, v))
+                clock("kept sdpa-math", lambda: torch.autograd.grad(math_graph, p_sdpa, o_sdpa.unflatten(v), retain_graph=True))
+                clock("kept eager", lambda: o_eager.hvp(v))
+                clock("vmap4 eager", lambda: torch.autograd.grad(eager_graph, p_eager, pieces, retain_graph=True,
+                                                                 is_grads_batched=True))
+            math_graph = None
     g = min(best["G"], best["G sdpa-math"], best["G eager"])  # the unit: the fastest gradient measured
     row = {"model": name, "dim_m": round(dim / 1e6, 1), "G_s": round(g, 3)}
     row |= {key: round(t / g, 2) for key, t in best.items()}
     row["vmap4 eager"] = round(best["vmap4 eager"] / 4 / g, 2)  # per product
     return row
+
+
+def _fresh(obj: GroupObjective, v: torch.Tensor) -> torch.Tensor:
+    """A product outside any session: a forward and two backwards, on the objective's (eager) path."""
+    fresh = GroupObjective(obj.model, obj.params, obj.batches, task=obj.task)
+    return fresh.hvp(v)
 
 
 def _slices(params):

@@ -12,7 +12,7 @@ others waiting in the gather).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
