@@ -91,7 +91,7 @@ def main() -> None:
     print("| budget | sensitivity | eff. bits | " + " | ".join(f"test loss {g}" for g in names)
           + " | worst-group loss | vs measured's |\n|" + " --- |" * (len(names) + 5))
     fp_loss = group_losses(fp, test, codes, names)
-    print(f"| — | FP | 32 | " + " | ".join(f"{fp_loss[g]:.4f}" for g in names) + f" | {max(fp_loss.values()):.4f} | — |")
+    print("| — | FP | 32 | " + " | ".join(f"{fp_loss[g]:.4f}" for g in names) + f" | {max(fp_loss.values()):.4f} | — |")
     for budget in args.budgets:
         worst = {}
         for sensitivity in ("measured", "gradient"):

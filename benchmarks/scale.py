@@ -1,5 +1,6 @@
 """Every stage at Hub model size: what audit, explain, allocation and QAT cost at ViT-B/16,
-DistilBERT-base and ResNet-50 scale, as multiples of one FP evaluation pass.
+DistilBERT-base and ResNet-50 scale and at an LM shape (Qwen2.5-0.5B's config, 494 M parameters),
+as multiples of one FP evaluation pass, with tokens/s where it applies and peak memory.
 
 From-config models (random weights: cost does not depend on what the weights learned) on
 random inputs with two groups (3:1). For each model, in one process: one FP evaluation pass
@@ -19,7 +20,15 @@ at its start (CPU: resident set size sampled every 5 ms; CUDA: ``torch.cuda.max_
   batch, median of ``--steps`` steps after one warm-up);
 - export: run if the installed package has an ONNX export, else reported as absent.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/scale.py --models vit-b16 distilbert resnet50 \\
+The LM shape (``--models lm``; Qwen2ForCausalLM from Qwen2.5-0.5B's config, ``--lm-layers`` of its
+24 decoder layers) runs with plain forwards and a per-sequence next-token loss defined here (the
+causal-LM task is not in the package yet): "audit" is the FP pass and, per ``--lm-recipes``
+recipe, quantization and its pass, eager and through ``torch.compile`` (compile seconds apart,
+predictions compared with eager); "explain" is explain's curvature work for one group at its
+defaults (``benchmarks/hvp_cost.py``) over the Linear weights of the first ``--lm-explain-layers``
+decoder layers, on ``--lm-explain-examples`` sequences, in gradients of the same loss.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/scale.py --models vit-b16 distilbert resnet50 lm \\
         --examples 32 --image-size 64 [--stages audit explain allocation qat export] [--device cuda]
 
 ``--device cuda`` needs a CUDA device and fails at once without one.
@@ -42,12 +51,16 @@ import numpy as np
 import torch
 
 STAGES = ("audit", "explain", "allocation", "qat", "export")
-MODELS = ("vit-b16", "distilbert", "resnet50")
+MODELS = ("vit-b16", "distilbert", "resnet50", "lm")
+#: Qwen2.5-0.5B's config.json (its shape; weights random)
+QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                  num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, rope_theta=1000000.0,
+                  rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu")
 
 
 # ---------------------------------------------------------------- models and data
-def build_model(name: str, image_size: int, num_labels: int) -> torch.nn.Module:
-    """From-config ViT-B/16, DistilBERT-base or ResNet-50 (their transformers defaults)."""
+def build_model(name: str, image_size: int, num_labels: int, lm_layers: int = 24) -> torch.nn.Module:
+    """From-config ViT-B/16, DistilBERT-base or ResNet-50 (their transformers defaults), or the LM shape."""
     from transformers import (
         DistilBertConfig,
         DistilBertForSequenceClassification,
@@ -58,6 +71,10 @@ def build_model(name: str, image_size: int, num_labels: int) -> torch.nn.Module:
     )
 
     torch.manual_seed(0)
+    if name == "lm":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        return Qwen2ForCausalLM(Qwen2Config(**{**QWEN25_05B, "num_hidden_layers": lm_layers})).eval()
     if name == "vit-b16":  # ViTConfig() is ViT-B/16: hidden 768, 12 layers, 12 heads, MLP 3072
         return ViTForImageClassification(ViTConfig(image_size=image_size, num_labels=num_labels)).eval()
     if name == "distilbert":  # DistilBertConfig() is distilbert-base-uncased's shape
@@ -73,6 +90,10 @@ def build_data(name: str, n: int, image_size: int, seq_len: int, num_labels: int
     rng = np.random.default_rng(seed)
     groups = ["minor" if i % 4 == 3 else "major" for i in range(n)]
     labels = rng.integers(0, num_labels, n)
+    if name == "lm":
+        features = Features(input_ids=Sequence(Value("int64")), group=Value("string"))
+        return Dataset.from_dict({"input_ids": rng.integers(0, QWEN25_05B["vocab_size"], (n, seq_len)).tolist(),
+                                  "group": groups}, features=features)
     if name == "distilbert":
         features = Features(input_ids=Sequence(Value("int64")), attention_mask=Sequence(Value("int64")),
                             labels=Value("int64"), group=Value("string"))
@@ -197,16 +218,22 @@ def stage_explain(ctx: dict) -> list[dict]:
     objective = GroupObjective(model, params, list(GroupedInputs(model, subset).batches(ctx["batch"])), ex.settings.get("chunk_size"))
     v = torch.randn(objective.dim, generator=torch.Generator().manual_seed(0))
     hvp_s, hvp_peak, _ = timed(ctx["device"], lambda: objective.hvp(v))
+    from hvp_cost import plain_gradient  # the unit: one gradient on the model's own kernels
+
+    grad_s = min(timed(ctx["device"], lambda: plain_gradient(objective))[0] for _ in range(2))
+    per_group_s = (ex.settings["timings_s"]["gradients"] + ex.settings["timings_s"]["curvature"]) / len(curvature)
     p = ctx["pass_s"]
     converged = sum(c.lambda_converged for c in curvature.values())
     budget = ex.settings.get("hvp_budget")
     note = (f"{len(curvature)} groups × {per_group} examples (equal: {ex.settings.get('equal_examples')}), "
             f"HVP budget {budget}/group, λ_max converged {converged}/{len(curvature)} "
             f"(residuals {', '.join(f'{c.lambda_residual:.2g}' for c in curvature.values())}); "
-            f"one HVP on {per_group} examples = {hvp_s / p:.2f} passes, {hvp_peak:.0f} MiB")
+            f"one HVP on {per_group} examples = {hvp_s / p:.2f} passes = {hvp_s / grad_s:.2f} gradients, {hvp_peak:.0f} MiB; "
+            f"gradients + curvature per group and model = {per_group_s / grad_s:.1f} gradients")
     passes = seconds / p
     return [row("explain", seconds, p, peak, hvps=hvps, note=note,
-                goal=f"≤ 60 passes: {'met' if passes <= 60 else 'not met'} ({passes:.1f})")]
+                goal=f"≤ 60 passes: {'met' if passes <= 60 else 'not met'} ({passes:.1f}); ≤ 12 gradients per group: "
+                     f"{'met' if per_group_s / grad_s <= 12 else 'not met'} ({per_group_s / grad_s:.1f})")]
 
 
 def stage_allocation(ctx: dict) -> list[dict]:
@@ -306,9 +333,103 @@ def stage_export(ctx: dict) -> list[dict]:
     return [row("export (ONNX)", seconds, ctx["pass_s"], peak)]
 
 
-def row(stage: str, seconds: float | None, pass_s: float, peak: float | None, *, hvps: int = 0, note: str = "", goal: str = "") -> dict:
+# ---------------------------------------------------------------- the LM shape (plain forwards)
+def lm_batches(data, batch: int, device: str = "cpu") -> list[torch.Tensor]:
+    ids = torch.tensor(data["input_ids"][:]).to(device)
+    return [ids[i : i + batch] for i in range(0, len(ids), batch)]
+
+
+@torch.no_grad()
+def lm_pass(forward, batches: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """One evaluation pass: each sequence's mean next-token NLL and every next-token prediction."""
+    losses, predictions = [], []
+    for ids in batches:
+        logits = getattr(forward(input_ids=ids), "logits").float()[:, :-1]
+        nxt = ids[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), nxt.reshape(-1), reduction="none")
+        losses.append(nll.view(nxt.shape).mean(1).cpu().numpy())
+        predictions.append(logits.argmax(-1).cpu().numpy())
+    return np.concatenate(losses), np.concatenate(predictions)
+
+
+def stage_audit_lm(ctx: dict) -> list[dict]:
+    """FP pass and each recipe's quantization and pass, eager and compiled, in FP passes and tokens/s."""
+    from hf_fairquant.quantization import quantize
+
+    args, model, p = ctx["args"], ctx["model"], ctx["pass_s"]
+    batches = lm_batches(ctx["data"], ctx["batch"], ctx["device"])
+    tokens = sum(b.numel() for b in batches)
+    fp_losses, fp_predictions = ctx["fp_outputs"]
+    rows = [row("FP pass (eager)", p, p, ctx["pass_peak"], tokens_s=tokens / p,
+                note=f"{len(ctx['data'])} × {args.lm_seq_len} tokens, batch {ctx['batch']}")]
+    compiled_fp = None
+    for name in ["fp", *args.lm_recipes]:
+        if name == "fp":
+            qmodel, quant_s = model, 0.0
+            eager_losses, eager_predictions = fp_losses, fp_predictions
+        else:
+            quant_s, quant_peak, qmodel = timed(ctx["device"], lambda: quantize(
+                copy.deepcopy(model), name, ctx["data"], calibration_size=ctx["calibration"], batch_size=ctx["batch"]))
+            eager_s, eager_peak, (eager_losses, eager_predictions) = timed(ctx["device"], lambda: lm_pass(qmodel, batches))
+            agree = float((eager_predictions == fp_predictions).mean())
+            rows.append(row(f"{name} quantize + pass (eager)", quant_s + eager_s, p, max(quant_peak, eager_peak),
+                            tokens_s=tokens / eager_s,
+                            note=f"quantize {quant_s / p:.2f} + pass {eager_s / p:.2f} passes ({p / eager_s:.2f}× FP32 "
+                                 f"eager's speed); {agree:.1%} of next-token predictions as FP's"))
+        if not args.lm_compile:
+            continue
+        compiled = torch.compile(qmodel)
+        first_s, _, _ = timed(ctx["device"], lambda: lm_pass(compiled, batches[:1]))
+        run_s, run_peak, (losses, predictions) = timed(ctx["device"], lambda: lm_pass(compiled, batches))
+        if name == "fp":
+            compiled_fp = run_s
+        same = float((predictions == eager_predictions).mean())
+        diff = float(np.abs(losses - eager_losses).max())
+        check = (f"next-token predictions {'identical to' if same == 1 else f'{same:.2%} as'} its eager pass's, "
+                 f"NLL within {diff:.1e}")
+        rows.append(row(f"{'FP' if name == 'fp' else name} pass (compiled)", run_s, p, run_peak, tokens_s=tokens / run_s,
+                        note=f"{p / run_s:.2f}× FP32 eager's speed"
+                             + (f", {compiled_fp / run_s:.2f}× FP32 compiled's" if compiled_fp and name != "fp" else "")
+                             + f"; compile + first batch {first_s:.1f} s apart ({first_s / p:.2f} passes); {check}",
+                        goal=("≥ 2.5× FP32 eager: " + ("met" if p / run_s >= 2.5 else "not met") + f" ({p / run_s:.2f}×)")
+                        if "a8" in name and "torchao" in name else ""))
+        compiled = qmodel = None  # one quantized copy alive at a time
+    return rows
+
+
+def stage_explain_lm(ctx: dict) -> list[dict]:
+    """Explain's curvature work for one group at its defaults, before and now, in gradients."""
+    from hvp_cost import NextTokenLoss, explain_sequence, plain_gradient
+
+    from hf_fairquant.curvature import GroupObjective
+
+    args, model, p = ctx["args"], ctx["model"], ctx["pass_s"]
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, QWEN25_05B["vocab_size"], (args.lm_explain_examples, args.lm_explain_seq), generator=g).to(ctx["device"])
+    batch, task = ({"input_ids": ids}, ids), NextTokenLoss()
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)
+             and n.startswith(tuple(f"model.layers.{i}." for i in range(args.lm_explain_layers)))]
+    params = [model.get_submodule(n).weight for n in names]
+    whole = GroupObjective(model, params, [batch], task=task)
+    g_s = min(timed(ctx["device"], lambda: plain_gradient(whole))[0] for _ in range(2))
+    rows = []
+    for label in ("before", "now"):
+        if label == "before" and not args.lm_explain_before:
+            continue
+        seconds, peak, hvps = timed(ctx["device"], lambda: explain_sequence(model, batch, task, names, label == "before"))
+        rows.append(row(f"explain per group ({label})", seconds, p, peak, hvps=hvps,
+                        note=f"{seconds / g_s:.1f} gradients (one: {g_s:.1f} s) over {sum(q.numel() for q in params) / 1e6:.0f} M "
+                             f"weights of the first {args.lm_explain_layers} layers, {args.lm_explain_examples} × "
+                             f"{args.lm_explain_seq} tokens",
+                        goal="≤ 12 gradients: " + ("met" if seconds / g_s <= 12 else "not met") + f" ({seconds / g_s:.1f})"))
+    return rows
+
+
+def row(stage: str, seconds: float | None, pass_s: float, peak: float | None, *, hvps: int = 0, note: str = "",
+        goal: str = "", tokens_s: float | None = None) -> dict:
     return {"stage": stage, "seconds": None if seconds is None else round(seconds, 2),
             "passes": None if seconds is None else round(seconds / pass_s, 2), "hvps": hvps,
+            "tokens_s": None if tokens_s is None else round(tokens_s, 1),
             "peak_mib": None if peak is None else round(peak), "goal": goal, "note": note}
 
 
@@ -337,6 +458,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, OMP_NUM_THREADS)")
+    parser.add_argument("--lm-layers", type=int, default=24, help="decoder layers of the LM shape (Qwen2.5-0.5B: 24)")
+    parser.add_argument("--lm-seq-len", type=int, default=128, help="tokens per sequence of the LM shape")
+    parser.add_argument("--lm-examples", type=int, default=8, help="sequences of the LM shape's audit pass")
+    parser.add_argument("--lm-recipes", nargs="+", default=["w8a8@torchao", "w8@torchao", "w8a8"])
+    parser.add_argument("--lm-compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time each LM pass through torch.compile")
+    parser.add_argument("--lm-explain-layers", type=int, default=4, help="decoder layers whose weights explain's curvature takes")
+    parser.add_argument("--lm-explain-examples", type=int, default=4)
+    parser.add_argument("--lm-explain-seq", type=int, default=64)
+    parser.add_argument("--lm-explain-before", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time explain's curvature work as it was before (SDPA math, fresh products)")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -350,25 +482,42 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     results = []
     print(f"examples {args.examples}, image {args.image_size}², seq {args.seq_len}, batch {args.batch_size}, "
-          f"calibration {calibration}, device {args.device}, torch threads {torch.get_num_threads()}", flush=True)
+          f"calibration {calibration}, device {args.device}, torch threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    if "lm" in args.models:
+        print(f"LM shape: Qwen2.5-0.5B's config with {args.lm_layers} of 24 layers, {args.lm_examples} × {args.lm_seq_len} "
+              f"tokens, recipes {args.lm_recipes}, compiled {args.lm_compile}", flush=True)
     for name in args.models:
         num_labels = 2 if name == "distilbert" else 10
-        model = build_model(name, args.image_size, num_labels).to(args.device)
-        data = build_data(name, args.examples, args.image_size, args.seq_len, num_labels)
+        model = build_model(name, args.image_size, num_labels, args.lm_layers).to(args.device)
+        lm = name == "lm"
+        data = build_data(name, args.lm_examples if lm else args.examples, args.image_size,
+                          args.lm_seq_len if lm else args.seq_len, num_labels)
         with quiet():
-            predict(model, data, args.batch_size)  # warm-up
-            pass_s = min(timed(args.device, lambda: predict(model, data, args.batch_size))[0] for _ in range(2))
+            extra = {}
+            if lm:
+                batches = lm_batches(data, args.batch_size, args.device)
+                lm_pass(model, batches[:1])  # warm-up
+                runs = [timed(args.device, lambda: lm_pass(model, batches)) for _ in range(2)]
+                pass_s, extra["pass_peak"], extra["fp_outputs"] = min(runs, key=lambda r: r[0])
+            else:
+                predict(model, data, args.batch_size)  # warm-up
+                pass_s = min(timed(args.device, lambda: predict(model, data, args.batch_size))[0] for _ in range(2))
             ctx = {"args": args, "model": model, "data": data, "pass_s": pass_s, "device": args.device,
-                   "batch": args.batch_size, "calibration": calibration}
+                   "batch": args.batch_size, "calibration": calibration, **extra}
             params = sum(p.numel() for p in model.parameters())
-            print(f"\n## {name}: {params / 1e6:.1f} M parameters; one FP pass over {args.examples} examples = {pass_s:.2f} s", flush=True)
+            print(f"\n## {name}: {params / 1e6:.1f} M parameters; one FP pass over {len(data)} examples = {pass_s:.2f} s", flush=True)
             for stage in args.stages:
-                for r in globals()[f"stage_{stage}"](ctx):
+                if lm and stage not in ("audit", "explain"):
+                    print(f"  {stage}: not run at the LM shape (needs the causal-LM task)", flush=True)
+                    continue
+                for r in globals()[f"stage_{stage}" + ("_lm" if lm else "")](ctx):
                     r.update(model=name, params_m=round(params / 1e6, 1), pass_s=round(pass_s, 3))
                     results.append(r)
                     print(f"  {r['stage']}: {r['seconds']} s = {r['passes']} passes, {r['hvps']} HVPs, "
-                          f"peak +{r['peak_mib']} MiB; {r['goal']} {r['note']}", flush=True)
-        del model, data
+                          f"{r['tokens_s']} tokens/s, peak +{r['peak_mib']} MiB; {r['goal']} {r['note']} "
+                          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+        model = data = None  # freed before the next model
     print("\n" + table(results, args, calibration))
     if args.out:
         with open(args.out, "w") as f:
@@ -377,16 +526,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 def table(results: list[dict], args: argparse.Namespace, calibration: int) -> str:
-    head = "| model | stage | × FP pass | HVPs | peak MiB | goal | notes |\n| --- | --- | --- | --- | --- | --- | --- |"
+    head = ("| model | stage | × FP pass | HVPs | tokens/s | peak MiB | goal | notes |\n"
+            "| --- | --- | --- | --- | --- | --- | --- | --- |")
     lines = [head]
     for r in results:
         passes = "—" if r["passes"] is None else f"{r['passes']:.2f}"
         peak = "—" if r["peak_mib"] is None else str(r["peak_mib"])
-        lines.append(f"| {r['model']} | {r['stage']} | {passes} | {r['hvps'] or '—'} | {peak} | {r['goal'] or '—'} | {r['note']} |")
+        tokens = "—" if r.get("tokens_s") is None else f"{r['tokens_s']:.0f}"
+        lines.append(f"| {r['model']} | {r['stage']} | {passes} | {r['hvps'] or '—'} | {tokens} | {peak} | "
+                     f"{r['goal'] or '—'} | {r['note']} |")
     return "\n".join(lines) + (
         f"\n\nConfiguration: {args.examples} examples, images {args.image_size}², DistilBERT seq {args.seq_len}, "
         f"batch {args.batch_size}, calibration {calibration}, device {args.device}, "
-        f"{torch.get_num_threads()} torch thread(s); one FP pass per model: "
+        f"{torch.get_num_threads()} torch thread(s), load average {os.getloadavg()[0]:.1f} at the end; one FP pass per model: "
         + ", ".join(f"{m} {s:.2f} s" for m, s in dict((r["model"], r["pass_s"]) for r in results).items()) + "."
     )
 

@@ -357,7 +357,8 @@ def hessian_sensitivity(
     ``g`` and ``H`` are the gradient and Hessian of group g's mean loss w.r.t. layer l's weight
     (double backward, :class:`hf_fairquant.diagnostics.GroupObjective`), the trace estimated
     by Hutchinson (``probes`` Rademacher probes). Weights only: activation quantization is
-    not part of the proxy. Cost: per group and layer, one gradient and ``probes`` HVPs.
+    not part of the proxy. Cost: per group and layer, one gradient and ``probes`` HVPs, each one
+    backward through the gradient's kept graphs (:meth:`~hf_fairquant.curvature.GroupObjective.retained`).
     """
     out = np.zeros((len(layers), len(candidate_bits), len(group_batches)))
     for i, name in enumerate(tqdm(layers, desc="hessian sensitivity", unit="layer", disable=not progress, leave=False)):
@@ -365,8 +366,9 @@ def hessian_sensitivity(
         deltas = [_weight_delta(module, b) for b in candidate_bits]
         for g, batches in enumerate(group_batches):
             objective = GroupObjective(model, [module.weight], batches, task=_task(model, task))
-            grad = objective.gradient().to(module.weight.device)
-            trace = hutchinson_trace(objective.hvp, objective.dim, probes=probes, seed=seed).value
+            with objective.retained():  # the probes reuse the gradient's graphs
+                grad = objective.gradient().to(module.weight.device)
+                trace = hutchinson_trace(objective.hvp, objective.dim, probes=probes, seed=seed).value
             for j, delta in enumerate(deltas):
                 out[i, j, g] = float(grad @ delta + 0.5 * trace / delta.numel() * (delta @ delta))
     return out

@@ -87,6 +87,18 @@ class AuditConfig:
         metadata={"help": "pre-quantized checkpoints (local folders or Hub ids: torchao, bitsandbytes, or a folder "
                           "written by save_quantized) to audit against the model, each a row named after it"},
     )
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "evaluate every model through torch.compile (compile seconds reported apart in "
+                          "settings.timings_s; a model the compiler cannot handle runs eagerly). Off by default: on a "
+                          "CPU compiling costs more than it saves unless a pass takes minutes (docs/performance.md)"},
+    )
+    shard: bool = field(
+        default=True,
+        metadata={"help": "under several processes (accelerate launch, torchrun) each evaluates its share of the "
+                          "batches and the outputs are gathered in example order (the report equals one process's); "
+                          "every process must call audit. --no-shard: every process evaluates everything"},
+    )
 
     def __post_init__(self) -> None:
         self.recipes = split_commas(self.recipes)
@@ -444,12 +456,14 @@ def _ci(metrics: dict, key: str, group: str | None = None) -> list[float] | None
 def predict(
     model: torch.nn.Module, dataset: Any, batch_size: int = 256, desc: str | None = None,
     data_collator: Any = None, processing_class: Any = None, group_spec: Any = "group", task: Any = None,
+    torch_compile: bool = False,
 ) -> TaskOutputs:
     """One pass: the task's per-example outputs (``predictions``, ``losses``, …) for every row of
-    ``dataset`` (a ``datasets.Dataset`` or :class:`~hf_fairquant.inputs.GroupedInputs`)."""
+    ``dataset`` (a ``datasets.Dataset`` or :class:`~hf_fairquant.inputs.GroupedInputs`), through
+    ``torch.compile`` with ``torch_compile``."""
     inputs = GroupedInputs.of(model, dataset, group_spec, task=task, data_collator=data_collator,
                               processing_class=processing_class)
-    return inputs.outputs(model, batch_size, desc)
+    return inputs.outputs(model, batch_size, desc, torch_compile=torch_compile)
 
 
 @dataclass(frozen=True)
@@ -566,21 +580,27 @@ def audit(
         return task.compute_metrics(metric, outputs, evaluation.references, groups, reference=against, **boot)
 
     timings: dict[str, dict[str, float]] = {}
+
+    def run_pass(evaluated: torch.nn.Module, name: str, clock: dict[str, float]) -> TaskOutputs:
+        """One evaluation pass; its seconds in ``clock`` (evaluate_s, and compile_s apart)."""
+        started = time.perf_counter()
+        outputs = evaluation.outputs(evaluated, batch_size, desc=name if progress else None,
+                                     torch_compile=cfg.torch_compile, shard=cfg.shard, timings=clock)
+        clock["evaluate_s"] = time.perf_counter() - started - clock.get("compile_s", 0.0)
+        return outputs
+
     if reference is not None:
         fp_outputs, fp = reference.fp_outputs, reference.fp
         timings["FP"] = {**reference.settings.get("timings_s", {}).get("FP", {}), "reused": 1}
     else:
-        started = time.perf_counter()
-        fp_outputs = evaluation.outputs(model, batch_size, desc="FP" if progress else None)
-        timings["FP"] = {"evaluate_s": time.perf_counter() - started}
+        timings["FP"] = {}
+        fp_outputs = run_pass(model, "FP", timings["FP"])
         fp = ModelResult("FP", effective_bits(model), model_size_bytes(model), metrics_of(fp_outputs))
 
     outputs_of: dict[str, TaskOutputs] = {}
 
     def evaluate(name: str, qmodel: torch.nn.Module, recipe: dict[str, Any] | None, how: str | None = None) -> ModelResult:
-        started = time.perf_counter()
-        outputs_of[name] = evaluation.outputs(qmodel, batch_size, desc=name if progress else None)
-        timings.setdefault(name, {})["evaluate_s"] = time.perf_counter() - started
+        outputs_of[name] = run_pass(qmodel, name, timings.setdefault(name, {}))
         share, floats = float_weights(qmodel)
         return ModelResult(
             name, effective_bits(qmodel), model_size_bytes(qmodel), metrics_of(outputs_of[name], fp_outputs), recipe,
@@ -599,7 +619,7 @@ def audit(
             round_trips[name] = {"identical": None, "error": error}
             return
         row.size_bytes = size  # the saved artifact's bytes
-        outputs = evaluation.outputs(reloaded, batch_size, desc=f"{name} reloaded" if progress else None)
+        outputs = evaluation.outputs(reloaded, batch_size, desc=f"{name} reloaded" if progress else None, shard=cfg.shard)
         timings.setdefault(name, {})["round_trip_s"] = time.perf_counter() - started
         mine = outputs_of[name]
         identical = bool(np.array_equal(mine.predictions, outputs.predictions) and np.array_equal(mine.losses, outputs.losses))
@@ -649,6 +669,7 @@ def audit(
         "calibration_size": calibration_size if calibration is not None else 0,
         "eval_examples": len(evaluation),
         "eval_only_groups": eval_only,
+        "torch_compile": cfg.torch_compile,
         "timings_s": {k: {t: round(v, 3) for t, v in d.items()} for k, d in timings.items()},
     }
     by_name = {r.name: r for r in results}

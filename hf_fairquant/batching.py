@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Container, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -155,12 +155,17 @@ class ModelInputs:
             return {k: torch.as_tensor(out[k]) for k in names if k in out}
         return {k: _stack(k, batch[k]) for k in names}
 
-    def batches(self, batch_size: int = 256) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
-        """``(start, stop, inputs)`` for consecutive rows (no shuffling), on the model's device."""
+    def batches(
+        self, batch_size: int = 256, only: Container[int] | None = None,
+    ) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+        """``(start, stop, inputs)`` for consecutive rows (no shuffling), on the model's device;
+        ``only``: the indices of the batches to build (the others are not read)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise FairQuantError(f"batch_size must be a positive integer, got {batch_size!r}")
         cpu = self.device.type == "cpu"
-        for start in range(0, len(self.dataset), batch_size):
+        for index, start in enumerate(range(0, len(self.dataset), batch_size)):
+            if only is not None and index not in only:
+                continue
             stop = min(start + batch_size, len(self.dataset))
             inputs = self.collate(self._read(start, stop))
             yield start, stop, (inputs if cpu else {k: v.to(self.device) for k, v in inputs.items()})

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ._atomic import output_locked
+from ._distributed import device_of_process, init_from_launcher, is_main_process, under_launcher
 
 
 def _command_line() -> str:
@@ -139,7 +140,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-@output_locked(lambda args: args.output_dir)  # one run per output folder (a lock file beside it)
+@output_locked(lambda args: args.output_dir if is_main_process() else None)  # one run per output folder
 def _cmd_explain(args: argparse.Namespace) -> int:
     from ._atomic import atomic_directory
     from .data import DataConfig
@@ -155,11 +156,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         QuantRecipe.parse(args.recipe)  # an unknown preset fails before the data is loaded
     model, splits, spec, tokenizer = load_pretrained(args.model, data, task=args.task)
     quantized = load_quantized(args.quantized_model) if args.quantized_model else args.recipe
+    device = device_of_process()  # under a launcher: this rank's GPU (or the CPU)
+    if device is not None:
+        model = model.to(device)
     result = explain(
         model, quantized, splits[data.eval_split], spec, calibration_dataset=splits[data.train_split], config=config,
-        processing_class=tokenizer, task=args.task,
+        processing_class=tokenizer, task=args.task, progress=is_main_process(),
     )
     result.settings["total_wall_time_s"] = round(time.perf_counter() - started, 1)
+    if not is_main_process():  # under a launcher only rank 0 writes and prints
+        return 0
     out = Path(args.output_dir)
     with atomic_directory(out) as tmp:  # the folder appears whole, or not at all
         result.save(tmp)
@@ -295,11 +301,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
+    joined = args.command in _SHARDED_COMMANDS and under_launcher()
+    if joined:  # accelerate launch -m hf_fairquant.cli …: every process evaluates its share
+        init_from_launcher()
     try:
         return args.func(args)
     except FairQuantError as err:  # also HubPushError (a push the Hub refused) and MissingFileError
         print(f"hf-fairquant {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if joined:
+            _leave_process_group()
+
+
+#: Commands that run stages (and so shard their passes) under ``accelerate launch`` / ``torchrun``.
+_SHARDED_COMMANDS = ("run", "train", "audit", "export", "explain")
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

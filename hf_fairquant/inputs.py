@@ -13,12 +13,14 @@ against the logits of one forward: a label with no logit, or a one-logit "classi
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Iterator, Sequence
+from typing import Any, Container, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._compiled import CompiledForward
+from ._distributed import gather_in_order, my_share
 from .batching import ModelInputs
 from .data.preprocessing import check_image_size
 from .errors import FairQuantError
@@ -141,11 +143,12 @@ class GroupedInputs:
         return other
 
     # ------------------------------------------------------------ batches and passes
-    def batches(self, batch_size: int = 256) -> Iterator[Batch]:
-        """``(inputs, targets)`` batches in row order, on the model's device."""
+    def batches(self, batch_size: int = 256, only: Container[int] | None = None) -> Iterator[Batch]:
+        """``(inputs, targets)`` batches in row order, on the model's device (``only``: the indices
+        of the batches to build)."""
         device = self.model_inputs.device
         token_columns = self.model_inputs.token_columns
-        for start, stop, inputs in self.model_inputs.batches(batch_size):
+        for start, stop, inputs in self.model_inputs.batches(batch_size, only):
             if token_columns:  # per-token references collated with the inputs (a causal LM's labels)
                 refs = inputs.pop(token_columns[0])
             else:
@@ -159,15 +162,40 @@ class GroupedInputs:
                 inputs.pop(column, None)
             yield inputs
 
-    def outputs(self, model: torch.nn.Module, batch_size: int = 256, desc: str | None = None) -> TaskOutputs:
-        """One pass of ``model`` (eval mode, no gradient) → the task's per-example outputs."""
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
+
+    def outputs(
+        self,
+        model: torch.nn.Module,
+        batch_size: int = 256,
+        desc: str | None = None,
+        *,
+        torch_compile: bool = False,
+        shard: bool = False,
+        timings: dict[str, float] | None = None,
+    ) -> TaskOutputs:
+        """One pass of ``model`` (eval mode, no gradient) → the task's per-example outputs.
+
+        ``torch_compile``: through ``torch.compile`` (eager if it cannot compile the model; the
+        compile seconds go to ``timings["compile_s"]``, a fallback sets ``timings["compile_failed"]``).
+        ``shard``: under several processes (``torch.distributed``) each evaluates every
+        world-size-th batch and the outputs are gathered in row order on every process — the same
+        outputs as one process's, bit for bit; every process must make the call."""
         model.eval()
-        total = -(-len(self) // batch_size)
-        parts = []
+        forward = CompiledForward(model, torch_compile)
+        total = self.num_batches(batch_size)
+        mine = my_share(total, shard)
+        parts: dict[int, TaskOutputs] = {}
         with torch.no_grad():
-            for inputs, targets in tqdm(self.batches(batch_size), total=total, desc=desc, disable=desc is None, leave=False):
-                parts.append(self.task.batch_outputs(model(**inputs), targets))
-        return TaskOutputs.concatenate(parts)
+            batches = zip(mine, self.batches(batch_size, only=set(mine)))
+            for index, (inputs, targets) in tqdm(batches, total=len(mine), desc=desc, disable=desc is None, leave=False):
+                parts[index] = self.task.batch_outputs(forward(**inputs), targets)
+        if timings is not None and forward.enabled:
+            timings["compile_s"] = forward.compile_s
+            if forward.failed:
+                timings["compile_failed"] = 1.0
+        return TaskOutputs.concatenate(gather_in_order(parts, total, shard))
 
 
 def _check_is_dataset(dataset: Any, split: str) -> None:

@@ -1,8 +1,6 @@
-import math
 
 import numpy as np
 import pytest
-import torch
 
 from hf_fairquant import GroupSpec, audit
 from hf_fairquant.errors import FairQuantError

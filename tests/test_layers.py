@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_fairquant"
 #: strictly lower floors. Floors 0 and 1 hold the error type and the helpers everything may use.
 FLOORS = {
     "errors": 0,
-    "_config": 1, "_format": 1, "_paths": 1, "_atomic": 1, "_lazy": 1, "_coerce": 1,
+    "_config": 1, "_format": 1, "_paths": 1, "_atomic": 1, "_lazy": 1, "_coerce": 1, "_distributed": 1, "_compiled": 1,
     "groups": 2,
     "tasks": 3,
     "batching": 4,

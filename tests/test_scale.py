@@ -40,5 +40,5 @@ def test_the_table_states_the_configuration():
     rows = [dict(scale.row("audit", 3.0, 1.5, 100.0, goal="g", note="n"), model="vit-b16", pass_s=1.5)]
     args = type("A", (), dict(examples=32, image_size=64, seq_len=128, batch_size=16, device="cpu"))()
     text = scale.table(rows, args, 8)
-    assert "| vit-b16 | audit | 2.00 | — | 100 | g | n |" in text
+    assert "| vit-b16 | audit | 2.00 | — | — | 100 | g | n |" in text
     assert "Configuration: 32 examples, images 64², DistilBERT seq 128, batch 16, calibration 8" in text

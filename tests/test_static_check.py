@@ -1,7 +1,6 @@
 """Issue 14, items 3, 6 and 7: every bad option is stopped by one static check (or by the data
 check right after loading), before any model is trained or any forward pass runs."""
 
-import json
 
 import pytest
 

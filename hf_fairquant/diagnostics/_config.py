@@ -53,6 +53,18 @@ class ExplainConfig:
     )
     batch_size: int = field(default=128, metadata={"help": "examples per forward pass"})
     seed: int = field(default=0, metadata={"help": "seeds sampling, probes and starting vectors"})
+    torch_compile: bool = field(
+        default=False,
+        metadata={"help": "run the FP-vs-quantized evaluation pass through torch.compile (compile seconds reported "
+                          "apart; gradients and Hessian-vector products always run eagerly: no double backward "
+                          "through compiled graphs)"},
+    )
+    shard: bool = field(
+        default=True,
+        metadata={"help": "under several processes (accelerate launch, torchrun) each runs its share of the batches "
+                          "and micro-batches, gathered in order (the explanation equals one process's); "
+                          "--no-shard: every process runs everything"},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.examples_per_group, str) and self.examples_per_group.strip().isdigit():

@@ -90,7 +90,7 @@ def explain(
     eigen_method, tol, max_iterations, lanczos_vectors = cfg.eigen_method, cfg.tol, cfg.max_iterations, cfg.lanczos_vectors
     probes, quantized_curvature, batch_size, seed = cfg.probes, cfg.quantized_curvature, cfg.batch_size, cfg.seed
     # ------------------------------------------------------------ validate (no heavy work)
-    hvp_budget, chunk_size = cfg.hvp_budget, cfg.chunk_size
+    hvp_budget, chunk_size, shard = cfg.hvp_budget, cfg.chunk_size, cfg.shard
     lambda_budget = lambda_budget_of(hvp_budget, probes, max_iterations)
     recipe, plan, quantizer = _models.resolve(model, recipe_or_quantized_model)
     batching = dict(data_collator=data_collator, processing_class=processing_class)
@@ -134,13 +134,18 @@ def explain(
 
     # ------------------------------------------------------------ links 1 and 2
     w_errors = weight_errors(model, qm.frozen, layers, quantizer)
-    passed = paired_pass(model, qm.frozen, inputs, layers, batch_size, progress)
+    pass_clock: dict[str, float] = {}
+    passed = paired_pass(model, qm.frozen, inputs, layers, batch_size, progress, torch_compile=cfg.torch_compile,
+                         shard=shard, timings=pass_clock)
     masks = {g: codes == spec.code_of(g) for g in counts}
     drift_layers = _layer_drift(passed, masks, w_errors, plan)
     weights = passed.units if units is not None else None
     logits = {g: _group_logits(passed, m, weights) for g, m in masks.items()}
     overall = _group_logits(passed, np.ones(len(codes), dtype=bool), weights)
     clock("paired_pass")
+    if cfg.torch_compile:  # compile seconds apart from the pass's own
+        laps["compile"] = pass_clock.get("compile_s", 0.0)
+        laps["paired_pass"] -= laps["compile"]
 
     # ------------------------------------------------------------ links 3, 4, 5 per group
     names = _parameter_names(model, layers, parameters)
@@ -166,21 +171,30 @@ def explain(
         else:  # exactly sizes[g] tokens: the last sampled text scores only the tokens still needed
             rows, keep = sample_rows_by_units(codes, spec.code_of(g), units, sizes[g], seed)
             texts_used[g] = len(rows)
-        batches = _sampled_batches(inputs, rows, keep, chunk_size or batch_size)
-        fp_obj = GroupObjective(model, fp_params, batches, chunk_size, task=inputs.task)
-        q_obj = GroupObjective(qm.straight_through, q_params, batches, chunk_size, task=inputs.task)
-        grad, noise = _gradient_and_noise(model, fp_params, inputs, rows, keep, chunk_size or batch_size, seed)
-        gradients[g] = GroupGradient(
-            len(rows) if keep is None else int(keep.sum()), float(grad.double().norm()),
-            float(q_obj.gradient().double().norm()), noise,
-        )
-        clock("gradients")
-        with tqdm(desc=f"curvature {g}", unit="HVP", disable=not progress, leave=False) as bar:
+        halves = split_halves(rows, seed) if len(rows) >= 2 else (rows,)
+        batches, parts, half_sizes = [], [], []
+        for label, half in enumerate(halves):  # micro-batches never straddle the halves (the noise floor's)
+            half_keep = None if keep is None else keep[np.searchsorted(rows, half)]
+            piece = _sampled_batches(inputs, half, half_keep, chunk_size or batch_size)
+            batches += piece
+            parts += [label] * len(piece)
+            half_sizes.append(len(half) if half_keep is None else int(half_keep.sum()))
+        objective = dict(chunk_size=chunk_size, task=inputs.task, parts=parts, shard=shard)
+        fp_obj = GroupObjective(model, fp_params, batches, **objective)
+        q_obj = GroupObjective(qm.straight_through, q_params, batches, **objective)
+        with tqdm(desc=f"curvature {g}", unit="HVP", disable=not progress, leave=False) as bar, fp_obj.retained():
             fp_obj.on_hvp = q_obj.on_hvp = bar.update
-            curvature["fp"][g] = _curvature(fp_obj, eig, probes, seed)
-            if quantized_curvature:
-                curvature["quantized"][g] = _curvature(q_obj, eig_quantized, probes, seed)
+            grad, noise = _gradient_and_noise(fp_obj, half_sizes)  # builds the graphs the products reuse
+            fp_obj.release_gradient()
+            q_grad = q_obj.gradient() if not quantized_curvature else None
+            clock("gradients")
             quadratic = float(torch.dot(fp_obj.hvp(delta).double(), delta.double()))
+            curvature["fp"][g] = _curvature(fp_obj, eig, probes, seed)
+        if quantized_curvature:
+            with q_obj.retained():
+                q_grad = q_obj.gradient()
+                curvature["quantized"][g] = _curvature(q_obj, eig_quantized, probes, seed)
+        gradients[g] = GroupGradient(sum(half_sizes), float(grad.double().norm()), float(q_grad.double().norm()), noise)
         taylor[g] = float(torch.dot(grad.double(), delta.double())) + 0.5 * quadratic
         clock("curvature")
 
@@ -188,7 +202,7 @@ def explain(
     settings = {
         "parameters": parameters, "dimension": int(delta.numel()), "eigen_method": eigen_method, "tol": tol,
         "max_iterations": max_iterations, "lanczos_vectors": lanczos_vectors, "probes": probes,
-        "hvp_budget": hvp_budget, "chunk_size": chunk_size,
+        "hvp_budget": hvp_budget, "chunk_size": chunk_size, "torch_compile": cfg.torch_compile,
         "examples_per_group": examples_per_group, "examples_cap": max(sizes.values()),
         "equal_examples": len(set(sizes.values())) == 1,
         "batch_size": batch_size, "seed": seed,
@@ -232,30 +246,18 @@ def _sampled_batches(inputs: GroupedInputs, rows: np.ndarray, keep: np.ndarray |
     return batches
 
 
-def _gradient_and_noise(
-    model: torch.nn.Module, params: list, inputs: GroupedInputs, rows: np.ndarray, keep: np.ndarray | None, chunk: int,
-    seed: int,
-) -> tuple[torch.Tensor, float | None]:
-    """∇ of the group's mean loss on ``rows`` and its split-half sampling noise floor
-    √(n_A·n_B)/n · ‖∇L_A − ∇L_B‖ (E‖∇L̂ − ∇L‖ at n examples — n tokens, with ``keep``, the
-    scored tokens of each row; from the same backward passes)."""
-    def part_of(half: np.ndarray) -> np.ndarray | None:
-        return None if keep is None else keep[np.searchsorted(rows, half)]
-
-    def objective(part: np.ndarray, chunk_size: int | None) -> GroupObjective:
-        return GroupObjective(model, params, _sampled_batches(inputs, part, part_of(part), chunk), chunk_size,
-                              task=inputs.task)
-
-    if len(rows) < 2:
-        return objective(rows, None).gradient(), None
-    halves = split_halves(rows, seed)
-    grads = [objective(h, chunk).gradient() for h in halves]
-    if keep is None:
-        n_a, n_b, n = len(halves[0]), len(halves[1]), len(rows)
-    else:
-        n_a, n_b, n = int(part_of(halves[0]).sum()), int(part_of(halves[1]).sum()), int(keep.sum())
-    gradient = (grads[0] * n_a + grads[1] * n_b) / n
-    noise = float((grads[0].double() - grads[1].double()).norm()) * (n_a * n_b) ** 0.5 / n
+def _gradient_and_noise(objective: GroupObjective, sizes: list[int]) -> tuple[torch.Tensor, float | None]:
+    """∇ of the group's mean loss and its split-half sampling noise floor
+    √(n_A·n_B)/n · ‖∇L_A − ∇L_B‖ (E‖∇L̂ − ∇L‖ at n examples), from the objective's gradient
+    parts (its micro-batches of half A, labelled 0, and of half B, 1: the same backward passes)."""
+    parts = objective.gradient_parts()
+    gradient = objective.gradient()
+    if len(sizes) < 2:
+        return gradient, None
+    n_a, n_b = sizes
+    n = n_a + n_b
+    mean_a, mean_b = parts[0].double() * (n / n_a), parts[1].double() * (n / n_b)  # each half's own mean gradient
+    noise = float((mean_a - mean_b).norm()) * (n_a * n_b) ** 0.5 / n
     return gradient, noise
 
 

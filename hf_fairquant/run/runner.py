@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .. import deployment
 from .._atomic import output_lock, scratch_directory, sweep_stale
 from .._config import field_names
+from .._distributed import device_of_process, init_from_launcher, is_main_process, world
 from .._format import to_plain
 from ..errors import FairQuantError
 from ..inputs import GroupedInputs
@@ -146,6 +147,7 @@ def run(
     (quantized model, ``README.md`` card, ``report.md``, ``results.json``, ``plots/``) is written
     and, with ``push_to_hub``, pushed. Everything that can be checked before loading is checked
     first; an earlier interrupted run's temporaries of the same output folder are removed."""
+    init_from_launcher()  # under accelerate launch / torchrun: join the process group (stages shard their passes)
     chosen = selected_stages(recipe, stages)
     audited = check_recipe(recipe, overwrite)  # before any folder is touched
     if "audit" in chosen:  # a Hub checkpoint's format too (its config.json only), before any data loads
@@ -159,11 +161,17 @@ def run(
         token = check_push_arguments(push_to_hub, token)
         recipe.card.repo_id = push_to_hub
     out = Path(recipe.output_dir)
-    sweep_stale(out)
+    main = is_main_process()  # under several processes only rank 0 touches the output folder
+    if main:
+        sweep_stale(out)
+    else:
+        echo = _silent
     saved = {s: getattr(recipe, s).output_dir for s in ("training", "mitigation") if getattr(recipe, s) is not None}
     command = command or _default_command()
+    lock = output_lock(out, command) if main else contextlib.nullcontext()
+    scratch_folder = scratch_directory(out, "checkpoints") if main else _private_scratch()
     try:
-        with output_lock(out, command), scratch_directory(out, "checkpoints") as scratch, torch_threads(recipe.threads):
+        with lock, scratch_folder as scratch, torch_threads(recipe.threads):  # one run per folder
             _checkpoints_outside(recipe, scratch)
             state = _Run(recipe, chosen, audited, scratch, echo, command)
             _data_and_fp(state)
@@ -175,12 +183,25 @@ def run(
             if "mitigate" in chosen:
                 _mitigate(state)
             result = _result(state, out)
-            if "publish" in chosen:
+            if "publish" in chosen and main:
                 _publish(state, result, push_to_hub, token)
             return result
     finally:
         for section, folder in saved.items():
             getattr(recipe, section).output_dir = folder
+
+
+def _silent(text: str) -> None:
+    """What processes other than rank 0 print: nothing."""
+
+
+@contextlib.contextmanager
+def _private_scratch() -> Iterator[Path]:
+    """A scratch folder of this process alone (ranks other than 0 never write beside the output)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=f"hf-fairquant-rank{world()[0]}-") as folder:
+        yield Path(folder)
 
 
 # ---------------------------------------------------------------------------- the stages
@@ -200,6 +221,9 @@ def _data_and_fp(state: _Run) -> None:
     if recipe.training is not None:  # the initial weights too: a run is reproducible across processes
         set_seed(recipe.training.seed)
     model = build_model(recipe.model, class_names(state.train), modality(recipe.data), state.task, tokenizer=state.tokenizer)
+    device = device_of_process()  # under a launcher: this rank's GPU (or the CPU)
+    if device is not None:
+        model = model.to(device)
     check_max_length(recipe.data, model)
     state.train_inputs, state.eval_inputs = (  # validated once, used by every stage
         GroupedInputs(model, state.splits[split], state.spec, task=state.task, split=split, processing_class=state.tokenizer)
@@ -246,7 +270,7 @@ def _audit(state: _Run) -> None:
     state.say("audit", f"audit: {', '.join(str(r) for r in recipes) or 'FP only'}")
     state.report = audit(
         state.model, state.eval_inputs, recipes, state.spec, calibration_dataset=state.train_inputs,
-        config=state.recipe.audit, deployed_models=state.deployed,
+        config=state.recipe.audit, deployed_models=state.deployed, progress=is_main_process(),
     )
     state.lap("audit")
 
@@ -263,7 +287,7 @@ def _explain(state: _Run) -> None:
     options = {f: getattr(recipe.explain, f) for f in field_names(ExplainConfig)}
     state.explanation = explain(  # the parsed recipe: a mapping-form recipe's name is no preset
         state.model, audited_recipe(state.audited, state.explained) or state.explained.lower(), state.eval_inputs,
-        state.spec, calibration_dataset=state.train_inputs, config=ExplainConfig(**options),
+        state.spec, calibration_dataset=state.train_inputs, config=ExplainConfig(**options), progress=is_main_process(),
     )
     state.lap("explain")
 
@@ -286,6 +310,7 @@ def _mitigate(state: _Run) -> None:
         config=dataclasses.replace(recipe.audit, quantized_models=[]),
         quantized_models={name: QuantizedModel(state.quantized, state.trainer.quant_recipe)},
         reference=state.report,  # the FP pass of the first audit, not a second one
+        progress=is_main_process(),
     )
     state.report = state.report.extended(mitigated)
     state.lap("mitigated_audit")

@@ -6,7 +6,6 @@ from safetensors.torch import load_file, save_file
 
 from hf_fairquant import GroupSpec, QuantRecipe, load_quantized, quantize, save_quantized
 from hf_fairquant.batching import iterate_batches
-from hf_fairquant.errors import ArtifactError
 
 
 def _logits(model, dataset):

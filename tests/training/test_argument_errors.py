@@ -7,7 +7,7 @@ import torch
 
 from hf_fairquant import FairQuantTrainer, FairQuantTrainingArguments
 from hf_fairquant.errors import FairQuantError
-from tests.conftest import image_dataset, tiny_resnet
+from tests.conftest import image_dataset
 
 
 def _args(tmp_path, **kwargs):

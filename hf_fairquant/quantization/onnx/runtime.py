@@ -29,6 +29,8 @@ class OrtModel(torch.nn.Module):
 
     #: what the "onnxruntime" backend recognises (see :mod:`..backends.onnxruntime`)
     is_onnxruntime_model = True
+    #: a runtime session, not a torch graph: evaluation passes never ``torch.compile`` it
+    supports_torch_compile = False
 
     def __init__(self, path: str | Path, *, num_threads: int | None = None, config: Any = None):
         super().__init__()
