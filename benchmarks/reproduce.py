@@ -21,9 +21,13 @@ Parts, each written to ``<output-dir>/<part>.json`` (atomically, after every see
   small BERT with its WordLevel tokenizer, sex × race groups): FP, PTQ, the fair FP fine-tune and
   the QAT mitigation rows, and per seed ``explain`` under W2A8 on a group-stratified test
   subset (``ADULT_CHAIN_EXAMPLES`` per group at most) — bounded to ~15 min single-threaded.
+- ``languages``: a causal LM on a real long tail of languages and scripts —
+  recipes/manpages_llama.yaml (Debian's translated manual pages, its byte-level BPE, a small Llama
+  pre-trained from scratch): PTQ per language / script / rarity, the chain at equal token counts
+  (two draws), the fair FP fine-tune and fair QAT rows (benchmarks/languages.py).
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/reproduce.py [--seeds 0,1,2] \
-        [--parts resnet,chain,vit,performance,adult] [--quick] [--output-dir docs/results]
+        [--parts resnet,chain,vit,performance,adult,languages] [--quick] [--output-dir docs/results]
     PYTHONPATH=. python benchmarks/render_results.py     # → docs/results.md, docs/results/*.png
 """
 
@@ -66,8 +70,10 @@ from hf_fairquant.quantization import effective_bits, quantizable_modules  # noq
 
 from curvature import lanczos_cost, lanczos_sweep, power_cost  # noqa: E402  (benchmarks/)
 from trainer_overhead import fair_run, plain_run  # noqa: E402  (benchmarks/)
+from languages import LANGUAGES_RECIPE, languages_part, load_languages_context  # noqa: E402  (benchmarks/)
+from languages import settings_of as languages_settings  # noqa: E402
 
-PARTS = ("resnet", "chain", "vit", "performance", "adult")
+PARTS = ("resnet", "chain", "vit", "performance", "adult", "languages")
 #: The adult part's recipe, its rows (the mitigation rows' FP twin is the plain FP fine-tune) and
 #: the test examples per group its chain (explain) uses at most.
 ADULT_RECIPE = "recipes/adult_sex_race_bert.yaml"
@@ -458,6 +464,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="recipes/fashion_mnist_lt_resnet.yaml")
     parser.add_argument("--adult-recipe", default=ADULT_RECIPE, help="the adult part's recipe")
+    parser.add_argument("--languages-recipe", default=LANGUAGES_RECIPE, help="the languages part's recipe")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds (FP training and every fine-tune)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke test of the flow, not results")
@@ -479,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     writers = {}
-    fashion_parts = [p for p in args.parts if p != "adult"]
+    fashion_parts = [p for p in args.parts if p not in ("adult", "languages")]
     if fashion_parts:
         with tempfile.TemporaryDirectory() as tmp:
             ctx = load_context(args.recipe, tmp, args.quick)
@@ -497,7 +504,20 @@ def main(argv: list[str] | None = None) -> None:
     if "adult" in args.parts:
         adult_part(adult_ctx, args.seeds, adult_writer)
         writers["adult"] = adult_writer
+    if "languages" in args.parts:
+        writers["languages"] = languages(args, out, command_started)
     print(f"wrote {', '.join(str(w.path) for w in writers.values())}")
+
+
+def languages(args: argparse.Namespace, out: Path, command_started: float) -> PartWriter:
+    """The languages part (benchmarks/languages.py), written to ``<out>/languages.json``."""
+    ctx = load_languages_context(args.languages_recipe, args.quick)
+    meta = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "recipe": args.languages_recipe,
+            "versions": versions(), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "settings": languages_settings(ctx, args.seeds)}
+    writer = PartWriter(out / "languages.json", meta, command_started, seeds={})
+    languages_part(ctx, args.seeds, writer)
+    return writer
 
 
 def part_meta(ctx: Context, recipe: str, seeds: list[int]) -> dict[str, Any]:
