@@ -77,8 +77,12 @@ data: install
 demo: install data
 	$(VENV)/bin/hf-fairquant run $(DEMO_RECIPE) --output-dir $(DEMO_OUTPUT) --overwrite
 
+# Two pytest workers by default (CI's 2 cores); `make test TEST_WORKERS=0` runs serially,
+# `make test PYTEST_ARGS="-m 'not slow'"` skips the end-to-end tests locally.
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?=
 test: install data
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS) tests
 
 # docs/results.md from runs of this code (about 55 min on the 2-core machine): reproduce.py writes
 # docs/results/*.json, render_results.py turns only that JSON into the page and its plots.
