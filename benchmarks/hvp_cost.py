@@ -23,8 +23,8 @@ taken from them), with peak memory (sampled RSS) above the level at its start.
 
 Models from config, random weights: ViT-B/16 at 64² (16 images, labels 0–9) and a Llama
 (hidden 1024, 4 layers, 16 heads, MLP 2816, vocabulary 32000; 8 sequences × 128 tokens) under a
-plain causal-LM loss (each sequence's mean next-token cross-entropy — the causal-LM task is not
-in the package yet, so the loss is defined here). Parameters: every Linear weight except the head.
+plain causal-LM loss defined here (each unpadded sequence's mean next-token cross-entropy: the
+causal-lm task's per-text loss without its masking). Parameters: every Linear weight except the head.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/hvp_cost.py [--models vit-b16 llama] [--rounds 2] [--out FILE]
 """

@@ -21,8 +21,9 @@ at its start (CPU: resident set size sampled every 5 ms; CUDA: ``torch.cuda.max_
 - export: run if the installed package has an ONNX export, else reported as absent.
 
 The LM shape (``--models lm``; Qwen2ForCausalLM from Qwen2.5-0.5B's config, ``--lm-layers`` of its
-24 decoder layers) runs with plain forwards and a per-sequence next-token loss defined here (the
-causal-LM task is not in the package yet): "audit" is the FP pass and, per ``--lm-recipes``
+24 decoder layers) runs with plain forwards and a per-sequence next-token loss defined here (unpadded random
+sequences: the causal-lm task's per-text loss without its masking; its own pass is compared with a
+plain loop in benchmarks/lm_throughput.py): "audit" is the FP pass and, per ``--lm-recipes``
 recipe, quantization and its pass, eager and through ``torch.compile`` (compile seconds apart,
 predictions compared with eager); "explain" is explain's curvature work for one group at its
 defaults (``benchmarks/hvp_cost.py``) over the Linear weights of the first ``--lm-explain-layers``

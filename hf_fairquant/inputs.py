@@ -58,7 +58,7 @@ class GroupedInputs:
         self.dataset = dataset
         self.references = self.task.references(dataset, model, where)
         if data_collator is None:  # the task's own (multiple choice: a shared-prefix attention mask), else the default
-            data_collator = self.task.data_collator(model, processing_class)
+            data_collator = self.task.evaluation_collator(model, processing_class)
         token_columns = [self.task.batch_label_column] if self.task.has_batch_labels(dataset) else []
         self.model_inputs = ModelInputs(model, dataset, data_collator, processing_class, token_columns=token_columns)
         config = getattr(model, "config", None)

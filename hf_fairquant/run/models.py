@@ -196,7 +196,7 @@ def train_fp_model(model: Any, args: Any, train_dataset: Any, processing_class: 
     from ..batching import default_collator
 
     inner = default_collator(processing_class)  # a tokenizer: DataCollatorWithPadding, batches padded dynamically
-    collator = task.collator(inner) if task is not None else inner
+    collator = task.training_collator(inner) if task is not None else inner
     trainer = Trainer(  # the Trainer's own default collator unless the task adds one
         model=model, args=args, train_dataset=train_dataset.with_format("torch"), processing_class=processing_class,
         **({"data_collator": collator} if collator is not inner else {}),

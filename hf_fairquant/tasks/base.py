@@ -132,9 +132,10 @@ class Task:
     #: this task (False: it is audited and explained as it is)
     trainable: ClassVar[bool] = True
 
-    def collator(self, inner: Any = None) -> Any:
+    def training_collator(self, inner: Any = None) -> Any:
         """The ``Trainer`` data collator of this task around ``inner`` (the user's or the default
-        one): what adds the labels a training batch needs; ``inner`` itself by default."""
+        one): what adds the labels a training batch needs; ``inner`` itself by default. Evaluation
+        batches go through :meth:`evaluation_collator` instead."""
         return inner
 
     # ------------------------------------------------------------ which models
@@ -175,9 +176,10 @@ class Task:
         ``processing_class``; the others return ``dataset`` as it is."""
         return dataset
 
-    def data_collator(self, model: torch.nn.Module, processing_class: Any = None) -> Any:
-        """The collator this task's batches need, or None for the default (dynamic padding for a
-        tokenizer, else stacking). A collator the caller passes wins."""
+    def evaluation_collator(self, model: torch.nn.Module, processing_class: Any = None) -> Any:
+        """The collator of this task's evaluation batches (audit, explain, calibration), or None
+        for the default (dynamic padding for a tokenizer, else stacking); a collator the caller
+        passes wins. Training batches go through :meth:`training_collator` instead."""
         return None
 
     def references(self, dataset: Any, model: torch.nn.Module, where: str) -> np.ndarray | None:

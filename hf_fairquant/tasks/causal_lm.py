@@ -124,7 +124,7 @@ class CausalLMTask(Task):
     def has_batch_labels(self, dataset: Any) -> bool:
         return has_token_labels(dataset)
 
-    def collator(self, inner: Any = None) -> LanguageModelingCollator:
+    def training_collator(self, inner: Any = None) -> LanguageModelingCollator:
         return LanguageModelingCollator(inner)
 
     def handles(self, architecture: str) -> bool:

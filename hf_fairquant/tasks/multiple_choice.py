@@ -261,7 +261,7 @@ class MultipleChoiceTask(Task):
             )
         return encode_choices(dataset, tokenizer)
 
-    def data_collator(self, model: torch.nn.Module, processing_class: Any = None) -> SharedPrefixCollator:
+    def evaluation_collator(self, model: torch.nn.Module, processing_class: Any = None) -> SharedPrefixCollator:
         tokenizer = _tokenizer_of(processing_class)
         pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
         return SharedPrefixCollator(getattr(model, "dtype", torch.float32), pad if pad is not None else 0)

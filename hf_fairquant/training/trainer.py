@@ -130,7 +130,7 @@ class FairQuantTrainer(Trainer):
             compute_metrics = group_compute_metrics(group_names=self.group_spec.names, task=self.task)
         # the task's collator adds what a batch learns from (a causal LM's labels: its own tokens)
         inner = kwargs.get("data_collator") or default_collator(processing_class)
-        collator = self.task.collator(inner)
+        collator = self.task.training_collator(inner)
         if collator is not inner:
             kwargs["data_collator"] = collator
         if kwargs.get("preprocess_logits_for_metrics") is None and self.task.preprocess_logits_for_metrics() is not None:
