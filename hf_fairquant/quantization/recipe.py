@@ -93,8 +93,9 @@ RecipeLike = Union[str, "QuantRecipe", Mapping[str, Any]]
 class QuantRecipe:
     """Weight/activation bits for every Conv2d and Linear of a model.
 
-    >>> QuantRecipe.parse("w4a8")
-    QuantRecipe(weight_bits=4, activation_bits=8, overrides=(), exclude=(), name='w4a8', backend='quanto', group_size=32)
+    >>> r = QuantRecipe.parse("w4a8")
+    >>> (r.weight_bits, r.activation_bits, r.name, r.group_size)
+    (4, 8, 'w4a8', 32)
     >>> str(QuantRecipe.parse("w4a8@torchao"))
     'w4a8@torchao'
     >>> QuantRecipe(2, 8, overrides={"classifier*": "w8a8"}).layer_quant("classifier.1")

@@ -4,7 +4,7 @@
 (``pixel_values`` or ``input_ids``/``attention_mask``; its signature lists them, so
 :func:`~hf_fairquant.batching.model_input_names` picks the dataset columns) and returns an object
 with ``.logits`` (a torch tensor): ``audit(..., quantized_models=...)``, ``predict`` and the
-``group_disparity`` metric take it unchanged. The "onnxruntime" backend recognises it, so
+``group_disparity`` metric take it unchanged. The ONNX Runtime backend recognises it, so
 ``is_quantized``, ``effective_bits`` and ``model_size_bytes`` describe the file that ships.
 """
 
@@ -20,14 +20,14 @@ import torch
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ...errors import ArtifactError
-from ..backends import onnxruntime as _backend  # noqa: F401  registers the "onnxruntime" backend
+from ..backends import onnxruntime as _backend  # noqa: F401  registers the ONNX Runtime backend
 from .export import METADATA_KEY, ONNX_DIR, QUANTIZED_FILE
 
 
 class OrtModel(torch.nn.Module):
     """``InferenceSession(path, providers=["CPUExecutionProvider"])`` behind a torch forward."""
 
-    #: what the "onnxruntime" backend recognises (see :mod:`..backends.onnxruntime`)
+    #: what the ONNX Runtime backend recognises (see :mod:`..backends.onnxruntime`)
     is_onnxruntime_model = True
     #: a runtime session, not a torch graph: evaluation passes never ``torch.compile`` it
     supports_torch_compile = False
