@@ -22,6 +22,24 @@ from ..errors import FairQuantError
 MODALITIES = ("text", "image")
 
 
+def score_statistics(
+    scores: torch.Tensor, labels: torch.Tensor, variance: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Per row of class (or option) ``scores``: cross-entropy against ``labels``, correctness, the
+    population variance of the scores (``variance`` when the caller computes it, e.g. over the
+    options present only), the confidence (max softmax probability) and the margin (the label's
+    score minus the best other; negative when wrong)."""
+    true = scores.gather(1, labels[:, None]).squeeze(1)
+    others = scores.scatter(1, labels[:, None], float("-inf"))
+    return {
+        "loss": torch.nn.functional.cross_entropy(scores, labels, reduction="none"),
+        "correct": (scores.argmax(-1) == labels).to(scores.dtype),
+        "logit_variance": scores.var(dim=-1, unbiased=False) if variance is None else variance,
+        "confidence": scores.softmax(-1).amax(-1),
+        "margin": true - others.amax(-1),
+    }
+
+
 def float_logits(output: Any) -> torch.Tensor:
     """``output.logits`` (or the tensor itself) as a float tensor. A tensor subclass that stores
     quantized values (a quantization library's quantized activations) is dequantized

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import FairQuantError
 from ..groups import check_labels
-from .base import MetricNames, Task, TaskOutputs, float_logits
+from .base import MetricNames, Task, TaskOutputs, float_logits, score_statistics
 from .registry import register_task
 
 _AUTO_CLASSES = {"text": "AutoModelForSequenceClassification", "image": "AutoModelForImageClassification"}
@@ -131,17 +131,7 @@ class ClassificationTask(Task):
         """Cross-entropy, correctness, the population variance of the logits across classes (the
         paper's claim: quantized logits have lower variance), the confidence (max softmax
         probability) and the margin (true-class logit minus the best other; negative when wrong)."""
-        logits = float_logits(output).detach()
-        labels = targets.long()
-        true = logits.gather(1, labels[:, None]).squeeze(1)
-        others = logits.scatter(1, labels[:, None], float("-inf"))
-        return {
-            "loss": F.cross_entropy(logits, labels, reduction="none"),
-            "correct": (logits.argmax(-1) == labels).to(logits.dtype),
-            "logit_variance": logits.var(dim=-1, unbiased=False),
-            "confidence": logits.softmax(-1).amax(-1),
-            "margin": true - others.amax(-1),
-        }
+        return score_statistics(float_logits(output).detach(), targets.long())
 
     def snippet_predictions(self, logits: str = "logits") -> str:
         return f"predictions = {logits}.argmax(-1)  # class ids"

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FairQuantError
-from .base import MetricNames, Task, TaskOutputs, float_logits, head_kind, is_quantized_tensor
+from .base import MetricNames, Task, TaskOutputs, float_logits, head_kind, is_quantized_tensor, score_statistics
 from .registry import register_task
 
 #: Columns :func:`encode_choices` writes (beside ``input_ids``, ``attention_mask``, ``position_ids``, ``labels``).
@@ -360,16 +360,8 @@ class MultipleChoiceTask(Task):
         filled = scores.masked_fill(~present, 0.0)
         count = present.sum(-1)
         mean = filled.sum(-1) / count
-        variance = ((filled - mean[:, None]) ** 2 * present).sum(-1) / count
-        true = scores.gather(1, labels[:, None]).squeeze(1)
-        others = scores.scatter(1, labels[:, None], float("-inf"))
-        return {
-            "loss": F.cross_entropy(scores, labels, reduction="none"),
-            "correct": (scores.argmax(-1) == labels).to(scores.dtype),
-            "logit_variance": variance,
-            "confidence": scores.softmax(-1).amax(-1),
-            "margin": true - others.amax(-1),
-        }
+        variance = ((filled - mean[:, None]) ** 2 * present).sum(-1) / count  # over the options present
+        return score_statistics(scores, labels, variance)
 
     def snippet_predictions(self, logits: str = "logits") -> str:
         return f"predictions = {logits}.argmax(-1)  # per item, the option of highest summed log-likelihood"
