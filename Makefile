@@ -84,7 +84,7 @@ PYTEST_ARGS ?=
 test: install data
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS) tests
 
-# docs/results.md from runs of this code (about 65 min on the 2-core machine): reproduce.py writes
+# docs/results.md from runs of this code (about 100 min on the 2-core machine): reproduce.py writes
 # docs/results/*.json, render_results.py turns only that JSON into the page and its plots.
 results: install data
 	OMP_NUM_THREADS=1 PYTHONPATH=. $(PY) benchmarks/reproduce.py --seeds 0,1,2 --parts resnet,chain,vit,performance --output-dir docs/results
