@@ -44,9 +44,11 @@ def summary_screen(result: RunResult) -> str:
         lines.append(f"pushed: {result.pushed_to}")
     if published:  # after a push, the Hub id anyone can load; else the local folder
         target = repo_id if result.pushed_to and repo_id else str(out)
-        lines.append(f"load it: hf_fairquant.load_quantized({target!r})")
-        if get_artifact(published.backend).publishing.loads_with_transformers:
-            lines.append(f"or with plain transformers: {result.model.auto_class}.from_pretrained({target!r})")
+        if get_artifact(published.backend).publishing.loads_with_transformers:  # no hf_fairquant needed
+            lines.append(f"load it: {result.model.auto_class}.from_pretrained({target!r})  (plain transformers)")
+            lines.append(f"or: hf_fairquant.load_quantized({target!r})")
+        else:
+            lines.append(f"load it: hf_fairquant.load_quantized({target!r})")
     return "\n".join(lines)
 
 
